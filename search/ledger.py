@@ -1,0 +1,123 @@
+"""One record per trial, classified into the states users see, fed by Ray Tune's callbacks.
+
+States: ``running`` while it trains, then exactly one of ``completed`` (ran every epoch),
+``stopped_early`` (ASHA stopped it), ``diverged`` (the loss became NaN/inf) or ``failed``
+(an exception). Listeners (MLflow tracking, the progress printer) are told of each change.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+STATES = ("completed", "stopped_early", "diverged", "failed")
+_NOT_METRICS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "epoch"}
+
+
+@dataclass
+class TrialRecord:
+    index: int  # 1-based, in start order: t001, t002, ...
+    trial_id: str
+    config: dict[str, Any]
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    state: str = "running"
+    epochs: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # the last reported values
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"t{self.index:03d}"
+
+
+class Listener(Protocol):
+    def trial_started(self, rec: TrialRecord) -> None: ...
+    def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None: ...
+    def trial_ended(self, rec: TrialRecord) -> None: ...
+
+
+def reported_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The numeric values the trainable reported (Tune's own bookkeeping keys removed)."""
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+class Ledger(Callback):
+    def __init__(self, max_epochs: int, metric: str, mode: str, listeners: list[Listener]):
+        self.max_epochs, self.metric, self.mode = max_epochs, metric, mode
+        self.listeners = listeners
+        self.records: dict[str, TrialRecord] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; listeners hold threads and
+        # streams and are re-attached by whoever restores the search.
+        return {**self.__dict__, "listeners": []}
+
+    # Tune callbacks -------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.records:  # a restart of the same trial (e.g. after a failure)
+            return
+        rec = TrialRecord(len(self.records) + 1, trial.trial_id, dict(trial.config))
+        self.records[trial.trial_id] = rec
+        for listener in self.listeners:
+            listener.trial_started(rec)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        rec = self.records[trial.trial_id]
+        step = int(result.get("training_iteration", rec.epochs + 1))
+        metrics = reported_metrics(result)
+        rec.epochs, rec.metrics = step, metrics
+        for listener in self.listeners:
+            listener.trial_result(rec, step, metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rec = self.records[trial.trial_id]
+        self._end(rec, "completed" if rec.epochs >= self.max_epochs else "stopped_early")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rec = self.records[trial.trial_id]
+        error = _trial_error(trial)
+        rec.error = error
+        self._end(rec, "diverged" if "TrialDiverged" in error else "failed")
+
+    # Queries --------------------------------------------------------------------------
+    def _end(self, rec: TrialRecord, state: str) -> None:
+        rec.state, rec.ended = state, time.time()
+        for listener in self.listeners:
+            listener.trial_ended(rec)
+
+    def counts(self) -> dict[str, int]:
+        counts = {s: 0 for s in ("running",) + STATES}
+        for rec in self.records.values():
+            counts[rec.state] += 1
+        return counts
+
+    def best(self) -> TrialRecord | None:
+        """The trial whose last reported metric is best (diverged and failed trials excluded)."""
+        sign = 1.0 if self.mode == "max" else -1.0
+        candidates = [
+            r for r in self.records.values()
+            if r.state in ("completed", "stopped_early", "running") and math.isfinite(r.metrics.get(self.metric, math.nan))
+        ]
+        return max(candidates, key=lambda r: sign * r.metrics[self.metric], default=None)
+
+
+def _trial_error(trial: Any) -> str:
+    try:
+        err = trial.get_pickled_error()
+        if err is not None:
+            cause = getattr(err, "cause", None)
+            return f"{type(cause or err).__name__}: {cause or err}"
+        text = trial.get_error()
+        return str(text) if text is not None else "unknown error"
+    except Exception as exc:  # reading the error must not break the search; say what happened
+        return f"error details unavailable ({type(exc).__name__}: {exc})"

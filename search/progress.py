@@ -1,0 +1,37 @@
+"""A line per finished trial instead of Ray's raw log flood."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from search.ledger import Ledger, TrialRecord
+
+
+class ProgressPrinter:
+    def __init__(self, ledger: Ledger, num_trials: int, max_epochs: int, stream: TextIO = sys.stdout):
+        self.ledger, self.num_trials, self.max_epochs, self.stream = ledger, num_trials, max_epochs, stream
+        self.started = time.time()
+
+    def trial_started(self, rec: TrialRecord) -> None:
+        pass
+
+    def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def trial_ended(self, rec: TrialRecord) -> None:
+        counts = self.ledger.counts()
+        done = sum(counts[s] for s in ("completed", "stopped_early", "diverged", "failed"))
+        metric = self.ledger.metric
+        value = rec.metrics.get(metric)
+        shown = f"{metric} {value:.4f}" if value is not None else (rec.error or "")[:60]
+        best = self.ledger.best()
+        best_text = f"best {best.metrics[metric]:.4f} ({best.name})" if best else "best -"
+        print(
+            f"[{done:>{len(str(self.num_trials))}}/{self.num_trials}] {rec.name} {rec.state:<13} "
+            f"epoch {rec.epochs:>2}/{self.max_epochs}  {shown:<24} | running {counts['running']}, "
+            f"stopped {counts['stopped_early']}, {best_text} | {time.time() - self.started:5.0f}s",
+            file=self.stream,
+            flush=True,
+        )

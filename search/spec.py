@@ -1,0 +1,256 @@
+"""The job spec: loaded from YAML and validated once, at the edge, with every problem at once."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+import spaces
+from search.errors import SpecError
+from trainables import BUILTIN
+from trainables import config as mlp_config
+
+_NAME = r"^[A-Za-z0-9._-]+$"
+BUILTIN_METRICS = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
+TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "file:", "postgresql://", "postgresql+", "mysql://",
+                    "mysql+", "databricks")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataSpec(_Strict):
+    """Where the examples come from and how they are split (seeded, disjoint)."""
+
+    dataset: Literal["digits", "synthetic"]
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    samples: int = Field(2000, ge=10)  # synthetic only
+    features: int = Field(64, ge=1)  # synthetic only
+    classes: int = Field(10, ge=2)  # synthetic only
+
+
+class SamplerSpec(_Strict):
+    """Optuna TPE: ``seed`` makes the search reproducible; the first ``n_startup_trials`` are random."""
+
+    type: Literal["tpe"] = "tpe"
+    seed: int = 0
+    n_startup_trials: int = Field(10, ge=0)
+    multivariate: bool = False
+
+
+class SchedulerSpec(_Strict):
+    """ASHA: every trial runs at least ``grace_period`` epochs, at most ``max_epochs``;
+    at each rung only the top 1/``reduction_factor`` continue."""
+
+    type: Literal["asha"] = "asha"
+    max_epochs: int = Field(ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class SearchSpec(_Strict):
+    metric: str = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    num_trials: int = Field(ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    sampler: SamplerSpec = SamplerSpec()
+    scheduler: SchedulerSpec
+
+
+class ResourcesSpec(_Strict):
+    """Per trial. ``gpu`` may be fractional (0.25: four trials share a GPU)."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class TrackingSpec(_Strict):
+    uri: Optional[str] = None  # default: sqlite:///mlruns.db in the working directory
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=_NAME, max_length=200)
+    trainable: str = "mlp"
+    data: DataSpec
+    space: Any
+    search: SearchSpec
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    _space: spaces.Space = PrivateAttr()
+    _source_text: str = PrivateAttr(default="")
+
+    @property
+    def search_space(self) -> spaces.Space:
+        """The resolved search space (preset, file or inline)."""
+        return self._space
+
+    @property
+    def source_text(self) -> str:
+        return self._source_text
+
+    @property
+    def epochs(self) -> int:
+        return self.search.scheduler.max_epochs
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a job spec file; raise :class:`SpecError` with every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([f"cannot read spec file: {exc.strerror or exc}"], source=str(path)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"not valid YAML: {exc}"], source=str(path)) from exc
+    spec = parse_spec(data, base_dir=path.parent, source=str(path))
+    spec._source_text = text
+    return spec
+
+
+def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = None) -> JobSpec:
+    if not isinstance(data, dict):
+        raise SpecError([f"the spec must be a mapping of keys (name, data, space, search, ...), got {data!r}"], source)
+    problems: list[str] = []
+    spec: JobSpec | None = None
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_format_pydantic(exc))
+
+    space = None
+    if "space" in data:
+        try:
+            space = spaces.load_space(data["space"], base_dir)
+        except spaces.SpaceError as exc:
+            problems.extend(exc.problems)
+
+    trainable = data.get("trainable", "mlp")
+    if isinstance(trainable, str):
+        problems.extend(_check_trainable(trainable))
+        if trainable == "mlp" and space is not None:
+            problems.extend(check_space_for_mlp(space))
+    search = data.get("search") if isinstance(data.get("search"), dict) else {}
+    metric, mode = search.get("metric", "val_accuracy"), search.get("mode", "max")
+    if trainable in BUILTIN and isinstance(metric, str):
+        if metric not in BUILTIN_METRICS:
+            problems.append(f"search.metric: the {trainable} trainable reports {', '.join(BUILTIN_METRICS)}, got {metric!r}")
+        elif mode in ("max", "min") and mode != BUILTIN_METRICS[metric]:
+            problems.append(f"search.mode: {metric} should be {BUILTIN_METRICS[metric]}imised, got {mode!r}")
+    scheduler = search.get("scheduler") if isinstance(search.get("scheduler"), dict) else {}
+    grace, max_epochs = scheduler.get("grace_period", 1), scheduler.get("max_epochs")
+    if isinstance(grace, int) and isinstance(max_epochs, int) and grace > max_epochs:
+        problems.append(f"search.scheduler.grace_period: must be <= max_epochs ({max_epochs}), got {grace}")
+    uri = (data.get("tracking") or {}).get("uri") if isinstance(data.get("tracking"), dict) else None
+    if isinstance(uri, str):
+        problems.extend(check_tracking_uri(uri, "tracking.uri"))
+
+    if problems:
+        raise SpecError(problems, source)
+    assert spec is not None and space is not None  # no problems means both parsed
+    spec._space = space
+    return spec
+
+
+def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> list[str]:
+    if not uri.startswith(TRACKING_SCHEMES):
+        return [f"{field}: must start with one of {', '.join(TRACKING_SCHEMES)}, got {uri!r}"]
+    return []
+
+
+def _check_trainable(name: str) -> list[str]:
+    if name in BUILTIN:
+        return []
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+        return [f"trainable: must be a built-in ({', '.join(BUILTIN)}) or 'pkg.module:function', got {name!r}"]
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr, None)
+    except ImportError as exc:
+        return [f"trainable: cannot import module {module!r}: {exc}"]
+    if not callable(fn):
+        return [f"trainable: {module!r} has no function {attr!r}"]
+    return []
+
+
+def check_space_for_mlp(space: spaces.Space, path: str = "space") -> list[str]:
+    """Every key the space can produce must be a key of the MLP, every fixed or chosen value usable."""
+    problems: list[str] = []
+    known = mlp_config.known_keys()
+
+    def walk(sp: spaces.Space, prefix: str, branch_of: tuple[str, str] | None) -> None:
+        for name, param in sp.params.items():
+            key = prefix + name
+            where = f"{path}.{key}" if branch_of is None else f"{path}.{branch_of[0]}.{branch_of[1]}.{name}"
+            if key not in known:
+                problems.append(f"{where}: unknown parameter for the mlp trainable (known: {', '.join(sorted(known))})")
+                continue
+            if branch_of is not None and name not in mlp_config.BRANCH_KEYS.get(branch_of, ()):
+                problems.append(f"{where}: does not apply when {branch_of[0]} is {branch_of[1]!r}")
+                continue
+            if isinstance(param, spaces.Conditional):
+                for branch, sub in param.branches.items():
+                    problem = mlp_config.check_value(key, branch)
+                    if problem:
+                        problems.append(f"{path}.{problem}")
+                    else:
+                        walk(sub, f"{key}.", (key, branch))
+                continue
+            values = {
+                spaces.Fixed: lambda p: [p.value],
+                spaces.Choice: lambda p: list(p.options),
+                spaces.Float: lambda p: [p.low, p.high],
+                spaces.Int: lambda p: [p.low, p.high],
+            }[type(param)](param)
+            for value in values:
+                problem = mlp_config.check_value(key, value)
+                if problem:
+                    problems.append(f"{where}: {problem.split(': ', 1)[1]}")
+                    break
+
+    walk(space, "", None)
+    return problems
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+    "string_pattern_mismatch": "must match {pattern}",
+    "string_too_long": "must have at most {max_length} characters",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "model_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+}
+
+
+def _format_pydantic(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in (err.get("ctx") or {}).items()}
+        kind = err["type"]
+        if kind == "literal_error":
+            msg = f"must be one of {ctx.get('expected')}"
+        elif kind in _MESSAGES:
+            msg = _MESSAGES[kind].format(**ctx)
+        else:
+            msg = err["msg"][:1].lower() + err["msg"][1:]
+        out.append(f"{loc}: {msg}" if kind == "missing" else f"{loc}: {msg}, got {err['input']!r}")
+    return out

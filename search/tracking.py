@@ -1,0 +1,206 @@
+"""MLflow tracking: one parent run per search, one child run per trial (see README, "MLflow layout").
+
+All MLflow calls run on one background thread, in order: the Tune driver only enqueues, so
+tracking costs the search loop nothing, and per-epoch metrics are sent in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from search.errors import TrackingError
+from search.ledger import TrialRecord
+
+ROLE, STATE, PARENT = "hpsearch.role", "hpsearch.trial_state", "mlflow.parentRunId"
+# MLflow run status per trial state: stopped early is a normal outcome, but not a full run.
+RUN_STATUS = {"completed": "FINISHED", "stopped_early": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+_MAX_PARAM = 6000  # MLflow's limit on a param value's length
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlruns.db'}"
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+class _Writer(threading.Thread):
+    """Runs MLflow calls in order on its own thread; consecutive metric points are batched per run."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hpsearch-mlflow", daemon=True)
+        self._queue: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        self._queue.put(("call", fn))
+
+    def metrics(self, key: str, points: list) -> None:
+        self._queue.put(("metrics", (key, points)))
+
+    def flush(self) -> None:
+        done = threading.Event()
+        self._queue.put(("call", done.set))
+        done.wait()
+
+    def stop(self) -> None:
+        self._queue.put(("stop", None))
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            kind, payload = self._queue.get()
+            pending: dict[str, list] = {}
+            while kind == "metrics":
+                pending.setdefault(payload[0], []).extend(payload[1])
+                try:
+                    kind, payload = self._queue.get_nowait()
+                except queue.Empty:
+                    kind, payload = "idle", None
+            for key, points in pending.items():
+                self._guard(lambda k=key, p=points: self.log_points(k, p))
+            if kind == "stop":
+                return
+            if kind == "call":
+                self._guard(payload)
+
+    log_points: Callable[[str, list], None]  # set by the tracker
+
+    def _guard(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # tracking must not take the search down; it is reported at the end
+            message = f"{type(exc).__name__}: {exc}"
+            self.errors.append(message)
+            print(f"hpsearch: MLflow write failed: {message}", file=sys.stderr)
+
+
+class MlflowTracker:
+    """A ledger listener that mirrors the search into MLflow."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._run_ids: dict[str, str] = {}  # trial_id -> child run id (written only by the writer)
+        self._ready = threading.Event()
+        self._init_error: BaseException | None = None
+        self.points_reported = 0
+        self._writer = _Writer()
+        self._writer.log_points = self._log_points
+
+    # Lifecycle (driver thread) ---------------------------------------------------------
+    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str], artifacts: dict[str, str]) -> None:
+        """Open the experiment and the parent run in the background (overlaps with Ray's start-up)."""
+        self._writer.start()
+        self._writer.call(lambda: self._open(run_name, params, tags, artifacts))
+
+    def wait_ready(self) -> None:
+        self._ready.wait()
+        if self._init_error is not None:
+            raise TrackingError(f"cannot use MLflow tracking store {self.tracking_uri}: {self._init_error}") from self._init_error
+
+    def finish(self, status: str, metrics: dict[str, float], params: dict[str, Any], tags: dict[str, str],
+               artifacts: dict[str, str]) -> list[str]:
+        """Write the search's results to the parent run, close it, and return any write errors."""
+        if self.parent_run_id is not None:
+            def close() -> None:
+                from mlflow.entities import Metric, Param, RunTag
+
+                now = int(time.time() * 1000)
+                self.client.log_batch(
+                    self.parent_run_id,
+                    metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                    params=[Param(k, _param_value(v)) for k, v in params.items()],
+                    tags=[RunTag(k, v) for k, v in tags.items()],
+                )
+                for name, text in artifacts.items():
+                    self.client.log_text(self.parent_run_id, text, name)
+                self.client.set_terminated(self.parent_run_id, status)
+
+            self._writer.call(close)
+        self._writer.stop()
+        return list(self._writer.errors)
+
+    # Listener (driver thread: enqueue only) ------------------------------------------
+    def trial_started(self, rec: TrialRecord) -> None:
+        config = dict(rec.config)
+        self._writer.call(lambda: self._open_trial(rec.trial_id, rec.name, config))
+
+    def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.points_reported += len(metrics)
+        self._writer.metrics(rec.trial_id, [Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def trial_ended(self, rec: TrialRecord) -> None:
+        trial_id, state, error, epochs = rec.trial_id, rec.state, rec.error, rec.epochs
+
+        def end() -> None:
+            run_id = self._run_ids[trial_id]
+            self.client.set_tag(run_id, STATE, state)
+            self.client.set_tag(run_id, "hpsearch.epochs", str(epochs))
+            if error:
+                self.client.set_tag(run_id, "hpsearch.error", error[:5000])
+            self.client.set_terminated(run_id, RUN_STATUS[state])
+
+        self._writer.call(end)
+
+    # Writer thread ---------------------------------------------------------------------
+    def _open(self, run_name: str, params: dict[str, Any], tags: dict[str, str], artifacts: dict[str, str]) -> None:
+        try:
+            from mlflow import MlflowClient
+            from mlflow.entities import Param
+
+            self.client = MlflowClient(self.tracking_uri)
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                # A model-training experiment: MLflow's UI opens it on the runs table.
+                self.experiment_id = self.client.create_experiment(
+                    self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+            else:
+                self.experiment_id = exp.experiment_id
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={ROLE: "search", **tags})
+            self.parent_run_id = run.info.run_id
+            self.client.log_batch(self.parent_run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+            for name, text in artifacts.items():
+                self.client.log_text(self.parent_run_id, text, name)
+        except BaseException as exc:
+            self._init_error = exc
+            raise
+        finally:
+            self._ready.set()
+
+    def _open_trial(self, trial_id: str, name: str, config: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        tags = {PARENT: self.parent_run_id, ROLE: "trial", STATE: "running", "hpsearch.trial_id": trial_id}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self._run_ids[trial_id] = run.info.run_id
+        params = [Param(k, _param_value(v)) for k, v in flatten(config).items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
+
+    def _log_points(self, trial_id: str, points: list) -> None:
+        run_id = self._run_ids[trial_id]
+        for i in range(0, len(points), 1000):
+            self.client.log_batch(run_id, metrics=points[i : i + 1000])
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 14] + "...[truncated]"

@@ -1,0 +1,23 @@
+"""Declarative search spaces: schema, compiler to Optuna define-by-run, YAML presets.
+
+Imports neither Ray nor torch; Optuna is imported only when a space is sampled.
+"""
+
+from spaces._compile import define_by_run, sample
+from spaces._presets import load_space, preset_names
+from spaces._schema import Choice, Conditional, Fixed, Float, Int, Space, SpaceError, parse_space
+
+__all__ = [
+    "Choice",
+    "Conditional",
+    "Fixed",
+    "Float",
+    "Int",
+    "Space",
+    "SpaceError",
+    "define_by_run",
+    "load_space",
+    "parse_space",
+    "preset_names",
+    "sample",
+]

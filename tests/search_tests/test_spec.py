@@ -1,0 +1,81 @@
+import pytest
+
+from search.errors import SpecError
+from search.spec import load_spec, parse_spec
+from tests.conftest import QUICKSTART, write_spec
+
+
+def problems_of(data):
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    return info.value.problems
+
+
+def test_quickstart_is_valid():
+    spec = load_spec(QUICKSTART)
+    assert spec.name == "quickstart-digits" and spec.search.num_trials == 30 and spec.epochs == 10
+    assert "optimizer.momentum" in spec.search_space.keys()
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d["search"].update(num_trials=-3), "search.num_trials: must be >= 1, got -3"),
+        (lambda d: d.update(serach={"x": 1}), "serach: unknown key, got {'x': 1}"),
+        (lambda d: d["search"]["scheduler"].update(max_epoch=5), "search.scheduler.max_epoch: unknown key, got 5"),
+        (lambda d: d["data"].update(dataset="mnist"), "data.dataset: must be one of 'digits' or 'synthetic', got 'mnist'"),
+        (lambda d: d.update(name="my search!"), "name: must match ^[A-Za-z0-9._-]+$, got 'my search!'"),
+        (lambda d: d["search"].update(mode="maximum"), "search.mode: must be one of 'max' or 'min', got 'maximum'"),
+        (lambda d: d["search"].update(metric="accuracy"), "search.metric: the mlp trainable reports"),
+        (lambda d: d["search"].update(mode="min"), "search.mode: val_accuracy should be maximised, got 'min'"),
+        (lambda d: d["search"]["scheduler"].update(grace_period=20), "search.scheduler.grace_period: must be <= max_epochs (10), got 20"),
+        (lambda d: d["search"]["scheduler"].update(reduction_factor=1), "search.scheduler.reduction_factor: must be > 1, got 1"),
+        (lambda d: d["resources"].update(cpu=0), "resources.cpu: must be > 0, got 0"),
+        (lambda d: d.update(space="no_such_preset"), "space: unknown preset 'no_such_preset'"),
+        (lambda d: d["space"].update(dropout={"float": [0.6, 0.2]}), "space.dropout: low must be <= high, got low=0.6, high=0.2"),
+        (lambda d: d["space"].update(dropuot={"float": [0.0, 0.2]}), "space.dropuot: unknown parameter for the mlp trainable"),
+        (lambda d: d["space"].update(activation={"choice": ["relu", "swish"]}), "space.activation: must be one of relu"),
+        (lambda d: d["space"]["optimizer"]["choice"]["adam"].update(momentum=0.9), "space.optimizer.adam.momentum: does not apply when optimizer is 'adam'"),
+        (lambda d: d["space"]["optimizer"]["choice"].update(lion={}), "space.optimizer: must be one of sgd, adam, got 'lion'"),
+        (lambda d: d["space"].update(dropout={"float": [0.0, 1.5]}), "space.dropout: must be in [0, 1), got 1.5"),
+        (lambda d: d.update(trainable="nomodule_xyz:fn"), "trainable: cannot import module 'nomodule_xyz'"),
+        (lambda d: d.update(trainable="not a path"), "trainable: must be a built-in (mlp) or 'pkg.module:function'"),
+        (lambda d: d.update(tracking={"uri": "mlruns.db"}), "tracking.uri: must start with one of"),
+        (lambda d: d["search"].pop("num_trials"), "search.num_trials: required"),
+        (lambda d: d["search"].update(num_trials="30"), "search.num_trials: must be an integer, got '30'"),
+    ],
+)
+def test_each_error_names_its_path_and_value(quickstart_data, edit, expected):
+    edit(quickstart_data)
+    problems = problems_of(quickstart_data)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_all_problems_are_reported_at_once(quickstart_data):
+    quickstart_data["search"]["num_trials"] = 0
+    quickstart_data["data"]["dataset"] = "imagenet"
+    quickstart_data["space"]["dropout"] = {"float": [0.5, 0.1]}
+    quickstart_data["typo"] = 1
+    fields = sorted(p.split(":")[0] for p in problems_of(quickstart_data))
+    assert fields == ["data.dataset", "search.num_trials", "space.dropout", "typo"]
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="cannot read spec file"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    write_spec(bad, ["a", "list"])
+    with pytest.raises(SpecError, match="the spec must be a mapping"):
+        load_spec(bad)
+
+
+def test_preset_and_space_file(tmp_path, quickstart_data):
+    quickstart_data["space"] = "mlp_basic"
+    assert "optimizer.weight_decay" in parse_spec(quickstart_data).search_space.keys()
+    (tmp_path / "space.yaml").write_text("units: {int: [8, 32]}\n")
+    quickstart_data["space"] = "space.yaml"
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
+    assert spec.search_space.keys() == ["units"]
