@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="directory for Ray Tune's state (default ./hpsearch_results)")
     p.add_argument("--address", help="address of a running Ray cluster to join (default: start a local one)")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    p.add_argument("--ray-logs", action="store_true", help="also show Ray's own logs and trial tracebacks")
     return parser
 
 
@@ -116,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     from search.tuner import run_search
 
     result = run_search(spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
-                        quiet=args.quiet)
+                        quiet=args.quiet, ray_logs=args.ray_logs)
     print_summary(result)
     if result.counts.get("completed", 0) + result.counts.get("stopped_early", 0) == 0:
         print("hpsearch: no trial finished successfully", file=sys.stderr)

@@ -8,10 +8,12 @@ States: ``running`` while it trains, then exactly one of ``completed`` (ran ever
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
@@ -112,12 +114,21 @@ class Ledger(Callback):
 
 
 def _trial_error(trial: Any) -> str:
+    """``Type: message`` of the exception that ended the trial.
+
+    Tune writes it to the trial's local folder before calling back (the copy in the storage
+    path appears only after the next sync), so read it from there.
+    """
     try:
-        err = trial.get_pickled_error()
-        if err is not None:
-            cause = getattr(err, "cause", None)
-            return f"{type(cause or err).__name__}: {cause or err}"
-        text = trial.get_error()
-        return str(text) if text is not None else "unknown error"
+        path = trial.pickled_error_file
+        if path and os.path.exists(path):
+            with open(path, "rb") as f:
+                err = cloudpickle.load(f)
+            cause = getattr(err, "cause", None) or err
+            return f"{type(cause).__name__}: {cause}"
+        if trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file) as f:
+                return f.read()[-5000:]
+        return "unknown error (Tune recorded no error file)"
     except Exception as exc:  # reading the error must not break the search; say what happened
         return f"error details unavailable ({type(exc).__name__}: {exc})"

@@ -37,6 +37,28 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, before anything starts, when an MLflow server does not answer
+    (MLflow's own client retries for minutes)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):  # a server with auth: it answers, credentials are MLflow's business
+            return
+        raise TrackingError(f"MLflow server {tracking_uri} answered {exc.code} on {url}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow server {tracking_uri} is not reachable ({reason}); start it or pass "
+                            "another --tracking-uri") from exc
+
+
 class _Writer(threading.Thread):
     """Runs MLflow calls in order on its own thread; consecutive metric points are batched per run."""
 

@@ -16,7 +16,7 @@ from search.errors import HpsearchError
 from search.ledger import Ledger, TrialRecord
 from search.progress import ProgressPrinter
 from search.spec import JobSpec
-from search.tracking import MlflowTracker, default_tracking_uri, flatten
+from search.tracking import MlflowTracker, check_reachable, default_tracking_uri, flatten
 
 # Tune settings chosen for many short trials on few cores (measured: see BENCHMARKS.md / README).
 # Snapshots of the experiment state every few minutes, not after every result; trials stay in
@@ -98,12 +98,12 @@ def spec_params(spec: JobSpec) -> dict[str, Any]:
     return flatten(data)
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.WARNING)
+    kwargs: dict[str, Any] = dict(log_to_driver=log_to_driver, logging_level=logging.WARNING)
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -113,8 +113,12 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 
 
 def run_search(spec: JobSpec, tracking_uri: str | None = None, storage: str | Path | None = None,
-               address: str | None = None, quiet: bool = False) -> SearchResult:
-    """Run the whole search and return its summary; the spec must already be validated."""
+               address: str | None = None, quiet: bool = False, ray_logs: bool = False) -> SearchResult:
+    """Run the whole search and return its summary; the spec must already be validated.
+
+    Trial errors are summarised by hpsearch (and kept in MLflow and the Tune folder); Ray's own
+    per-error tracebacks on the console are shown only with ``ray_logs``.
+    """
     from ray import tune
 
     from trainables.tune_adapter import run_trial
@@ -125,6 +129,7 @@ def run_search(spec: JobSpec, tracking_uri: str | None = None, storage: str | Pa
     run_name = f"{spec.name}-{stamp}"
     storage_path = Path(storage or "hpsearch_results").expanduser().resolve()
 
+    check_reachable(uri)
     tracker = MlflowTracker(uri, spec.name)
     tracker.start(
         run_name=f"search {stamp}",
@@ -137,9 +142,11 @@ def run_search(spec: JobSpec, tracking_uri: str | None = None, storage: str | Pa
     if not quiet:
         ledger.listeners.append(ProgressPrinter(ledger, spec.search.num_trials, spec.epochs))
 
+    if not ray_logs:
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     status = "FAILED"
     try:
-        init_ray(address)
+        init_ray(address, log_to_driver=ray_logs)
         tracker.wait_ready()
         trainable = tune.with_resources(
             tune.with_parameters(

@@ -1,0 +1,118 @@
+"""A real search: real Ray Tune, real Optuna, real MLflow (SQLite), asserted through MlflowClient."""
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from search.spec import parse_spec
+from search.tuner import run_search
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SPACE = {
+    "hidden_layers": {"int": [1, 2]},
+    "units": {"choice": [32, 128]},
+    "activation": {"choice": ["relu", "elu", "tanh"]},
+    "batch_norm": {"choice": ["none", "after"]},
+    "dropout": {"float": [0.0, 0.3]},
+    "optimizer": {"choice": {
+        "sgd": {"lr": {"float": [1e-3, 1e-1], "log": True}, "momentum": {"float": [0.5, 0.95]}},
+        "adam": {"lr": {"float": [1e-3, 1e-2], "log": True}},
+    }},
+}
+
+
+def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_startup=4):
+    return parse_spec({
+        "name": name,
+        "trainable": trainable,
+        "data": {"dataset": "digits"},
+        "space": space,
+        "search": {
+            "num_trials": num_trials,
+            "max_concurrent": 2,
+            "sampler": {"seed": 0, "n_startup_trials": n_startup},
+            "scheduler": {"max_epochs": max_epochs, "grace_period": 1, "reduction_factor": 3},
+        },
+    })
+
+
+def runs_by_role(client, experiment_name):
+    exp = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_role = {}
+    for run in runs:
+        by_role.setdefault(run.data.tags.get("hpsearch.role"), []).append(run)
+    return exp, by_role
+
+
+def test_search_records_parent_and_children_in_mlflow(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    spec = make_spec("it-digits", num_trials=8, max_epochs=6)
+    result = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+
+    client = MlflowClient(uri)
+    exp, by_role = runs_by_role(client, "it-digits")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = by_role["search"]
+    children = by_role["trial"]
+    assert len(children) == 8 == len(result.records)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.num_trials"] == "8" and parent.data.params["data.dataset"] == "digits"
+
+    states = {}
+    points = 0
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        state = child.data.tags["hpsearch.trial_state"]
+        states[state] = states.get(state, 0) + 1
+        assert child.info.status == {"completed": "FINISHED", "stopped_early": "KILLED"}[state]
+        params = child.data.params
+        assert params["optimizer"] in ("sgd", "adam") and "optimizer.lr" in params
+        assert ("optimizer.momentum" in params) == (params["optimizer"] == "sgd")
+        epochs = int(child.data.tags["hpsearch.epochs"])
+        assert (epochs == 6) == (state == "completed")
+        for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
+            history = client.get_metric_history(child.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
+            points += len(history)
+    assert states.get("stopped_early", 0) >= 1
+    assert points == result.metric_points  # not one metric point lost
+
+    best = max(c.data.metrics["val_accuracy"] for c in children)
+    assert best > 0.9
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
+    assert parent.data.metrics["trials_completed"] == states.get("completed", 0)
+    assert parent.data.metrics["trials_stopped_early"] == states["stopped_early"]
+    best_config = json.loads(client.download_artifacts(parent.info.run_id, "best_config.json", str(tmp_path)) and
+                             (tmp_path / "best_config.json").read_text())
+    assert best_config["value"] == pytest.approx(best) and best_config["config"]["optimizer"] in ("sgd", "adam")
+    assert parent.data.params[f"best.optimizer"] == best_config["config"]["optimizer"]
+
+
+def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    space = {"outcome": {"choice": ["ok", "fail", "diverge"]}, "optimizer": {"choice": {"adam": {"lr": 3e-3}}}}
+    spec = make_spec("it-failures", num_trials=9, max_epochs=2, space=space,
+                     trainable="tests.integration_tests.helpers:scripted", n_startup=9)
+    result = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+
+    client = MlflowClient(uri)
+    _, by_role = runs_by_role(client, "it-failures")
+    children = by_role["trial"]
+    assert len(children) == 9
+    for child in children:
+        outcome = child.data.params["outcome"]
+        expected = {"ok": ("completed", "stopped_early"), "fail": ("failed",), "diverge": ("diverged",)}[outcome]
+        assert child.data.tags["hpsearch.trial_state"] in expected
+        if outcome != "ok":
+            assert child.info.status == "FAILED"
+            assert "scripted" in child.data.tags["hpsearch.error"]
+    outcomes = {c.data.params["outcome"] for c in children}
+    assert outcomes == {"ok", "fail", "diverge"}
+    assert result.counts["failed"] >= 1 and result.counts["diverged"] >= 1
+    assert result.best is not None and result.best.config["outcome"] == "ok"
+    (parent,) = by_role["search"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_failed"] == result.counts["failed"]

@@ -1,0 +1,106 @@
+"""The CLI as users meet it: a real process, real exit codes, real files (or none)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUICKSTART, ROOT, write_spec
+
+
+def hpsearch(*args, cwd, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "search", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def ray_session_marker() -> str | None:
+    latest = Path("/tmp/ray/session_latest")
+    return os.path.realpath(latest) if latest.exists() else None
+
+
+def test_validate_exit_codes(tmp_path, quickstart_data):
+    ok = hpsearch("validate", QUICKSTART, cwd=tmp_path)
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    quickstart_data["search"]["num_trials"] = -3
+    quickstart_data["data"]["datset"] = "digits"
+    bad = hpsearch("validate", write_spec(tmp_path / "bad.yaml", quickstart_data), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "search.num_trials: must be >= 1, got -3" in bad.stderr
+    assert "data.datset: unknown key" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert hpsearch("frobnicate", cwd=tmp_path).returncode == 2
+    assert hpsearch("space", "sample", "mlp_basic", "-n", "0", cwd=tmp_path).returncode == 2
+    missing = hpsearch("validate", tmp_path / "nope.yaml", cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot read spec file" in missing.stderr
+
+
+def test_space_sample_prints_one_json_config_per_line(tmp_path):
+    out = hpsearch("space", "sample", "mlp_basic", "-n", "50", "--seed", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    configs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(configs) == 50
+    assert {c["optimizer"] for c in configs} == {"sgd", "adam"}
+    assert all(("optimizer.momentum" in c) == (c["optimizer"] == "sgd") for c in configs)
+    again = hpsearch("space", "sample", "mlp_basic", "-n", "50", "--seed", "1", cwd=tmp_path)
+    assert again.stdout == out.stdout
+    from_spec = hpsearch("space", "sample", QUICKSTART, "-n", "3", cwd=tmp_path)
+    assert from_spec.returncode == 0 and len(from_spec.stdout.splitlines()) == 3
+    unknown = hpsearch("space", "sample", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown preset 'nope'" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["search"].update(num_trials=0),
+        lambda d: d.update(space="no_such_preset"),
+        lambda d: d["data"].update(dataset="imagenet"),
+    ],
+)
+def test_run_with_bad_input_starts_nothing(tmp_path, quickstart_data, edit):
+    edit(quickstart_data)
+    spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
+    before = ray_session_marker()
+    result = hpsearch("run", spec, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "invalid job spec" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # no mlruns.db, no storage dir
+    assert ray_session_marker() == before  # no Ray cluster started
+
+
+def test_run_with_bad_tracking_uri_argument_starts_nothing(tmp_path):
+    result = hpsearch("run", QUICKSTART, "--tracking-uri", "mlruns.db", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "--tracking-uri: must start with one of" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_with_unreachable_mlflow_server_fails_fast(tmp_path):
+    before = ray_session_marker()
+    result = hpsearch("run", QUICKSTART, "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert "MLflow server http://127.0.0.1:9 is not reachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [] and ray_session_marker() == before
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_run_end_to_end_prints_progress_and_summary(tmp_path, quickstart_data):
+    quickstart_data["search"].update(num_trials=4, max_concurrent=2)
+    quickstart_data["search"]["scheduler"]["max_epochs"] = 3
+    spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
+    result = hpsearch("run", spec, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("[") >= 4 and "[4/4]" in out  # one progress line per finished trial
+    assert "best val_accuracy" in out and "wall time" in out and "completed" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlruns.db'}" in out.replace("\n", "")
+    assert (tmp_path / "mlruns.db").is_file() and (tmp_path / "hpsearch_results").is_dir()
+    assert "Configuration for experiment" not in out  # Ray's own banner is not shown
