@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(BIN)/hpsearch run examples/quickstart.yaml
 
 test: $(STAMP)
+	$(BIN)/ruff check spaces search trainables tests
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

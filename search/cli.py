@@ -17,8 +17,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hpsearch", description="Distributed hyperparameter search for PyTorch "
-                     "(Ray Tune + Optuna + ASHA, tracked in MLflow).")
+    parser = _Parser(
+        prog="hpsearch",
+        description="Distributed hyperparameter search for PyTorch (Ray Tune + Optuna + ASHA, tracked in MLflow).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("validate", help="check a job spec; exit 0 if valid, 2 with every problem if not")
@@ -66,8 +68,10 @@ def _validate(args: argparse.Namespace) -> int:
     from search.spec import load_spec
 
     spec = load_spec(args.spec)
-    print(f"{args.spec}: valid ({spec.name}: {spec.search.num_trials} trials of {spec.trainable} on "
-          f"{spec.data.dataset}, {len(spec.search_space.keys())} parameters)")
+    print(
+        f"{args.spec}: valid ({spec.name}: {spec.search.num_trials} trials of {spec.trainable} on "
+        f"{spec.data.dataset}, {len(spec.search_space.keys())} parameters)"
+    )
     return EXIT_OK
 
 
@@ -116,8 +120,14 @@ def _run(args: argparse.Namespace) -> int:
     from search.summary import print_summary
     from search.tuner import run_search
 
-    result = run_search(spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
-                        quiet=args.quiet, ray_logs=args.ray_logs)
+    result = run_search(
+        spec,
+        tracking_uri=args.tracking_uri,
+        storage=args.storage,
+        address=args.address,
+        quiet=args.quiet,
+        ray_logs=args.ray_logs,
+    )
     print_summary(result)
     if result.counts.get("completed", 0) + result.counts.get("stopped_early", 0) == 0:
         print("hpsearch: no trial finished successfully", file=sys.stderr)

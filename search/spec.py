@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -17,8 +17,17 @@ from trainables import config as mlp_config
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 BUILTIN_METRICS = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
-TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "file:", "postgresql://", "postgresql+", "mysql://",
-                    "mysql+", "databricks")
+TRACKING_SCHEMES = (
+    "sqlite:///",
+    "http://",
+    "https://",
+    "file:",
+    "postgresql://",
+    "postgresql+",
+    "mysql://",
+    "mysql+",
+    "databricks",
+)
 
 
 class _Strict(BaseModel):
@@ -73,7 +82,7 @@ class ResourcesSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
-    uri: Optional[str] = None  # default: sqlite:///mlruns.db in the working directory
+    uri: str | None = None  # default: sqlite:///mlruns.db in the working directory
 
 
 class JobSpec(_Strict):
@@ -144,7 +153,9 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     metric, mode = search.get("metric", "val_accuracy"), search.get("mode", "max")
     if trainable in BUILTIN and isinstance(metric, str):
         if metric not in BUILTIN_METRICS:
-            problems.append(f"search.metric: the {trainable} trainable reports {', '.join(BUILTIN_METRICS)}, got {metric!r}")
+            problems.append(
+                f"search.metric: the {trainable} trainable reports {', '.join(BUILTIN_METRICS)}, got {metric!r}"
+            )
         elif mode in ("max", "min") and mode != BUILTIN_METRICS[metric]:
             problems.append(f"search.mode: {metric} should be {BUILTIN_METRICS[metric]}imised, got {mode!r}")
     scheduler = search.get("scheduler") if isinstance(search.get("scheduler"), dict) else {}

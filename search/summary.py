@@ -25,8 +25,10 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
     table.add_column(style="bold")
     table.add_column()
     if result.best is not None:
-        table.add_row(f"best {result.metric}", f"{result.best.metrics[result.metric]:.4f}  ({result.best.name}, "
-                      f"{result.best.epochs} epochs)")
+        table.add_row(
+            f"best {result.metric}",
+            f"{result.best.metrics[result.metric]:.4f}  ({result.best.name}, {result.best.epochs} epochs)",
+        )
         for key, value in result.best.config.items():
             table.add_row(f"  {key}", f"{value:.4g}" if isinstance(value, float) else str(value))
     else:
@@ -47,5 +49,4 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
     console.print(f"Review in MLflow: {ui_command(result.tracking_uri)}")
     if result.experiment_id and not result.tracking_uri.startswith(("http://", "https://")):
         console.print(f"  then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs")
-    console.print(f"(run status per trial state: {', '.join(f'{k}={v}' for k, v in RUN_STATUS.items())})",
-                  style="dim")
+    console.print(f"(run status per trial state: {', '.join(f'{k}={v}' for k, v in RUN_STATUS.items())})", style="dim")

@@ -11,8 +11,9 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from search.errors import TrackingError
 from search.ledger import TrialRecord
@@ -55,8 +56,9 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         raise TrackingError(f"MLflow server {tracking_uri} answered {exc.code} on {url}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow server {tracking_uri} is not reachable ({reason}); start it or pass "
-                            "another --tracking-uri") from exc
+        raise TrackingError(
+            f"MLflow server {tracking_uri} is not reachable ({reason}); start it or pass another --tracking-uri"
+        ) from exc
 
 
 class _Writer(threading.Thread):
@@ -133,12 +135,21 @@ class MlflowTracker:
     def wait_ready(self) -> None:
         self._ready.wait()
         if self._init_error is not None:
-            raise TrackingError(f"cannot use MLflow tracking store {self.tracking_uri}: {self._init_error}") from self._init_error
+            raise TrackingError(
+                f"cannot use MLflow tracking store {self.tracking_uri}: {self._init_error}"
+            ) from self._init_error
 
-    def finish(self, status: str, metrics: dict[str, float], params: dict[str, Any], tags: dict[str, str],
-               artifacts: dict[str, str]) -> list[str]:
+    def finish(
+        self,
+        status: str,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        tags: dict[str, str],
+        artifacts: dict[str, str],
+    ) -> list[str]:
         """Write the search's results to the parent run, close it, and return any write errors."""
         if self.parent_run_id is not None:
+
             def close() -> None:
                 from mlflow.entities import Metric, Param, RunTag
 
@@ -193,7 +204,8 @@ class MlflowTracker:
             if exp is None:
                 # A model-training experiment: MLflow's UI opens it on the runs table.
                 self.experiment_id = self.client.create_experiment(
-                    self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+                    self.experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+                )
             else:
                 self.experiment_id = exp.experiment_id
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={ROLE: "search", **tags})

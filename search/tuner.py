@@ -48,7 +48,6 @@ class SearchResult:
 def optuna_search(spec: JobSpec) -> Any:
     """OptunaSearch with TPE (seeded) driven by the space's define-by-run function."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -59,8 +58,9 @@ def optuna_search(spec: JobSpec) -> Any:
         multivariate=sampler_spec.multivariate,
         group=sampler_spec.multivariate,  # conditional spaces need group sampling for multivariate TPE
     )
-    return _space_search_class()(space=spaces.define_by_run(spec.search_space), metric=spec.search.metric,
-                        mode=spec.search.mode, sampler=sampler)
+    return _space_search_class()(
+        space=spaces.define_by_run(spec.search_space), metric=spec.search.metric, mode=spec.search.mode, sampler=sampler
+    )
 
 
 @lru_cache(maxsize=1)
@@ -87,8 +87,12 @@ def asha_scheduler(spec: JobSpec) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     s = spec.search.scheduler
-    return ASHAScheduler(time_attr="training_iteration", max_t=s.max_epochs, grace_period=s.grace_period,
-                         reduction_factor=s.reduction_factor)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=s.max_epochs,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
 
 
 def spec_params(spec: JobSpec) -> dict[str, Any]:
@@ -112,8 +116,14 @@ def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bo
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
-def run_search(spec: JobSpec, tracking_uri: str | None = None, storage: str | Path | None = None,
-               address: str | None = None, quiet: bool = False, ray_logs: bool = False) -> SearchResult:
+def run_search(
+    spec: JobSpec,
+    tracking_uri: str | None = None,
+    storage: str | Path | None = None,
+    address: str | None = None,
+    quiet: bool = False,
+    ray_logs: bool = False,
+) -> SearchResult:
     """Run the whole search and return its summary; the spec must already be validated.
 
     Trial errors are summarised by hpsearch (and kept in MLflow and the Tune folder); Ray's own
@@ -135,8 +145,10 @@ def run_search(spec: JobSpec, tracking_uri: str | None = None, storage: str | Pa
         run_name=f"search {stamp}",
         params=spec_params(spec),
         tags={"hpsearch.run_dir": str(storage_path / run_name)},
-        artifacts={"spec.yaml": spec.source_text or json.dumps(spec.model_dump(), indent=2),
-                   "space.json": json.dumps(spec.search_space.keys(), indent=2)},
+        artifacts={
+            "spec.yaml": spec.source_text or json.dumps(spec.model_dump(), indent=2),
+            "space.json": json.dumps(spec.search_space.keys(), indent=2),
+        },
     )
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[tracker])
     if not quiet:
@@ -192,8 +204,9 @@ def run_search(spec: JobSpec, tracking_uri: str | None = None, storage: str | Pa
     return result
 
 
-def _finish(spec: JobSpec, tracker: MlflowTracker, ledger: Ledger, status: str, wall: float, uri: str,
-            run_dir: Path) -> SearchResult:
+def _finish(
+    spec: JobSpec, tracker: MlflowTracker, ledger: Ledger, status: str, wall: float, uri: str, run_dir: Path
+) -> SearchResult:
     metric = spec.search.metric
     counts = ledger.counts()
     best = ledger.best()
@@ -202,8 +215,15 @@ def _finish(spec: JobSpec, tracker: MlflowTracker, ledger: Ledger, status: str, 
     params: dict[str, Any] = {}
     tags = {"hpsearch.status": status}
     trials = [
-        {"trial": r.name, "trial_id": r.trial_id, "state": r.state, "epochs": r.epochs, **r.metrics,
-         "config": r.config, **({"error": r.error} if r.error else {})}
+        {
+            "trial": r.name,
+            "trial_id": r.trial_id,
+            "state": r.state,
+            "epochs": r.epochs,
+            **r.metrics,
+            "config": r.config,
+            **({"error": r.error} if r.error else {}),
+        }
         for r in ledger.records.values()
     ]
     artifacts = {"trials.json": json.dumps(trials, indent=2, default=str)}
@@ -212,10 +232,24 @@ def _finish(spec: JobSpec, tracker: MlflowTracker, ledger: Ledger, status: str, 
         params.update({f"best.{k}": v for k, v in best.config.items()})
         tags["hpsearch.best_trial"] = best.name
         artifacts["best_config.json"] = json.dumps(
-            {"trial": best.name, "metric": metric, "value": best.metrics[metric], "config": best.config}, indent=2)
+            {"trial": best.name, "metric": metric, "value": best.metrics[metric], "config": best.config}, indent=2
+        )
     errors = tracker.finish(status, metrics, params, tags, artifacts)
-    return SearchResult(spec.name, metric, spec.search.mode, uri, tracker.experiment_id, tracker.parent_run_id,
-                        run_dir, wall, counts, best, list(ledger.records.values()), errors, tracker.points_reported)
+    return SearchResult(
+        spec.name,
+        metric,
+        spec.search.mode,
+        uri,
+        tracker.experiment_id,
+        tracker.parent_run_id,
+        run_dir,
+        wall,
+        counts,
+        best,
+        list(ledger.records.values()),
+        errors,
+        tracker.points_reported,
+    )
 
 
 __all__ = ["HpsearchError", "SearchResult", "asha_scheduler", "optuna_search", "run_search"]

@@ -8,7 +8,8 @@ each branch's ranges separately instead of mixing, say, SGD and Adam learning ra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from spaces._schema import Choice, Conditional, Fixed, Float, Int, Space
 
@@ -25,13 +26,13 @@ class DefineByRun:
     def __init__(self, space: Space):
         self.space = space
 
-    def __call__(self, trial: "optuna.Trial") -> Config:
+    def __call__(self, trial: optuna.Trial) -> Config:
         config: Config = {}
         _suggest(self.space, trial, key_prefix="", name_prefix="", out=config)
         return config
 
 
-def define_by_run(space: Space) -> Callable[["optuna.Trial"], Config]:
+def define_by_run(space: Space) -> Callable[[optuna.Trial], Config]:
     """Return ``fn(trial) -> config`` that suggests every active parameter of ``space``."""
     return DefineByRun(space)
 

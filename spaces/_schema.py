@@ -136,7 +136,9 @@ def _parse_param(value: Any, path: str, problems: list[str]) -> Param | None:
     allowed = {"float": {"float", "log", "step"}, "int": {"int", "log", "step"}}.get(kind, {kind})
     unknown = sorted(str(k) for k in value if k not in allowed)
     if unknown:
-        problems.append(f"{path}: unknown key(s) {', '.join(unknown)} for a {kind} parameter (allowed: {', '.join(sorted(allowed))})")
+        problems.append(
+            f"{path}: unknown key(s) {', '.join(unknown)} for a {kind} parameter (allowed: {', '.join(sorted(allowed))})"
+        )
         return None
     if kind == "value":
         return Fixed(value["value"])
@@ -153,7 +155,9 @@ def _parse_range(kind: str, value: dict, path: str, problems: list[str]) -> Para
         or len(bounds) != 2
         or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)
     ):
-        problems.append(f"{path}: {kind} needs [low, high] as two {'integers' if kind == 'int' else 'numbers'}, got {bounds!r}")
+        problems.append(
+            f"{path}: {kind} needs [low, high] as two {'integers' if kind == 'int' else 'numbers'}, got {bounds!r}"
+        )
         return None
     low, high = bounds
     start = len(problems)

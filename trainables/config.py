@@ -53,7 +53,7 @@ class MLPConfig:
     clip_threshold: float = 1.0
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "MLPConfig":
+    def from_dict(cls, config: dict[str, Any]) -> MLPConfig:
         """Build from a flat config; raise :class:`ConfigError` naming every bad key/value."""
         problems = check_config(config)
         if problems:

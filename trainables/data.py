@@ -29,10 +29,12 @@ class Splits:
     def num_features(self) -> int:
         return int(self.train_x[0].numel())
 
-    def to(self, device: torch.device | str) -> "Splits":
+    def to(self, device: torch.device | str) -> Splits:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Splits(*(move(t) for t in (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y)),
-                      num_classes=self.num_classes)
+        return Splits(
+            *(move(t) for t in (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y)),
+            num_classes=self.num_classes,
+        )
 
 
 def load_data(spec: dict[str, Any]) -> Splits:
@@ -45,7 +47,9 @@ def load_data(spec: dict[str, Any]) -> Splits:
         # Pixel values are 0..16; scale to [0, 1] so every activation starts in its useful range.
         x, y = bunch.data.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
     elif name == "synthetic":
-        x, y = synthetic(spec.get("samples", 2000), spec.get("features", 64), spec.get("classes", 10), spec.get("seed", 0))
+        x, y = synthetic(
+            spec.get("samples", 2000), spec.get("features", 64), spec.get("classes", 10), spec.get("seed", 0)
+        )
     else:
         raise ValueError(f"data.dataset: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
     return split(x, y, spec.get("val_fraction", 0.2), spec.get("test_fraction", 0.2), spec.get("seed", 0))

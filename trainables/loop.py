@@ -6,7 +6,8 @@ It knows nothing about Ray or MLflow; ``trainables.tune_adapter`` connects it to
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,14 +55,18 @@ def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report,
         train_loss = (loss_sum / seen).item()
         val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise TrialDiverged(f"loss became non-finite in epoch {epoch} (train_loss={train_loss}, val_loss={val_loss})")
-        report({
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "lr": optimizer.param_groups[0]["lr"],
-        })
+            raise TrialDiverged(
+                f"loss became non-finite in epoch {epoch} (train_loss={train_loss}, val_loss={val_loss})"
+            )
+        report(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
 
 
 @torch.no_grad()

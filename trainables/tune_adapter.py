@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from ray import tune
@@ -32,8 +33,9 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_trial(config: dict[str, Any], *, trainable_name: str, data: dict[str, Any], epochs: int, seed: int,
-              threads: int) -> None:
+def run_trial(
+    config: dict[str, Any], *, trainable_name: str, data: dict[str, Any], epochs: int, seed: int, threads: int
+) -> None:
     """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``."""
     torch.set_num_threads(threads)
     splits = _data_on_device(json.dumps(data, sort_keys=True), device())

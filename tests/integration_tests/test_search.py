@@ -16,26 +16,30 @@ SPACE = {
     "activation": {"choice": ["relu", "elu", "tanh"]},
     "batch_norm": {"choice": ["none", "after"]},
     "dropout": {"float": [0.0, 0.3]},
-    "optimizer": {"choice": {
-        "sgd": {"lr": {"float": [1e-3, 1e-1], "log": True}, "momentum": {"float": [0.5, 0.95]}},
-        "adam": {"lr": {"float": [1e-3, 1e-2], "log": True}},
-    }},
+    "optimizer": {
+        "choice": {
+            "sgd": {"lr": {"float": [1e-3, 1e-1], "log": True}, "momentum": {"float": [0.5, 0.95]}},
+            "adam": {"lr": {"float": [1e-3, 1e-2], "log": True}},
+        }
+    },
 }
 
 
 def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_startup=4):
-    return parse_spec({
-        "name": name,
-        "trainable": trainable,
-        "data": {"dataset": "digits"},
-        "space": space,
-        "search": {
-            "num_trials": num_trials,
-            "max_concurrent": 2,
-            "sampler": {"seed": 0, "n_startup_trials": n_startup},
-            "scheduler": {"max_epochs": max_epochs, "grace_period": 1, "reduction_factor": 3},
-        },
-    })
+    return parse_spec(
+        {
+            "name": name,
+            "trainable": trainable,
+            "data": {"dataset": "digits"},
+            "space": space,
+            "search": {
+                "num_trials": num_trials,
+                "max_concurrent": 2,
+                "sampler": {"seed": 0, "n_startup_trials": n_startup},
+                "scheduler": {"max_epochs": max_epochs, "grace_period": 1, "reduction_factor": 3},
+            },
+        }
+    )
 
 
 def runs_by_role(client, experiment_name):
@@ -85,17 +89,25 @@ def test_search_records_parent_and_children_in_mlflow(ray_session, tmp_path):
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
     assert parent.data.metrics["trials_completed"] == states.get("completed", 0)
     assert parent.data.metrics["trials_stopped_early"] == states["stopped_early"]
-    best_config = json.loads(client.download_artifacts(parent.info.run_id, "best_config.json", str(tmp_path)) and
-                             (tmp_path / "best_config.json").read_text())
+    best_config = json.loads(
+        client.download_artifacts(parent.info.run_id, "best_config.json", str(tmp_path))
+        and (tmp_path / "best_config.json").read_text()
+    )
     assert best_config["value"] == pytest.approx(best) and best_config["config"]["optimizer"] in ("sgd", "adam")
-    assert parent.data.params[f"best.optimizer"] == best_config["config"]["optimizer"]
+    assert parent.data.params["best.optimizer"] == best_config["config"]["optimizer"]
 
 
 def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     space = {"outcome": {"choice": ["ok", "fail", "diverge"]}, "optimizer": {"choice": {"adam": {"lr": 3e-3}}}}
-    spec = make_spec("it-failures", num_trials=9, max_epochs=2, space=space,
-                     trainable="tests.integration_tests.helpers:scripted", n_startup=9)
+    spec = make_spec(
+        "it-failures",
+        num_trials=9,
+        max_epochs=2,
+        space=space,
+        trainable="tests.integration_tests.helpers:scripted",
+        n_startup=9,
+    )
     result = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
 
     client = MlflowClient(uri)

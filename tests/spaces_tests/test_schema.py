@@ -14,14 +14,16 @@ def problems_of(data):
 
 
 def test_parses_every_parameter_type():
-    space = parse_space({
-        "lr": {"float": [1e-4, 1e-1], "log": True},
-        "units": {"int": [32, 256], "step": 32},
-        "act": {"choice": ["relu", "elu"]},
-        "batch_size": 64,
-        "opt": {"choice": {"sgd": {"momentum": {"float": [0.0, 0.99]}}, "adam": None}},
-        "model": {"depth": {"int": [1, 3]}},
-    })
+    space = parse_space(
+        {
+            "lr": {"float": [1e-4, 1e-1], "log": True},
+            "units": {"int": [32, 256], "step": 32},
+            "act": {"choice": ["relu", "elu"]},
+            "batch_size": 64,
+            "opt": {"choice": {"sgd": {"momentum": {"float": [0.0, 0.99]}}, "adam": None}},
+            "model": {"depth": {"int": [1, 3]}},
+        }
+    )
     assert space.params["lr"] == Float(1e-4, 1e-1, log=True)
     assert space.params["units"] == Int(32, 256, step=32)
     assert space.params["act"] == Choice(("relu", "elu"))
@@ -57,14 +59,18 @@ def test_reports_every_problem_at_once():
 
 
 def test_define_by_run_resolves_conditional_branches():
-    space = parse_space({
-        "optimizer": {"choice": {
-            "sgd": {"lr": {"float": [1e-3, 1e-1], "log": True}, "momentum": {"float": [0.0, 0.99]}},
-            "adam": {"lr": {"float": [1e-5, 1e-3], "log": True}},
-        }},
-        "units": {"int": [8, 64], "log": True},
-        "batch_size": 32,
-    })
+    space = parse_space(
+        {
+            "optimizer": {
+                "choice": {
+                    "sgd": {"lr": {"float": [1e-3, 1e-1], "log": True}, "momentum": {"float": [0.0, 0.99]}},
+                    "adam": {"lr": {"float": [1e-5, 1e-3], "log": True}},
+                }
+            },
+            "units": {"int": [8, 64], "log": True},
+            "batch_size": 32,
+        }
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     fn = spaces.define_by_run(space)
     seen = set()

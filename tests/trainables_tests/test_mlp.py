@@ -57,8 +57,15 @@ def test_config_errors_name_key_and_value():
         MLPConfig.from_dict({"optimizer": "adam", "optimizer.momentum": 0.9})
     with pytest.raises(ConfigError, match="colour: unknown key"):
         MLPConfig.from_dict({"colour": "red"})
-    cfg = MLPConfig.from_dict({"optimizer": "sgd", "optimizer.lr": 0.1, "optimizer.momentum": 0.5,
-                               "grad_clip": "norm", "grad_clip.threshold": 2.0})
+    cfg = MLPConfig.from_dict(
+        {
+            "optimizer": "sgd",
+            "optimizer.lr": 0.1,
+            "optimizer.momentum": 0.5,
+            "grad_clip": "norm",
+            "grad_clip.threshold": 2.0,
+        }
+    )
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.grad_clip, cfg.clip_threshold) == ("sgd", 0.1, 0.5, "norm", 2.0)
 
 
