@@ -129,6 +129,10 @@ def _run(args: argparse.Namespace) -> int:
         ray_logs=args.ray_logs,
     )
     print_summary(result)
+    if result.status != "FINISHED":
+        done = sum(n for state, n in result.counts.items() if state != "running")
+        print(f"hpsearch: search interrupted after {done} of {spec.search.num_trials} trials", file=sys.stderr)
+        return EXIT_FAILURE
     if result.counts.get("completed", 0) + result.counts.get("stopped_early", 0) == 0:
         print("hpsearch: no trial finished successfully", file=sys.stderr)
         return EXIT_FAILURE

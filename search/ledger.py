@@ -91,6 +91,13 @@ class Ledger(Callback):
         rec.error = error
         self._end(rec, "diverged" if "TrialDiverged" in error else "failed")
 
+    def interrupt_running(self) -> None:
+        """End the trials still in flight when the search itself stops (Ctrl-C, a driver error)."""
+        for rec in self.records.values():
+            if rec.state == "running":
+                rec.error = "interrupted: the search stopped before this trial finished"
+                self._end(rec, "failed")
+
     # Queries --------------------------------------------------------------------------
     def _end(self, rec: TrialRecord, state: str) -> None:
         rec.state, rec.ended = state, time.time()

@@ -189,7 +189,8 @@ class MlflowTracker:
             self.client.set_tag(run_id, "hpsearch.epochs", str(epochs))
             if error:
                 self.client.set_tag(run_id, "hpsearch.error", error[:5000])
-            self.client.set_terminated(run_id, RUN_STATUS[state])
+            interrupted = error is not None and error.startswith("interrupted")
+            self.client.set_terminated(run_id, "KILLED" if interrupted else RUN_STATUS[state])
 
         self._writer.call(end)
 

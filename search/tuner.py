@@ -31,6 +31,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 @dataclass
 class SearchResult:
     spec_name: str
+    status: str  # FINISHED | KILLED (interrupted) | FAILED (the driver failed)
     metric: str
     mode: str
     tracking_uri: str
@@ -109,7 +110,17 @@ def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bo
         return
     kwargs: dict[str, Any] = dict(log_to_driver=log_to_driver, logging_level=logging.WARNING)
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as exc:
+            auth = os.environ.get("RAY_AUTH_MODE")
+            hint = (
+                "if the cluster uses token authentication (Ray 2.60's default), set RAY_AUTH_MODE=token and "
+                "provide the token in ~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+                if auth != "token"
+                else "check the address and that the token matches the cluster's"
+            )
+            raise HpsearchError(f"cannot join the Ray cluster at {address}: {exc}; {hint}") from exc
     else:
         # A local cluster of our own: Ray turns token auth on for it and says so; not news for the user.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
@@ -208,6 +219,7 @@ def _finish(
     spec: JobSpec, tracker: MlflowTracker, ledger: Ledger, status: str, wall: float, uri: str, run_dir: Path
 ) -> SearchResult:
     metric = spec.search.metric
+    ledger.interrupt_running()
     counts = ledger.counts()
     best = ledger.best()
     metrics = {f"trials_{state}": float(n) for state, n in counts.items() if state != "running"}
@@ -236,19 +248,20 @@ def _finish(
         )
     errors = tracker.finish(status, metrics, params, tags, artifacts)
     return SearchResult(
-        spec.name,
-        metric,
-        spec.search.mode,
-        uri,
-        tracker.experiment_id,
-        tracker.parent_run_id,
-        run_dir,
-        wall,
-        counts,
-        best,
-        list(ledger.records.values()),
-        errors,
-        tracker.points_reported,
+        spec_name=spec.name,
+        status=status,
+        metric=metric,
+        mode=spec.search.mode,
+        tracking_uri=uri,
+        experiment_id=tracker.experiment_id,
+        parent_run_id=tracker.parent_run_id,
+        run_dir=run_dir,
+        wall_time_s=wall,
+        counts=counts,
+        best=best,
+        records=list(ledger.records.values()),
+        tracking_errors=errors,
+        metric_points=tracker.points_reported,
     )
 
 

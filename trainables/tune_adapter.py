@@ -1,4 +1,8 @@
-"""The one place where trainables meet Ray Tune: run a trainable inside a Tune trial."""
+"""The one place where trainables meet Ray Tune: run a trainable inside a Tune trial.
+
+torch is imported inside the trial, not at module import: the Tune driver, which only
+references ``run_trial``, does not pay for importing it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,12 @@ import importlib
 import json
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
-
-import torch
-from ray import tune
+from typing import TYPE_CHECKING, Any
 
 from trainables import BUILTIN
-from trainables.data import Splits, load_data
+
+if TYPE_CHECKING:
+    from trainables.data import Splits
 
 
 def resolve_trainable(name: str) -> Callable[..., None]:
@@ -25,11 +28,15 @@ def resolve_trainable(name: str) -> Callable[..., None]:
 @lru_cache(maxsize=4)
 def _data_on_device(data_json: str, device: str) -> Splits:
     # With actor reuse one worker process runs many trials: load and place the data once.
+    from trainables.data import load_data
+
     return load_data(json.loads(data_json)).to(device)
 
 
-def device() -> str:
+def trial_device() -> str:
     # Ray exposes only the GPUs assigned to this trial (CUDA_VISIBLE_DEVICES); none -> CPU.
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -37,6 +44,9 @@ def run_trial(
     config: dict[str, Any], *, trainable_name: str, data: dict[str, Any], epochs: int, seed: int, threads: int
 ) -> None:
     """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``."""
+    import torch
+    from ray import tune
+
     torch.set_num_threads(threads)
-    splits = _data_on_device(json.dumps(data, sort_keys=True), device())
+    splits = _data_on_device(json.dumps(data, sort_keys=True), trial_device())
     resolve_trainable(trainable_name)(config, splits, epochs, tune.report, seed=seed)

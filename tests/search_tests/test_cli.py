@@ -110,3 +110,45 @@ def test_run_end_to_end_prints_progress_and_summary(tmp_path, quickstart_data):
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlruns.db'}" in out.replace("\n", "")
     assert (tmp_path / "mlruns.db").is_file() and (tmp_path / "hpsearch_results").is_dir()
     assert "Configuration for experiment" not in out  # Ray's own banner is not shown
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ctrl_c_ends_the_search_cleanly(tmp_path, quickstart_data):
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    quickstart_data["search"]["num_trials"] = 200
+    spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search", "run", str(spec)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()  # the first finished trial: the search is under way
+        assert first.startswith("[ ") or first.startswith("["), first
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "search interrupted after" in err and "of 200 trials" in err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("quickstart-digits")
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    (parent,) = [r for r in runs if r.data.tags["hpsearch.role"] == "search"]
+    children = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
+    assert parent.info.status == "KILLED"
+    assert 1 <= len(children) < 200
+    assert all(c.info.status != "RUNNING" for c in children)  # nothing left dangling
+    finished = [c for c in children if c.data.tags["hpsearch.trial_state"] in ("completed", "stopped_early")]
+    assert finished and all(client.get_metric_history(c.info.run_id, "val_accuracy") for c in finished)
