@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 import spaces
 from search.errors import SpecError
 from trainables import BUILTIN
-from trainables import config as mlp_config
+from trainables import config as trainable_config
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 BUILTIN_METRICS = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
@@ -35,15 +35,24 @@ class _Strict(BaseModel):
 
 
 class DataSpec(_Strict):
-    """Where the examples come from and how they are split (seeded, disjoint)."""
+    """Where the examples come from and how they are split (seeded, disjoint).
 
-    dataset: Literal["digits", "synthetic"]
+    ``{npz: path}`` is short for ``{dataset: npz, path: path}``.
+    """
+
+    dataset: Literal["digits", "fashion_mnist", "cifar10", "synthetic", "npz"]
     val_fraction: float = Field(0.2, gt=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)  # fashion_mnist/cifar10 use their official test set
     seed: int = 0
-    samples: int = Field(2000, ge=10)  # synthetic only
-    features: int = Field(64, ge=1)  # synthetic only
-    classes: int = Field(10, ge=2)  # synthetic only
+    train_samples: int | None = Field(None, ge=1)  # cap on the train split (quick searches)
+    root: str | None = None  # fashion_mnist / cifar10: where torchvision finds (or downloads) the files
+    download: bool = False
+    verify_checksums: bool = True  # cifar10: check the official files' MD5
+    path: str | None = None  # npz
+    samples: int = Field(2000, ge=10)  # synthetic
+    features: int = Field(64, ge=1)  # synthetic, tabular
+    shape: list[int] | None = None  # synthetic, e.g. [3, 32, 32]
+    classes: int = Field(10, ge=2)  # synthetic
 
 
 class SamplerSpec(_Strict):
@@ -131,6 +140,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     if not isinstance(data, dict):
         raise SpecError([f"the spec must be a mapping of keys (name, data, space, search, ...), got {data!r}"], source)
     problems: list[str] = []
+    data = _normalise_data(data, base_dir, problems)
     spec: JobSpec | None = None
     try:
         spec = JobSpec.model_validate(data)
@@ -147,8 +157,8 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     trainable = data.get("trainable", "mlp")
     if isinstance(trainable, str):
         problems.extend(_check_trainable(trainable))
-        if trainable == "mlp" and space is not None:
-            problems.extend(check_space_for_mlp(space))
+        if trainable in BUILTIN and space is not None:
+            problems.extend(check_space_for(trainable, space))
     search = data.get("search") if isinstance(data.get("search"), dict) else {}
     metric, mode = search.get("metric", "val_accuracy"), search.get("mode", "max")
     if trainable in BUILTIN and isinstance(metric, str):
@@ -166,11 +176,50 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     if isinstance(uri, str):
         problems.extend(check_tracking_uri(uri, "tracking.uri"))
 
+    if spec is not None:
+        problems.extend(_check_data_files(spec.data))
     if problems:
         raise SpecError(problems, source)
     assert spec is not None and space is not None  # no problems means both parsed
     spec._space = space
     return spec
+
+
+def _normalise_data(data: dict, base_dir: Path | None, problems: list[str]) -> dict:
+    """``{npz: path}`` -> ``{dataset: npz, path: <absolute>}``; relative paths are relative to the spec."""
+    d = data.get("data")
+    if not isinstance(d, dict):
+        return data
+    d = dict(d)
+    if "npz" in d:
+        if "dataset" in d or "path" in d:
+            problems.append("data: give either {npz: path} or {dataset: npz, path: path}, not both")
+        d["dataset"], d["path"] = "npz", d.pop("npz")
+    for key in ("path", "root"):
+        if isinstance(d.get(key), str):
+            p = Path(d[key]).expanduser()
+            d[key] = str(p if p.is_absolute() or base_dir is None else (base_dir / p).resolve())
+    return {**data, "data": d}
+
+
+def _check_data_files(d: DataSpec) -> list[str]:
+    from trainables.files import missing_files
+
+    if d.dataset == "npz":
+        if d.path is None:
+            return ["data.path: required for dataset npz (or write data: {npz: path})"]
+        if not Path(d.path).is_file():
+            return [f"data.npz: file not found: {d.path!r}"]
+    if d.dataset in ("fashion_mnist", "cifar10") and not d.download:
+        missing = missing_files(d.dataset, d.root)
+        if missing:
+            root = d.root or "~/.cache/hpsearch/data (the default)"
+            return [f"data.root: {d.dataset} files not found under {root!r} (missing {missing[0]}"
+                    f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}); set data.download: true "
+                    "where there is internet, or point data.root at a folder holding them"]
+    if d.dataset == "synthetic" and d.shape is not None and (len(d.shape) not in (1, 3) or min(d.shape) < 1):
+        return [f"data.shape: must be [features] or [channels, height, width] of positive sizes, got {d.shape}"]
+    return []
 
 
 def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> list[str]:
@@ -194,24 +243,25 @@ def _check_trainable(name: str) -> list[str]:
     return []
 
 
-def check_space_for_mlp(space: spaces.Space, path: str = "space") -> list[str]:
-    """Every key the space can produce must be a key of the MLP, every fixed or chosen value usable."""
+def check_space_for(trainable: str, space: spaces.Space, path: str = "space") -> list[str]:
+    """Every key the space can produce must be a key of the built-in trainable, every value usable."""
+    keys = trainable_config.KEYS[trainable]
     problems: list[str] = []
-    known = mlp_config.known_keys()
 
     def walk(sp: spaces.Space, prefix: str, branch_of: tuple[str, str] | None) -> None:
         for name, param in sp.params.items():
             key = prefix + name
             where = f"{path}.{key}" if branch_of is None else f"{path}.{branch_of[0]}.{branch_of[1]}.{name}"
-            if key not in known:
-                problems.append(f"{where}: unknown parameter for the mlp trainable (known: {', '.join(sorted(known))})")
+            if key not in keys:
+                problems.append(f"{where}: unknown parameter for the {trainable} trainable (known: {', '.join(keys)})")
                 continue
-            if branch_of is not None and name not in mlp_config.BRANCH_KEYS.get(branch_of, ()):
+            when = keys[key].when
+            if branch_of is not None and (when is None or when[0] != branch_of[0] or branch_of[1] not in when[1]):
                 problems.append(f"{where}: does not apply when {branch_of[0]} is {branch_of[1]!r}")
                 continue
             if isinstance(param, spaces.Conditional):
                 for branch, sub in param.branches.items():
-                    problem = mlp_config.check_value(key, branch)
+                    problem = trainable_config.check_value(keys, key, branch)
                     if problem:
                         problems.append(f"{path}.{problem}")
                     else:
@@ -224,7 +274,7 @@ def check_space_for_mlp(space: spaces.Space, path: str = "space") -> list[str]:
                 spaces.Int: lambda p: [p.low, p.high],
             }[type(param)](param)
             for value in values:
-                problem = mlp_config.check_value(key, value)
+                problem = trainable_config.check_value(keys, key, value)
                 if problem:
                     problems.append(f"{where}: {problem.split(': ', 1)[1]}")
                     break

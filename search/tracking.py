@@ -115,8 +115,12 @@ class _Writer(threading.Thread):
 class MlflowTracker:
     """A ledger listener that mirrors the search into MLflow."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
+    def __init__(self, tracking_uri: str, experiment: str,
+                 describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]] | None = None):
+        """``describe(config) -> (params, tags)`` turns a trial's config into what its run records
+        (by default the config itself)."""
         self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.describe = describe or (lambda config: (config, {}))
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._run_ids: dict[str, str] = {}  # trial_id -> child run id (written only by the writer)
@@ -170,8 +174,8 @@ class MlflowTracker:
 
     # Listener (driver thread: enqueue only) ------------------------------------------
     def trial_started(self, rec: TrialRecord) -> None:
-        config = dict(rec.config)
-        self._writer.call(lambda: self._open_trial(rec.trial_id, rec.name, config))
+        params, tags = self.describe(dict(rec.config))
+        self._writer.call(lambda: self._open_trial(rec.trial_id, rec.name, params, tags))
 
     def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -220,10 +224,11 @@ class MlflowTracker:
         finally:
             self._ready.set()
 
-    def _open_trial(self, trial_id: str, name: str, config: dict[str, Any]) -> None:
+    def _open_trial(self, trial_id: str, name: str, config: dict[str, Any], extra_tags: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        tags = {PARENT: self.parent_run_id, ROLE: "trial", STATE: "running", "hpsearch.trial_id": trial_id}
+        tags = {PARENT: self.parent_run_id, ROLE: "trial", STATE: "running", "hpsearch.trial_id": trial_id,
+                **extra_tags}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self._run_ids[trial_id] = run.info.run_id
         params = [Param(k, _param_value(v)) for k, v in flatten(config).items()]

@@ -7,11 +7,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import spaces
+from trainables import BUILTIN
 from search.errors import HpsearchError
 from search.ledger import Ledger, TrialRecord
 from search.progress import ProgressPrinter
@@ -44,6 +46,7 @@ class SearchResult:
     records: list[TrialRecord] = field(default_factory=list)
     tracking_errors: list[str] = field(default_factory=list)
     metric_points: int = 0
+    searcher_states: dict[str, int] = field(default_factory=dict)  # Optuna's view: COMPLETE / FAIL / ...
 
 
 def optuna_search(spec: JobSpec) -> Any:
@@ -80,6 +83,13 @@ def _space_search_class() -> type:
         def _suggest_from_define_by_run_func(self, func, ot_trial):  # type: ignore[override]
             return func(ot_trial)
 
+        def trial_states(self) -> dict[str, int]:
+            """How many Optuna trials ended in each state (COMPLETE, FAIL, ...)."""
+            states: dict[str, int] = {}
+            for t in self._ot_study.trials:
+                states[t.state.name] = states.get(t.state.name, 0) + 1
+            return states
+
     SpaceSearch.__qualname__ = "SpaceSearch"  # picklable by reference: search.tuner.SpaceSearch
     return SpaceSearch
 
@@ -101,6 +111,25 @@ def spec_params(spec: JobSpec) -> dict[str, Any]:
     data = spec.model_dump(exclude={"space"})
     data["space"] = spec.space if isinstance(spec.space, str) else "inline"
     return flatten(data)
+
+
+def trial_describer(trainable: str) -> Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]] | None:
+    """For built-in trainables a trial's run records the config as trained: every default filled in,
+    implications applied (SELU's self-normalising set-up), and a tag naming what was overridden."""
+    if trainable not in BUILTIN:
+        return None
+    from trainables.config import ConfigError, overrides, resolve
+
+    def describe(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        try:
+            changed = overrides(trainable, config)
+            params = resolve(trainable, config)
+        except ConfigError:  # the trial fails with the same message; record the config as sampled
+            return config, {}
+        tags = {"hpsearch.overrides": ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())} if changed else {}
+        return params, tags
+
+    return describe
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
@@ -151,7 +180,8 @@ def run_search(
     storage_path = Path(storage or "hpsearch_results").expanduser().resolve()
 
     check_reachable(uri)
-    tracker = MlflowTracker(uri, spec.name)
+    searcher = optuna_search(spec)
+    tracker = MlflowTracker(uri, spec.name, describe=trial_describer(spec.trainable))
     tracker.start(
         run_name=f"search {stamp}",
         params=spec_params(spec),
@@ -187,7 +217,7 @@ def run_search(
             tune_config=tune.TuneConfig(
                 metric=spec.search.metric,
                 mode=spec.search.mode,
-                search_alg=optuna_search(spec),
+                search_alg=searcher,
                 scheduler=asha_scheduler(spec),
                 num_samples=spec.search.num_trials,
                 max_concurrent_trials=spec.search.max_concurrent,
@@ -212,6 +242,7 @@ def run_search(
     finally:
         wall = time.time() - started
         result = _finish(spec, tracker, ledger, status, wall, uri, storage_path / run_name)
+        result.searcher_states = searcher.trial_states()
     return result
 
 

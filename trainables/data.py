@@ -1,18 +1,28 @@
 """Data sets as whole tensors on the trial's device; batches are index slices.
 
-Splits are seeded and disjoint: train / validation for the search, test held out
-(never used by the search).
+Splits are seeded and disjoint. The search trains on ``train`` and ranks on ``val``; ``test`` is
+held out and never used by the search. For fashion_mnist and cifar10 the test split is the
+data set's official test set and train/val are a seeded split of its training set.
+
+Images are (N, C, H, W) float32, standardised per channel with statistics of the train split
+only; tabular data (npz with 2-D X, synthetic without ``shape``) is (N, F), standardised per feature.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-DATASETS = ("digits", "synthetic")
+from trainables.files import DATASETS, DEFAULT_ROOT
+
+
+class DataError(ValueError):
+    """The data set cannot be loaded (missing files, wrong arrays); the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -26,48 +36,132 @@ class Splits:
     num_classes: int
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
     def num_features(self) -> int:
         return int(self.train_x[0].numel())
 
     def to(self, device: torch.device | str) -> Splits:
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Splits(
-            *(move(t) for t in (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y)),
-            num_classes=self.num_classes,
-        )
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "num_classes"}
+        return Splits(**moved, num_classes=self.num_classes)
 
 
 def load_data(spec: dict[str, Any]) -> Splits:
-    """Load ``spec['dataset']`` and split it (``val_fraction``, ``test_fraction``, ``seed``)."""
+    """Load and split the data set a (validated) data spec describes."""
     name = spec["dataset"]
+    seed, val_fraction, test_fraction = spec.get("seed", 0), spec.get("val_fraction", 0.2), spec.get("test_fraction", 0.2)
+    if name in ("fashion_mnist", "cifar10"):
+        (x, y), (test_x, test_y) = _torchvision(name, spec)
+        splits = split(x, y, val_fraction, 0.0, seed, spec.get("train_samples"))
+        splits = Splits(splits.train_x, splits.train_y, splits.val_x, splits.val_y, torch.from_numpy(test_x),
+                        torch.from_numpy(test_y), max(splits.num_classes, int(test_y.max()) + 1))
+        return standardise(splits)
     if name == "digits":
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        # Pixel values are 0..16; scale to [0, 1] so every activation starts in its useful range.
-        x, y = bunch.data.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
+        x, y = bunch.images.astype(np.float32)[:, None] / 16.0, bunch.target.astype(np.int64)  # N,1,8,8
     elif name == "synthetic":
-        x, y = synthetic(
-            spec.get("samples", 2000), spec.get("features", 64), spec.get("classes", 10), spec.get("seed", 0)
-        )
+        x, y = synthetic(spec.get("samples", 2000), spec.get("shape") or [spec.get("features", 64)],
+                         spec.get("classes", 10), seed)
+    elif name == "npz":
+        x, y = load_npz(spec["path"])
     else:
-        raise ValueError(f"data.dataset: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-    return split(x, y, spec.get("val_fraction", 0.2), spec.get("test_fraction", 0.2), spec.get("seed", 0))
+        raise DataError(f"data.dataset: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    return standardise(split(x, y, val_fraction, test_fraction, seed, spec.get("train_samples")))
 
 
-def synthetic(samples: int, features: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded, learnable classification set: Gaussian clusters around random class centres."""
+def synthetic(samples: int, shape: list[int], classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, learnable classification set of any sample shape: noisy copies of random class prototypes."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(classes, features)).astype(np.float32)
+    prototypes = rng.normal(size=(classes, *shape)).astype(np.float32)
     y = rng.integers(0, classes, size=samples)
-    x = centres[y] + rng.normal(scale=1.0, size=(samples, features)).astype(np.float32)
+    x = prototypes[y] + rng.normal(scale=1.0, size=(samples, *shape)).astype(np.float32)
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The user's own arrays: ``X`` (N, F) or (N, C, H, W) and integer labels ``y`` (N,) in 0..K-1."""
+    try:
+        with np.load(path) as archive:
+            missing = [k for k in ("X", "y") if k not in archive.files]
+            if missing:
+                raise DataError(f"data.npz: {path} has no array {missing[0]!r} (has: {', '.join(archive.files)})")
+            x, y = archive["X"], archive["y"]
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"data.npz: cannot read {path!r}: {exc}") from exc
+    if x.ndim not in (2, 4) or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"data.npz: X must be (N, F) or (N, C, H, W) and y (N,), got X {x.shape}, y {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise DataError(f"data.npz: y must hold class indices 0..K-1, got dtype {y.dtype}, min {y.min()}")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
+          train_samples: int | None = None) -> Splits:
+    """A seeded permutation cut into test | val | train; ``train_samples`` caps the train part."""
     n = len(x)
     order = np.random.default_rng(seed).permutation(n)
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    if train_samples:
+        train = train[:train_samples]
     t = lambda a, idx: torch.from_numpy(np.ascontiguousarray(a[idx]))  # noqa: E731
     return Splits(t(x, train), t(y, train), t(x, val), t(y, val), t(x, test), t(y, test), int(y.max()) + 1)
+
+
+def standardise(s: Splits) -> Splits:
+    """Zero mean, unit variance per channel (images) or feature (tables), from the train split alone."""
+    dims = (0, 2, 3) if s.train_x.dim() == 4 else (0,)
+    mean = s.train_x.mean(dim=dims, keepdim=True)
+    std = s.train_x.std(dim=dims, keepdim=True)
+    std = torch.where(std < 1e-3, torch.ones_like(std), std)  # constant pixels (digits' borders) stay put
+    norm = lambda t: ((t - mean) / std).float() if len(t) else t.float()  # noqa: E731
+    return Splits(norm(s.train_x), s.train_y, norm(s.val_x), s.val_y, norm(s.test_x), s.test_y, s.num_classes)
+
+
+def _torchvision(name: str, spec: dict[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Train and test arrays through torchvision's own dataset classes (its on-disk formats)."""
+    root = os.path.expanduser(spec.get("root") or DEFAULT_ROOT)
+    download = bool(spec.get("download", False))
+    try:
+        if name == "fashion_mnist":
+            from torchvision.datasets import FashionMNIST
+
+            sets = [FashionMNIST(root, train=train, download=download) for train in (True, False)]
+            # uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]
+            arrays = [(d.data.numpy()[:, None].astype(np.float32) / 255.0, d.targets.numpy().astype(np.int64))
+                      for d in sets]
+        else:
+            cls = _cifar10_class(verify=spec.get("verify_checksums", True))
+            sets = [cls(root, train=train, download=download) for train in (True, False)]
+            # uint8 (N, 32, 32, 3) -> float (N, 3, 32, 32) in [0, 1]
+            arrays = [(d.data.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(d.targets, np.int64))
+                      for d in sets]
+    except RuntimeError as exc:  # torchvision: "Dataset not found ..." / "... or corrupted"
+        hint = "set data.download: true (needs internet)" if not download else "the download failed"
+        raise DataError(f"data.root: {name} files not found or incomplete under {root!r} ({exc}); {hint}, "
+                        f"or point data.root at a folder that holds them") from exc
+    return arrays[0], arrays[1]
+
+
+def _cifar10_class(verify: bool) -> type:
+    from torchvision.datasets import CIFAR10
+
+    if verify:
+        return CIFAR10
+
+    class CIFAR10Unverified(CIFAR10):
+        """torchvision's CIFAR10 reader without the MD5 check of the official files
+        (for re-packed or sub-sampled copies in the same on-disk format)."""
+
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    return CIFAR10Unverified
+

@@ -1,6 +1,8 @@
 """The training loop: a pure function of (config, data) that reports through a callback.
 
 It knows nothing about Ray or MLflow; ``trainables.tune_adapter`` connects it to Ray Tune.
+Built-in trainables: ``train_mlp``, ``train_cnn``, ``train_resnet_transfer``; all share
+:func:`train_model`.
 """
 
 from __future__ import annotations
@@ -11,73 +13,140 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from trainables.config import MLPConfig
+from trainables.augment import augment
+from trainables.config import TrainConfig
 from trainables.data import Splits
-from trainables.models import build_mlp
-from trainables.optim import build_optimizer, clip_gradients
+from trainables.models import BUILDERS, TransferResNet
+from trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
+from trainables.schedules import LRSchedule
 
 Report = Callable[[dict[str, float]], None]
+_CHECK_EVERY = 25  # steps between divergence checks within an epoch (each one syncs with the device)
 
 
 class TrialDiverged(RuntimeError):
     """The loss became NaN or infinite: the config diverged (not a bug in the code)."""
 
 
-def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> None:
-    """Train the MLP for ``epochs`` epochs; after each call ``report`` with
-    ``epoch, train_loss, val_loss, val_accuracy, lr``. Raise :class:`TrialDiverged` on a non-finite loss.
+def train_model(
+    trainable: str, config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0
+) -> nn.Module:
+    """Train for ``epochs`` epochs; after each, ``report`` ``epoch, train_loss, val_loss, val_accuracy, lr``.
+
+    Raise :class:`TrialDiverged` as soon as the training loss is NaN/inf. Returns the model.
     """
-    cfg = MLPConfig.from_dict(config)
+    cfg = TrainConfig.from_dict(trainable, config)
     device = data.train_x.device
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    model = build_mlp(data.num_features, data.num_classes, cfg).to(device)
-    optimizer = build_optimizer(model.parameters(), cfg)
-    n = len(data.train_y)
+    model = BUILDERS[trainable](data.input_shape, data.num_classes, cfg).to(device)
+    transfer = isinstance(model, TransferResNet)
+    if transfer and cfg["freeze_epochs"] > 0:
+        model.freeze_backbone()
+        optimizer = build_optimizer(model.head.parameters(), cfg)
+    elif transfer:
+        optimizer = _transfer_optimizer(model, cfg)
+    else:
+        optimizer = build_optimizer(model.parameters(), cfg)
+
+    n, bs = len(data.train_y), cfg["batch_size"]
     # BatchNorm cannot normalise a batch of one sample; drop such a tail batch.
-    last_start = n - 1 if n % cfg.batch_size == 1 else n
+    last_start = n - 1 if n % bs == 1 else n
+    steps_per_epoch = math.ceil(last_start / bs)
+    schedule = LRSchedule(optimizer, cfg, steps_per_epoch, epochs)
+    crop, flip = cfg.get("crop_padding", 0), cfg.get("hflip", False)
+    l1, l2, max_norm = cfg["l1"], cfg["l2"], cfg["max_norm"]
+    clip, threshold = cfg["grad_clip"], cfg.get("grad_clip.threshold", 0.0)
+
     for epoch in range(1, epochs + 1):
+        if transfer and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
+            _unfreeze(model, optimizer, schedule, cfg)
         model.train()
         order = torch.randperm(n, device=device, generator=generator)
         loss_sum = torch.zeros((), device=device)
         seen = 0
-        for start in range(0, last_start, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        for step, start in enumerate(range(0, last_start, bs), 1):
+            idx = order[start : start + bs]
+            x = augment(data.train_x[idx], crop, flip, generator) if (crop or flip) else data.train_x[idx]
+            loss = F.cross_entropy(model(x), data.train_y[idx])
+            reg = penalty(model, l1, l2)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(model.parameters(), cfg.grad_clip, cfg.clip_threshold)
+            (loss if reg is None else loss + reg).backward()
+            clip_gradients([p for p in model.parameters() if p.grad is not None], clip, threshold)
             optimizer.step()
-            # Accumulate on the device: one host sync per epoch, not per step.
+            if max_norm > 0:
+                apply_max_norm(model, max_norm)
+            schedule.step_batch()
+            # Accumulate on the device; look at the value only every few steps (each look is a sync).
             loss_sum += loss.detach() * len(idx)
             seen += len(idx)
+            if step % _CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                raise TrialDiverged(f"loss became non-finite in epoch {epoch}, step {step}")
         train_loss = (loss_sum / seen).item()
-        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise TrialDiverged(
-                f"loss became non-finite in epoch {epoch} (train_loss={train_loss}, val_loss={val_loss})"
-            )
-        report(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-        )
+        if not math.isfinite(train_loss):
+            raise TrialDiverged(f"loss became non-finite in epoch {epoch} (train_loss={train_loss})")
+        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y, mc_samples=cfg["mc_dropout"])
+        if not math.isfinite(val_loss):
+            raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={val_loss})")
+        lr = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
+        schedule.step_epoch(val_loss)
+        report({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr})
+    return model
+
+
+def _transfer_optimizer(model: TransferResNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    model.freeze_backbone()
+    groups: list[dict[str, Any]] = [{"params": list(model.head.parameters())}]
+    top = model.unfreeze_top(cfg["unfreeze_blocks"])
+    if top:
+        groups.append({"params": top, "lr": cfg["optimizer.lr"] * cfg["finetune_lr_mult"]})
+    return build_optimizer(groups, cfg)
+
+
+def _unfreeze(model: TransferResNet, optimizer: torch.optim.Optimizer, schedule: LRSchedule, cfg: TrainConfig) -> None:
+    """After the frozen epochs: the top blocks join training at ``finetune_lr_mult`` times the head's base rate."""
+    params = model.unfreeze_top(cfg["unfreeze_blocks"])
+    if not params:
+        return
+    optimizer.add_param_group({"params": params, "lr": optimizer.param_groups[0]["base_lr"] * cfg["finetune_lr_mult"]})
+    schedule.add_group(optimizer.param_groups[-1])
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mc_samples: int = 0, batch_size: int = 4096
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in eval mode; with ``mc_samples`` > 1 the prediction is the
+    mean of that many stochastic passes with dropout on (Monte-Carlo dropout), BatchNorm still in eval."""
     model.eval()
+    if mc_samples > 1:
+        for m in model.modules():
+            if isinstance(m, (nn.Dropout, nn.AlphaDropout)):
+                m.train()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(dim=1) == target).sum()
+        xb, target = x[start : start + batch_size], y[start : start + batch_size]
+        if mc_samples > 1:
+            probs = torch.stack([F.softmax(model(xb), dim=1) for _ in range(mc_samples)]).mean(0)
+            log_probs = probs.clamp_min(1e-12).log()
+        else:
+            log_probs = F.log_softmax(model(xb), dim=1)
+        loss_sum += F.nll_loss(log_probs, target, reduction="sum")
+        correct += (log_probs.argmax(dim=1) == target).sum()
+    model.eval()
     return (loss_sum / len(y)).item(), (correct.float() / len(y)).item()
+
+
+def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> None:
+    train_model("mlp", config, data, epochs, report, seed)
+
+
+def train_cnn(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> None:
+    train_model("cnn", config, data, epochs, report, seed)
+
+
+def train_resnet_transfer(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> None:
+    train_model("resnet_transfer", config, data, epochs, report, seed)

@@ -1,31 +1,69 @@
-"""Optimizers and gradient clipping."""
+"""Optimizers, regularisation penalties, max-norm and gradient clipping."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+from torch import nn
 
-from trainables.config import MLPConfig
-
-
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: MLPConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov and cfg.momentum > 0,
-            weight_decay=cfg.weight_decay,
-        )
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(
-            params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
-    raise ValueError(f"optimizer: unknown optimizer {cfg.optimizer!r}")
+from trainables.config import TrainConfig
 
 
-def clip_gradients(params: Iterable[torch.nn.Parameter], mode: str, threshold: float) -> None:
+def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimizer over ``params`` (tensors or param-group dicts); only its own options apply."""
+    name, lr = cfg["optimizer"], cfg["optimizer.lr"]
+    if name == "sgd":
+        momentum = cfg["optimizer.momentum"]
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=cfg["optimizer.nesterov"] and momentum > 0)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, eps=cfg["optimizer.eps"])
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg["optimizer.alpha"], momentum=cfg["optimizer.momentum"],
+                                   eps=cfg["optimizer.eps"])
+    betas = (cfg["optimizer.beta1"], cfg["optimizer.beta2"])
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"])
+    if name == "adamw":  # decoupled weight decay
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"],
+                                 weight_decay=cfg["optimizer.weight_decay"])
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"])
+    raise ValueError(f"optimizer: unknown optimizer {name!r}")
+
+
+def weight_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """Weights of Linear and Conv layers that are being trained (not biases, not BatchNorm)."""
+    return [
+        m.weight for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.requires_grad
+    ]
+
+
+def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | None:
+    """``l1 * sum|W| + l2/2 * sum W^2`` over the weight matrices (gradient ``l1*sign(W) + l2*W``)."""
+    if l1 == 0 and l2 == 0:
+        return None
+    weights = weight_matrices(model)
+    total = torch.zeros((), device=weights[0].device)
+    for w in weights:
+        if l1:
+            total = total + l1 * w.abs().sum()
+        if l2:
+            total = total + 0.5 * l2 * w.pow(2).sum()
+    return total
+
+
+@torch.no_grad()
+def apply_max_norm(model: nn.Module, max_norm: float) -> None:
+    """Rescale each unit's incoming weight vector (a row of a Linear weight, an output channel's
+    kernel of a Conv) to L2 norm <= ``max_norm``."""
+    for w in weight_matrices(model):
+        w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=max_norm))
+
+
+def clip_gradients(params: Iterable[nn.Parameter], mode: str, threshold: float) -> None:
     """Clip in place: ``value`` clamps each component to [-t, t]; ``norm`` rescales to global L2 norm <= t."""
     if mode == "norm":
         torch.nn.utils.clip_grad_norm_(params, threshold)

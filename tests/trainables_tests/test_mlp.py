@@ -2,11 +2,17 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import ConfigError, MLPConfig
+from trainables.config import ConfigError, TrainConfig
 from trainables.data import load_data
 from trainables.loop import TrialDiverged, evaluate, train_mlp
 from trainables.models import build_mlp
 from trainables.optim import build_optimizer, clip_gradients
+
+
+def MLPConfig(**kw):  # noqa: N802 - reads like the config it builds
+    renames = {"lr": "optimizer.lr", "momentum": "optimizer.momentum", "nesterov": "optimizer.nesterov",
+               "beta1": "optimizer.beta1", "beta2": "optimizer.beta2"}
+    return TrainConfig.from_dict("mlp", {renames.get(k, k): v for k, v in kw.items()})
 
 
 @pytest.fixture(scope="module")
@@ -15,58 +21,54 @@ def digits():
 
 
 def test_digits_splits_are_seeded_and_disjoint(digits):
-    assert digits.num_features == 64 and digits.num_classes == 10
+    assert digits.input_shape == (1, 8, 8) and digits.num_features == 64 and digits.num_classes == 10
     assert len(digits.train_y) + len(digits.val_y) + len(digits.test_y) == 1797
-    rows = lambda x: {tuple(r.tolist()) for r in x}  # noqa: E731
+    rows = lambda x: {tuple(r.flatten().tolist()) for r in x}  # noqa: E731
     # digits has a few duplicate images, so compare index-level disjointness through sizes of a fresh split
     again = load_data({"dataset": "digits", "seed": 0})
     assert torch.equal(again.val_x, digits.val_x) and torch.equal(again.test_y, digits.test_y)
     other = load_data({"dataset": "digits", "seed": 1})
     assert not torch.equal(other.val_x, digits.val_x)
     assert len(rows(digits.train_x) & rows(digits.test_x)) < 10  # only the data set's own duplicate images
-    assert 0.0 <= float(digits.train_x.min()) and float(digits.train_x.max()) <= 1.0
+    # standardised with the train split's statistics
+    assert abs(float(digits.train_x.mean())) < 1e-3 and abs(float(digits.train_x.std()) - 1) < 0.05
 
 
 @pytest.mark.parametrize(
     ("batch_norm", "expected"),
     [
-        ("none", [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]),
-        ("before", [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] * 2 + [nn.Linear]),
-        ("after", [nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout] * 2 + [nn.Linear]),
+        ("none", [nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]),
+        ("before", [nn.Flatten] + [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] * 2 + [nn.Linear]),
+        ("after", [nn.Flatten] + [nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout] * 2 + [nn.Linear]),
     ],
 )
 def test_mlp_layer_order_follows_batch_norm_placement(batch_norm, expected):
     cfg = MLPConfig(hidden_layers=2, units=16, batch_norm=batch_norm, dropout=0.2)
-    model = build_mlp(64, 10, cfg)
+    model = build_mlp((1, 8, 8), 10, cfg)
     assert [type(m) for m in model] == expected
     assert model[-1].out_features == 10  # no dropout after the output layer
 
 
 def test_mlp_width_depth_and_activation():
-    model = build_mlp(64, 10, MLPConfig(hidden_layers=3, units=32, activation="selu"))
+    model = build_mlp((64,), 10, MLPConfig(hidden_layers=3, units=32, activation="gelu"))
     linears = [m for m in model if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(64, 32), (32, 32), (32, 32), (32, 10)]
-    assert sum(isinstance(m, nn.SELU) for m in model) == 3
+    assert sum(isinstance(m, nn.GELU) for m in model) == 3
     assert not any(isinstance(m, nn.Dropout) for m in model)
 
 
 def test_config_errors_name_key_and_value():
     with pytest.raises(ConfigError, match="units: must be >= 1, got 0"):
-        MLPConfig.from_dict({"units": 0})
+        TrainConfig.from_dict("mlp", {"units": 0})
     with pytest.raises(ConfigError, match="optimizer.momentum: does not apply when optimizer is 'adam'"):
-        MLPConfig.from_dict({"optimizer": "adam", "optimizer.momentum": 0.9})
+        TrainConfig.from_dict("mlp", {"optimizer": "adam", "optimizer.momentum": 0.9})
     with pytest.raises(ConfigError, match="colour: unknown key"):
-        MLPConfig.from_dict({"colour": "red"})
-    cfg = MLPConfig.from_dict(
-        {
-            "optimizer": "sgd",
-            "optimizer.lr": 0.1,
-            "optimizer.momentum": 0.5,
-            "grad_clip": "norm",
-            "grad_clip.threshold": 2.0,
-        }
-    )
-    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.grad_clip, cfg.clip_threshold) == ("sgd", 0.1, 0.5, "norm", 2.0)
+        TrainConfig.from_dict("mlp", {"colour": "red"})
+    config = {"optimizer": "sgd", "optimizer.lr": 0.1, "optimizer.momentum": 0.5, "grad_clip": "norm",
+              "grad_clip.threshold": 2.0}
+    cfg = TrainConfig.from_dict("mlp", config)
+    assert {k: cfg[k] for k in config} == config
+    assert "optimizer.beta1" not in cfg.values  # only the chosen optimizer's options
 
 
 def test_optimizers_get_their_own_parameters():
@@ -92,7 +94,7 @@ def test_gradient_clipping_known_values(mode, expected):
 def test_one_epoch_lowers_the_loss_on_digits(digits):
     torch.manual_seed(0)
     config = {"hidden_layers": 2, "units": 128, "optimizer": "adam", "optimizer.lr": 3e-3}
-    before, _ = evaluate(build_mlp(64, 10, MLPConfig.from_dict(config)), digits.val_x, digits.val_y)
+    before, _ = evaluate(build_mlp((64,), 10, TrainConfig.from_dict("mlp", config)), digits.val_x, digits.val_y)
     reports = []
     train_mlp(config, digits, epochs=1, report=reports.append, seed=0)
     assert len(reports) == 1
@@ -113,7 +115,7 @@ def test_training_is_reproducible_for_a_seed(digits):
 
 
 def test_an_exploding_loss_raises_trial_diverged(digits):
-    config = {"optimizer": "sgd", "optimizer.lr": 1.0e4, "optimizer.momentum": 0.9, "grad_clip": "none"}
+    config = {"optimizer": "sgd", "optimizer.lr": 10.0, "optimizer.momentum": 0.9, "grad_clip": "none"}
     reports = []
     with pytest.raises(TrialDiverged, match="non-finite"):
         train_mlp(config, digits, epochs=5, report=reports.append, seed=0)
