@@ -214,9 +214,11 @@ def _check_data_files(d: DataSpec) -> list[str]:
         missing = missing_files(d.dataset, d.root)
         if missing:
             root = d.root or "~/.cache/hpsearch/data (the default)"
-            return [f"data.root: {d.dataset} files not found under {root!r} (missing {missing[0]}"
-                    f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}); set data.download: true "
-                    "where there is internet, or point data.root at a folder holding them"]
+            return [
+                f"data.root: {d.dataset} files not found under {root!r} (missing {missing[0]}"
+                f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}); set data.download: true "
+                "where there is internet, or point data.root at a folder holding them"
+            ]
     if d.dataset == "synthetic" and d.shape is not None and (len(d.shape) not in (1, 3) or min(d.shape) < 1):
         return [f"data.shape: must be [features] or [channels, height, width] of positive sizes, got {d.shape}"]
     return []

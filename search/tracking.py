@@ -115,8 +115,12 @@ class _Writer(threading.Thread):
 class MlflowTracker:
     """A ledger listener that mirrors the search into MLflow."""
 
-    def __init__(self, tracking_uri: str, experiment: str,
-                 describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]] | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]] | None = None,
+    ):
         """``describe(config) -> (params, tags)`` turns a trial's config into what its run records
         (by default the config itself)."""
         self.tracking_uri, self.experiment = tracking_uri, experiment
@@ -227,8 +231,13 @@ class MlflowTracker:
     def _open_trial(self, trial_id: str, name: str, config: dict[str, Any], extra_tags: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        tags = {PARENT: self.parent_run_id, ROLE: "trial", STATE: "running", "hpsearch.trial_id": trial_id,
-                **extra_tags}
+        tags = {
+            PARENT: self.parent_run_id,
+            ROLE: "trial",
+            STATE: "running",
+            "hpsearch.trial_id": trial_id,
+            **extra_tags,
+        }
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self._run_ids[trial_id] = run.info.run_id
         params = [Param(k, _param_value(v)) for k, v in flatten(config).items()]

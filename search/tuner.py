@@ -6,19 +6,19 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import spaces
-from trainables import BUILTIN
 from search.errors import HpsearchError
 from search.ledger import Ledger, TrialRecord
 from search.progress import ProgressPrinter
 from search.spec import JobSpec
 from search.tracking import MlflowTracker, check_reachable, default_tracking_uri, flatten
+from trainables import BUILTIN
 
 # Tune settings chosen for many short trials on few cores (measured: see BENCHMARKS.md / README).
 # Snapshots of the experiment state every few minutes, not after every result; trials stay in

@@ -43,55 +43,120 @@ _ADAMS = ("adam", "adamw", "nadam")
 _SHARED: dict[str, Key] = {
     # Activation and the initialisation that matches it
     "activation": Key("relu", "choice", "hidden-layer activation", ACTIVATIONS),
-    "activation.alpha": Key(None, "float", "leaky_relu negative slope (0.01), elu alpha (1.0), prelu initial slope (0.25)",
-                            low=0.0, when=("activation", ("leaky_relu", "elu", "prelu")), nullable=True),
-    "activation.lower": Key(1 / 8, "float", "rrelu: lower bound of the random slope", low=0.0, high=1.0,
-                            when=("activation", ("rrelu",))),
-    "activation.upper": Key(1 / 3, "float", "rrelu: upper bound of the random slope", low=0.0, high=1.0,
-                            when=("activation", ("rrelu",))),
+    "activation.alpha": Key(
+        None,
+        "float",
+        "leaky_relu negative slope (0.01), elu alpha (1.0), prelu initial slope (0.25)",
+        low=0.0,
+        when=("activation", ("leaky_relu", "elu", "prelu")),
+        nullable=True,
+    ),
+    "activation.lower": Key(
+        1 / 8, "float", "rrelu: lower bound of the random slope", low=0.0, high=1.0, when=("activation", ("rrelu",))
+    ),
+    "activation.upper": Key(
+        1 / 3, "float", "rrelu: upper bound of the random slope", low=0.0, high=1.0, when=("activation", ("rrelu",))
+    ),
     "self_normalizing": Key(True, "bool", "with selu: LeCun-normal init, no batch norm, AlphaDropout"),
-    "init": Key("auto", "choice", "weight init; auto = lecun_normal for selu, else kaiming for the relu family, "
-                "xavier for tanh/sigmoid/gelu", INITS),
-    "batch_norm": Key("none", "choice", "none | before (Linear/Conv -> BN -> act) | after (-> act -> BN)",
-                      ("none", "before", "after")),
-    "dropout": Key(0.0, "float", "dropout rate (inverted dropout, off in eval mode)", low=0.0, high=1.0, high_open=True),
+    "init": Key(
+        "auto",
+        "choice",
+        "weight init; auto = lecun_normal for selu, else kaiming for the relu family, xavier for tanh/sigmoid/gelu",
+        INITS,
+    ),
+    "batch_norm": Key(
+        "none", "choice", "none | before (Linear/Conv -> BN -> act) | after (-> act -> BN)", ("none", "before", "after")
+    ),
+    "dropout": Key(
+        0.0, "float", "dropout rate (inverted dropout, off in eval mode)", low=0.0, high=1.0, high_open=True
+    ),
     "dropout_layers": Key(0, "int", "apply dropout to the last k hidden layers; 0 = all", low=0),
     "mc_dropout": Key(0, "int", "evaluate as the mean of n stochastic passes (Monte-Carlo dropout); 0 = off", low=0),
     # Regularisation
     "l1": Key(0.0, "float", "L1 penalty: adds l1 * sum|W| over weight matrices to the loss", low=0.0),
     "l2": Key(0.0, "float", "L2 penalty: adds l2/2 * sum W^2 over weight matrices to the loss", low=0.0),
-    "max_norm": Key(0.0, "float", "max-norm: each unit's incoming weight vector rescaled to norm <= r after every "
-                    "step; 0 = off", low=0.0),
+    "max_norm": Key(
+        0.0,
+        "float",
+        "max-norm: each unit's incoming weight vector rescaled to norm <= r after every step; 0 = off",
+        low=0.0,
+    ),
     "grad_clip": Key("none", "choice", "gradient clipping", ("none", "value", "norm")),
-    "grad_clip.threshold": Key(1.0, "float", "clip each component to [-t, t] (value) or the global L2 norm to t (norm)",
-                               low=0.0, low_open=True, when=("grad_clip", ("value", "norm"))),
+    "grad_clip.threshold": Key(
+        1.0,
+        "float",
+        "clip each component to [-t, t] (value) or the global L2 norm to t (norm)",
+        low=0.0,
+        low_open=True,
+        when=("grad_clip", ("value", "norm")),
+    ),
     # Optimizer
     "optimizer": Key("adam", "choice", "optimizer", OPTIMIZERS),
-    "optimizer.lr": Key(1e-3, "float", "learning rate (peak rate for onecycle)", low=0.0, low_open=True,
-                        when=("optimizer", OPTIMIZERS)),
-    "optimizer.momentum": Key(0.9, "float", "momentum (sgd: 0.9, rmsprop: 0.0 unless set)", low=0.0, high=1.0,
-                              high_open=True, when=("optimizer", ("sgd", "rmsprop"))),
+    "optimizer.lr": Key(
+        1e-3, "float", "learning rate (peak rate for onecycle)", low=0.0, low_open=True, when=("optimizer", OPTIMIZERS)
+    ),
+    "optimizer.momentum": Key(
+        0.9,
+        "float",
+        "momentum (sgd: 0.9, rmsprop: 0.0 unless set)",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        when=("optimizer", ("sgd", "rmsprop")),
+    ),
     "optimizer.nesterov": Key(False, "bool", "Nesterov momentum", when=("optimizer", ("sgd",))),
-    "optimizer.alpha": Key(0.99, "float", "RMSProp decay of the squared-gradient average", low=0.0, high=1.0,
-                           high_open=True, when=("optimizer", ("rmsprop",))),
+    "optimizer.alpha": Key(
+        0.99,
+        "float",
+        "RMSProp decay of the squared-gradient average",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        when=("optimizer", ("rmsprop",)),
+    ),
     "optimizer.beta1": Key(0.9, "float", "Adam beta1", low=0.0, high=1.0, high_open=True, when=("optimizer", _ADAMS)),
     "optimizer.beta2": Key(0.999, "float", "Adam beta2", low=0.0, high=1.0, high_open=True, when=("optimizer", _ADAMS)),
-    "optimizer.eps": Key(1e-8, "float", "Adam epsilon", low=0.0, low_open=True,
-                         when=("optimizer", _ADAMS + ("rmsprop", "adagrad"))),
-    "optimizer.weight_decay": Key(0.01, "float", "AdamW decoupled weight decay", low=0.0,
-                                  when=("optimizer", ("adamw",))),
+    "optimizer.eps": Key(
+        1e-8, "float", "Adam epsilon", low=0.0, low_open=True, when=("optimizer", _ADAMS + ("rmsprop", "adagrad"))
+    ),
+    "optimizer.weight_decay": Key(
+        0.01, "float", "AdamW decoupled weight decay", low=0.0, when=("optimizer", ("adamw",))
+    ),
     # Learning-rate schedule
     "schedule": Key("constant", "choice", "learning-rate schedule", SCHEDULES),
-    "schedule.s": Key(1000.0, "float", "power/exponential: steps s in lr0/(1+t/s)^c and lr0*0.1^(t/s)", low=0.0,
-                      low_open=True, when=("schedule", ("power", "exponential"))),
+    "schedule.s": Key(
+        1000.0,
+        "float",
+        "power/exponential: steps s in lr0/(1+t/s)^c and lr0*0.1^(t/s)",
+        low=0.0,
+        low_open=True,
+        when=("schedule", ("power", "exponential")),
+    ),
     "schedule.c": Key(1.0, "float", "power: exponent c", low=0.0, low_open=True, when=("schedule", ("power",))),
-    "schedule.factor": Key(0.5, "float", "plateau: multiply the rate by this factor", low=0.0, high=1.0,
-                           low_open=True, high_open=True, when=("schedule", ("plateau",))),
-    "schedule.patience": Key(2, "int", "plateau: epochs without val_loss improvement before reducing", low=0,
-                             when=("schedule", ("plateau",))),
+    "schedule.factor": Key(
+        0.5,
+        "float",
+        "plateau: multiply the rate by this factor",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+        when=("schedule", ("plateau",)),
+    ),
+    "schedule.patience": Key(
+        2, "int", "plateau: epochs without val_loss improvement before reducing", low=0, when=("schedule", ("plateau",))
+    ),
     "schedule.min_lr": Key(0.0, "float", "cosine: final rate", low=0.0, when=("schedule", ("cosine",))),
-    "schedule.pct_start": Key(0.3, "float", "onecycle: share of steps spent increasing the rate", low=0.0, high=1.0,
-                              low_open=True, high_open=True, when=("schedule", ("onecycle",))),
+    "schedule.pct_start": Key(
+        0.3,
+        "float",
+        "onecycle: share of steps spent increasing the rate",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+        when=("schedule", ("onecycle",)),
+    ),
     "warmup_epochs": Key(0.0, "float", "linear warm-up of the rate over the first epochs (per step); 0 = off", low=0.0),
     "batch_size": Key(64, "int", "mini-batch size", low=1),
 }
@@ -104,8 +169,9 @@ _MLP = {
 _CNN = {
     "blocks": Key(3, "int", "conv stages; each halves the resolution and doubles the channels", low=1, high=5),
     "channels": Key(32, "int", "channels of the first stage", low=1),
-    "block_type": Key("plain", "choice", "plain (conv-BN-act x2, max-pool) | residual (projection shortcuts)",
-                      ("plain", "residual")),
+    "block_type": Key(
+        "plain", "choice", "plain (conv-BN-act x2, max-pool) | residual (projection shortcuts)", ("plain", "residual")
+    ),
     "crop_padding": Key(0, "int", "augmentation: random crop after zero-padding by p pixels; 0 = off", low=0),
     "hflip": Key(False, "bool", "augmentation: random horizontal flip"),
 }
@@ -114,8 +180,9 @@ _TRANSFER = {
     "weights": Key(None, "str", "path of resnet18 weights (a state_dict .pth); none = random init", nullable=True),
     "freeze_epochs": Key(1, "int", "epochs with the backbone frozen (only the new head trains)", low=0),
     "unfreeze_blocks": Key(1, "int", "then unfreeze the top k of resnet18's 4 blocks", low=0, high=4),
-    "finetune_lr_mult": Key(0.1, "float", "learning-rate multiplier of the unfrozen blocks", low=0.0, high=1.0,
-                            low_open=True),
+    "finetune_lr_mult": Key(
+        0.1, "float", "learning-rate multiplier of the unfrozen blocks", low=0.0, high=1.0, low_open=True
+    ),
     "crop_padding": _CNN["crop_padding"],
     "hflip": _CNN["hflip"],
 }
@@ -125,8 +192,11 @@ KEYS: dict[str, dict[str, Key]] = {
     "cnn": {**_CNN, **{k: v for k, v in _SHARED.items() if k != "dropout_layers"}},
     "resnet_transfer": {
         **_TRANSFER,
-        **{k: v for k, v in _SHARED.items() if not k.startswith(("activation", "init", "self_normalizing",
-                                                                  "batch_norm", "dropout_layers"))},
+        **{
+            k: v
+            for k, v in _SHARED.items()
+            if not k.startswith(("activation", "init", "self_normalizing", "batch_norm", "dropout_layers"))
+        },
     },
 }
 
@@ -200,8 +270,12 @@ def resolve(trainable: str, config: dict[str, Any]) -> dict[str, Any]:
         if selu:
             out["init"], out["batch_norm"] = "lecun_normal", "none"
         elif out["init"] == "auto":
-            out["init"] = {"selu": "lecun_normal", "tanh": "xavier_uniform", "sigmoid": "xavier_uniform",
-                           "gelu": "xavier_uniform"}.get(act, "kaiming_uniform")
+            out["init"] = {
+                "selu": "lecun_normal",
+                "tanh": "xavier_uniform",
+                "sigmoid": "xavier_uniform",
+                "gelu": "xavier_uniform",
+            }.get(act, "kaiming_uniform")
     return out
 
 

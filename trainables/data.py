@@ -51,12 +51,23 @@ class Splits:
 def load_data(spec: dict[str, Any]) -> Splits:
     """Load and split the data set a (validated) data spec describes."""
     name = spec["dataset"]
-    seed, val_fraction, test_fraction = spec.get("seed", 0), spec.get("val_fraction", 0.2), spec.get("test_fraction", 0.2)
+    seed, val_fraction, test_fraction = (
+        spec.get("seed", 0),
+        spec.get("val_fraction", 0.2),
+        spec.get("test_fraction", 0.2),
+    )
     if name in ("fashion_mnist", "cifar10"):
         (x, y), (test_x, test_y) = _torchvision(name, spec)
         splits = split(x, y, val_fraction, 0.0, seed, spec.get("train_samples"))
-        splits = Splits(splits.train_x, splits.train_y, splits.val_x, splits.val_y, torch.from_numpy(test_x),
-                        torch.from_numpy(test_y), max(splits.num_classes, int(test_y.max()) + 1))
+        splits = Splits(
+            splits.train_x,
+            splits.train_y,
+            splits.val_x,
+            splits.val_y,
+            torch.from_numpy(test_x),
+            torch.from_numpy(test_y),
+            max(splits.num_classes, int(test_y.max()) + 1),
+        )
         return standardise(splits)
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -64,8 +75,9 @@ def load_data(spec: dict[str, Any]) -> Splits:
         bunch = load_digits()
         x, y = bunch.images.astype(np.float32)[:, None] / 16.0, bunch.target.astype(np.int64)  # N,1,8,8
     elif name == "synthetic":
-        x, y = synthetic(spec.get("samples", 2000), spec.get("shape") or [spec.get("features", 64)],
-                         spec.get("classes", 10), seed)
+        x, y = synthetic(
+            spec.get("samples", 2000), spec.get("shape") or [spec.get("features", 64)], spec.get("classes", 10), seed
+        )
     elif name == "npz":
         x, y = load_npz(spec["path"])
     else:
@@ -101,8 +113,9 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
-          train_samples: int | None = None) -> Splits:
+def split(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, train_samples: int | None = None
+) -> Splits:
     """A seeded permutation cut into test | val | train; ``train_samples`` caps the train part."""
     n = len(x)
     order = np.random.default_rng(seed).permutation(n)
@@ -124,7 +137,9 @@ def standardise(s: Splits) -> Splits:
     return Splits(norm(s.train_x), s.train_y, norm(s.val_x), s.val_y, norm(s.test_x), s.test_y, s.num_classes)
 
 
-def _torchvision(name: str, spec: dict[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _torchvision(
+    name: str, spec: dict[str, Any]
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Train and test arrays through torchvision's own dataset classes (its on-disk formats)."""
     root = os.path.expanduser(spec.get("root") or DEFAULT_ROOT)
     download = bool(spec.get("download", False))
@@ -134,18 +149,22 @@ def _torchvision(name: str, spec: dict[str, Any]) -> tuple[tuple[np.ndarray, np.
 
             sets = [FashionMNIST(root, train=train, download=download) for train in (True, False)]
             # uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]
-            arrays = [(d.data.numpy()[:, None].astype(np.float32) / 255.0, d.targets.numpy().astype(np.int64))
-                      for d in sets]
+            arrays = [
+                (d.data.numpy()[:, None].astype(np.float32) / 255.0, d.targets.numpy().astype(np.int64)) for d in sets
+            ]
         else:
             cls = _cifar10_class(verify=spec.get("verify_checksums", True))
             sets = [cls(root, train=train, download=download) for train in (True, False)]
             # uint8 (N, 32, 32, 3) -> float (N, 3, 32, 32) in [0, 1]
-            arrays = [(d.data.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(d.targets, np.int64))
-                      for d in sets]
+            arrays = [
+                (d.data.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(d.targets, np.int64)) for d in sets
+            ]
     except RuntimeError as exc:  # torchvision: "Dataset not found ..." / "... or corrupted"
         hint = "set data.download: true (needs internet)" if not download else "the download failed"
-        raise DataError(f"data.root: {name} files not found or incomplete under {root!r} ({exc}); {hint}, "
-                        f"or point data.root at a folder that holds them") from exc
+        raise DataError(
+            f"data.root: {name} files not found or incomplete under {root!r} ({exc}); {hint}, "
+            f"or point data.root at a folder that holds them"
+        ) from exc
     return arrays[0], arrays[1]
 
 
@@ -159,9 +178,10 @@ def _cifar10_class(verify: bool) -> type:
         """torchvision's CIFAR10 reader without the MD5 check of the official files
         (for re-packed or sub-sampled copies in the same on-disk format)."""
 
+        meta = {**CIFAR10.meta, "md5": None}  # torchvision checks only existence without an MD5
+
         def _check_integrity(self) -> bool:
             folder = Path(self.root) / self.base_folder
             return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
 
     return CIFAR10Unverified
-

@@ -11,11 +11,17 @@ DEFAULT_ROOT = "~/.cache/hpsearch/data"
 EXPECTED = {
     "fashion_mnist": [
         f"FashionMNIST/raw/{name}"
-        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                     "t10k-labels-idx1-ubyte")
+        for name in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
     ],
-    "cifar10": [f"cifar-10-batches-py/{name}"
-                for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]],
+    "cifar10": [
+        f"cifar-10-batches-py/{name}"
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    ],
 }
 
 

@@ -162,7 +162,9 @@ class TransferResNet(nn.Module):
         backbone.fc = nn.Identity()
         self.channels = input_shape[0]
         self.backbone = backbone
-        self.head = nn.Sequential(*([nn.Dropout(cfg["dropout"])] if cfg["dropout"] > 0 else []), nn.Linear(512, num_classes))
+        self.head = nn.Sequential(
+            *([nn.Dropout(cfg["dropout"])] if cfg["dropout"] > 0 else []), nn.Linear(512, num_classes)
+        )
 
     @property
     def blocks(self) -> list[nn.Module]:

@@ -20,14 +20,16 @@ def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Opti
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, eps=cfg["optimizer.eps"])
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg["optimizer.alpha"], momentum=cfg["optimizer.momentum"],
-                                   eps=cfg["optimizer.eps"])
+        return torch.optim.RMSprop(
+            params, lr=lr, alpha=cfg["optimizer.alpha"], momentum=cfg["optimizer.momentum"], eps=cfg["optimizer.eps"]
+        )
     betas = (cfg["optimizer.beta1"], cfg["optimizer.beta2"])
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"])
     if name == "adamw":  # decoupled weight decay
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"],
-                                 weight_decay=cfg["optimizer.weight_decay"])
+        return torch.optim.AdamW(
+            params, lr=lr, betas=betas, eps=cfg["optimizer.eps"], weight_decay=cfg["optimizer.weight_decay"]
+        )
     if name == "nadam":
         return torch.optim.NAdam(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"])
     raise ValueError(f"optimizer: unknown optimizer {name!r}")
@@ -35,10 +37,7 @@ def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Opti
 
 def weight_matrices(model: nn.Module) -> list[nn.Parameter]:
     """Weights of Linear and Conv layers that are being trained (not biases, not BatchNorm)."""
-    return [
-        m.weight for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.requires_grad
-    ]
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.requires_grad]
 
 
 def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | None:

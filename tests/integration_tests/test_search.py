@@ -25,7 +25,7 @@ SPACE = {
 }
 
 
-def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_startup=4):
+def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_startup=4, grace_period=1):
     return parse_spec(
         {
             "name": name,
@@ -36,7 +36,7 @@ def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_star
                 "num_trials": num_trials,
                 "max_concurrent": 2,
                 "sampler": {"seed": 0, "n_startup_trials": n_startup},
-                "scheduler": {"max_epochs": max_epochs, "grace_period": 1, "reduction_factor": 3},
+                "scheduler": {"max_epochs": max_epochs, "grace_period": grace_period, "reduction_factor": 3},
             },
         }
     )
@@ -128,3 +128,56 @@ def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path
     (parent,) = by_role["search"]
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["trials_failed"] == result.counts["failed"]
+    # the searcher (Optuna) was told these trials failed
+    assert result.searcher_states["FAIL"] == result.counts["failed"] + result.counts["diverged"]
+
+
+def test_a_diverging_config_ends_diverged_and_the_search_goes_on(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    space = {
+        "hidden_layers": 2,  # (one ReLU layer at lr=10 tends to die with a finite loss instead)
+        "grad_clip": "none",
+        "optimizer": {"choice": {"sgd": {"lr": {"choice": [10.0, 0.05]}, "momentum": 0.9}}},
+    }
+    # grace period = max epochs: ASHA stops nothing, so every lr=10 trial runs until it diverges
+    spec = make_spec("it-diverge", num_trials=6, max_epochs=3, space=space, n_startup=6, grace_period=3)
+    result = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+    lrs = {r.trial_id: r.config["optimizer.lr"] for r in result.records}
+    assert 10.0 in lrs.values() and 0.05 in lrs.values()
+    for rec in result.records:
+        if rec.config["optimizer.lr"] == 10.0:
+            assert rec.state == "diverged" and "non-finite" in rec.error
+        else:
+            assert rec.state == "completed"
+    assert result.searcher_states["FAIL"] == result.counts["diverged"] >= 1
+    assert result.searcher_states["COMPLETE"] == 6 - result.counts["diverged"]
+    client = MlflowClient(uri)
+    _, by_role = runs_by_role(client, "it-diverge")
+    diverged = [c for c in by_role["trial"] if c.data.tags["hpsearch.trial_state"] == "diverged"]
+    assert len(diverged) == result.counts["diverged"] and all(c.info.status == "FAILED" for c in diverged)
+
+
+def test_seed_practices_mlp_search_on_digits(ray_session, tmp_path):
+    """The whole technique space, 40 trials: every trial ends in a known state, the best is good."""
+    from search.spec import load_spec
+    from tests.conftest import ROOT
+
+    spec = load_spec(ROOT / "examples" / "seed_practices_digits.yaml")
+    assert spec.search.num_trials >= 40
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    result = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+    assert sum(result.counts[s] for s in ("completed", "stopped_early", "diverged", "failed")) == 40
+    assert result.counts["failed"] == 0 and result.counts["stopped_early"] >= 10
+    assert result.best is not None and result.best.metrics["val_accuracy"] > 0.93
+    client = MlflowClient(uri)
+    _, by_role = runs_by_role(client, spec.name)
+    children = by_role["trial"]
+    assert len(children) == 40
+    for child in children:
+        params = child.data.params
+        # the config as trained: defaults filled in, only the chosen optimizer's options
+        assert {"init", "batch_norm", "optimizer.lr", "schedule", "l1", "max_norm"} <= set(params)
+        if params["activation"] == "selu":
+            assert params["init"] == "lecun_normal" and params["batch_norm"] == "none"
+        if params["optimizer"] != "sgd":
+            assert "optimizer.nesterov" not in params

@@ -25,7 +25,7 @@ def test_quickstart_is_valid():
         (lambda d: d["search"]["scheduler"].update(max_epoch=5), "search.scheduler.max_epoch: unknown key, got 5"),
         (
             lambda d: d["data"].update(dataset="mnist"),
-            "data.dataset: must be one of 'digits' or 'synthetic', got 'mnist'",
+            "data.dataset: must be one of 'digits', 'fashion_mnist', 'cifar10', 'synthetic' or 'npz', got 'mnist'",
         ),
         (lambda d: d.update(name="my search!"), "name: must match ^[A-Za-z0-9._-]+$, got 'my search!'"),
         (lambda d: d["search"].update(mode="maximum"), "search.mode: must be one of 'max' or 'min', got 'maximum'"),
@@ -59,11 +59,14 @@ def test_quickstart_is_valid():
         ),
         (
             lambda d: d["space"]["optimizer"]["choice"].update(lion={}),
-            "space.optimizer: must be one of sgd, adam, got 'lion'",
+            "space.optimizer: must be one of sgd, adagrad, rmsprop, adam, adamw, nadam, got 'lion'",
         ),
-        (lambda d: d["space"].update(dropout={"float": [0.0, 1.5]}), "space.dropout: must be in [0, 1), got 1.5"),
+        (lambda d: d["space"].update(dropout={"float": [0.0, 1.5]}), "space.dropout: must be < 1, got 1.5"),
         (lambda d: d.update(trainable="nomodule_xyz:fn"), "trainable: cannot import module 'nomodule_xyz'"),
-        (lambda d: d.update(trainable="not a path"), "trainable: must be a built-in (mlp) or 'pkg.module:function'"),
+        (
+            lambda d: d.update(trainable="not a path"),
+            "trainable: must be a built-in (mlp, cnn, resnet_transfer) or 'pkg.module:function'",
+        ),
         (lambda d: d.update(tracking={"uri": "mlruns.db"}), "tracking.uri: must start with one of"),
         (lambda d: d["search"].pop("num_trials"), "search.num_trials: required"),
         (lambda d: d["search"].update(num_trials="30"), "search.num_trials: must be an integer, got '30'"),
@@ -98,8 +101,55 @@ def test_spec_file_errors(tmp_path):
 
 def test_preset_and_space_file(tmp_path, quickstart_data):
     quickstart_data["space"] = "mlp_basic"
-    assert "optimizer.weight_decay" in parse_spec(quickstart_data).search_space.keys()
+    assert "l2" in parse_spec(quickstart_data).search_space.keys()
     (tmp_path / "space.yaml").write_text("units: {int: [8, 32]}\n")
     quickstart_data["space"] = "space.yaml"
     spec = load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
     assert spec.search_space.keys() == ["units"]
+
+
+def test_data_forms_and_files(tmp_path, quickstart_data):
+    import numpy as np
+
+    np.savez(tmp_path / "mine.npz", X=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
+    quickstart_data["data"] = {"npz": "mine.npz"}
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
+    assert spec.data.dataset == "npz" and spec.data.path == str(tmp_path / "mine.npz")
+
+    quickstart_data["data"] = {"npz": "missing.npz"}
+    with pytest.raises(SpecError, match="data.npz: file not found: .*missing.npz"):
+        load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
+
+    quickstart_data["data"] = {"dataset": "fashion_mnist", "root": "data"}
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
+    (problem,) = info.value.problems
+    assert problem.startswith(f"data.root: fashion_mnist files not found under '{tmp_path / 'data'}'")
+    assert "download: true" in problem
+    quickstart_data["data"]["download"] = True  # nothing to check before the download
+    load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
+
+    quickstart_data["data"] = {"dataset": "synthetic", "shape": [3, 0, 4]}
+    with pytest.raises(SpecError, match="data.shape: must be"):
+        parse_spec(quickstart_data)
+
+
+@pytest.mark.parametrize(
+    ("trainable", "space", "expected"),
+    [
+        ("cnn", "seed_practices_cnn", None),
+        ("resnet_transfer", "transfer_resnet18", None),
+        ("cnn", {"hidden_layers": 2}, "space.hidden_layers: unknown parameter for the cnn trainable"),
+        ("mlp", {"blocks": 2}, "space.blocks: unknown parameter for the mlp trainable"),
+        ("resnet_transfer", {"activation": {"choice": ["relu"]}}, "space.activation: unknown parameter"),
+        ("resnet_transfer", {"finetune_lr_mult": {"float": [0.1, 2.0]}}, "space.finetune_lr_mult: must be <= 1"),
+        ("mlp", {"activation": {"choice": {"relu": {"alpha": 0.1}}}}, "space.activation.relu.alpha: does not apply"),
+        ("mlp", {"schedule": {"choice": {"power": {"s": 0.0}}}}, "space.schedule.power.s: must be > 0"),
+    ],
+)
+def test_space_keys_are_checked_against_the_trainable(quickstart_data, trainable, space, expected):
+    quickstart_data.update(trainable=trainable, space=space)
+    if expected is None:
+        parse_spec(quickstart_data)
+    else:
+        assert any(p.startswith(expected) for p in problems_of(quickstart_data)), problems_of(quickstart_data)

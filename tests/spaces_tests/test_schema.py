@@ -118,3 +118,28 @@ def test_spaces_import_neither_ray_nor_torch():
     code = "import sys, spaces; spaces.load_space('mlp_basic'); print('torch' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_400_samples_of_seed_practices_mlp_show_every_choice():
+    space = spaces.load_space("seed_practices_mlp")
+    configs = spaces.sample(space, 400, seed=0)
+    seen: dict[str, set] = {}
+    for config in configs:
+        for key, value in config.items():
+            seen.setdefault(key, set()).add(value)
+
+    def expect(sp, prefix=""):
+        for name, param in sp.params.items():
+            key = prefix + name
+            if isinstance(param, Choice):
+                assert seen[key] == set(param.options), key
+            elif isinstance(param, Conditional):
+                assert seen[key] == set(param.branches), key
+                for branch in param.branches.values():
+                    expect(branch, key + ".")
+
+    expect(space)
+    assert seen["activation"] >= {"relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "gelu", "tanh", "sigmoid"}
+    assert seen["optimizer"] == {"sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam"}
+    assert seen["schedule"] == {"constant", "power", "exponential", "plateau", "cosine", "onecycle"}
+    assert seen["grad_clip"] == {"none", "value", "norm"} and seen["batch_norm"] == {"none", "before", "after"}

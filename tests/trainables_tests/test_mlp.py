@@ -10,8 +10,13 @@ from trainables.optim import build_optimizer, clip_gradients
 
 
 def MLPConfig(**kw):  # noqa: N802 - reads like the config it builds
-    renames = {"lr": "optimizer.lr", "momentum": "optimizer.momentum", "nesterov": "optimizer.nesterov",
-               "beta1": "optimizer.beta1", "beta2": "optimizer.beta2"}
+    renames = {
+        "lr": "optimizer.lr",
+        "momentum": "optimizer.momentum",
+        "nesterov": "optimizer.nesterov",
+        "beta1": "optimizer.beta1",
+        "beta2": "optimizer.beta2",
+    }
     return TrainConfig.from_dict("mlp", {renames.get(k, k): v for k, v in kw.items()})
 
 
@@ -64,8 +69,13 @@ def test_config_errors_name_key_and_value():
         TrainConfig.from_dict("mlp", {"optimizer": "adam", "optimizer.momentum": 0.9})
     with pytest.raises(ConfigError, match="colour: unknown key"):
         TrainConfig.from_dict("mlp", {"colour": "red"})
-    config = {"optimizer": "sgd", "optimizer.lr": 0.1, "optimizer.momentum": 0.5, "grad_clip": "norm",
-              "grad_clip.threshold": 2.0}
+    config = {
+        "optimizer": "sgd",
+        "optimizer.lr": 0.1,
+        "optimizer.momentum": 0.5,
+        "grad_clip": "norm",
+        "grad_clip.threshold": 2.0,
+    }
     cfg = TrainConfig.from_dict("mlp", config)
     assert {k: cfg[k] for k in config} == config
     assert "optimizer.beta1" not in cfg.values  # only the chosen optimizer's options

@@ -116,13 +116,16 @@ def test_selu_with_lecun_init_keeps_activations_standardised_through_10_layers()
 
 def test_without_lecun_init_the_same_net_drifts():
     torch.manual_seed(0)
-    model = build_mlp((256,), 10, cfg(activation="selu", hidden_layers=10, units=256, init="default",
-                                      self_normalizing=False)).eval()
+    model = build_mlp(
+        (256,), 10, cfg(activation="selu", hidden_layers=10, units=256, init="default", self_normalizing=False)
+    ).eval()
     h = torch.randn(4096, 256)
     with torch.no_grad():
         for module in list(model)[1:-1]:
             h = module(h)
-    assert float(h.var()) < 0.5  # PyTorch's default init shrinks the signal: the contrast that makes the test above mean something
+    assert (
+        float(h.var()) < 0.5
+    )  # PyTorch's default init shrinks the signal: the contrast that makes the test above mean something
 
 
 # ---- batch norm, dropout -----------------------------------------------------------------
@@ -205,14 +208,23 @@ def test_max_norm_holds_after_every_training_step():
 @pytest.mark.parametrize(
     ("config", "cls", "expected"),
     [
-        ({"optimizer": "sgd", "optimizer.momentum": 0.8, "optimizer.nesterov": True}, torch.optim.SGD,
-         {"momentum": 0.8, "nesterov": True}),
+        (
+            {"optimizer": "sgd", "optimizer.momentum": 0.8, "optimizer.nesterov": True},
+            torch.optim.SGD,
+            {"momentum": 0.8, "nesterov": True},
+        ),
         ({"optimizer": "adagrad"}, torch.optim.Adagrad, {"eps": 1e-8}),
-        ({"optimizer": "rmsprop", "optimizer.alpha": 0.95, "optimizer.momentum": 0.5}, torch.optim.RMSprop,
-         {"alpha": 0.95, "momentum": 0.5}),
+        (
+            {"optimizer": "rmsprop", "optimizer.alpha": 0.95, "optimizer.momentum": 0.5},
+            torch.optim.RMSprop,
+            {"alpha": 0.95, "momentum": 0.5},
+        ),
         ({"optimizer": "rmsprop"}, torch.optim.RMSprop, {"momentum": 0.0}),
-        ({"optimizer": "adam", "optimizer.beta1": 0.85, "optimizer.beta2": 0.99, "optimizer.eps": 1e-7},
-         torch.optim.Adam, {"betas": (0.85, 0.99), "eps": 1e-7, "weight_decay": 0}),
+        (
+            {"optimizer": "adam", "optimizer.beta1": 0.85, "optimizer.beta2": 0.99, "optimizer.eps": 1e-7},
+            torch.optim.Adam,
+            {"betas": (0.85, 0.99), "eps": 1e-7, "weight_decay": 0},
+        ),
         ({"optimizer": "adamw", "optimizer.weight_decay": 0.05}, torch.optim.AdamW, {"weight_decay": 0.05}),
         ({"optimizer": "nadam"}, torch.optim.NAdam, {"betas": (0.9, 0.999)}),
     ],
@@ -255,8 +267,7 @@ def test_cosine_and_onecycle_follow_torch_reference_schedules():
 
     opt, schedule = schedule_for({"schedule": "onecycle", "schedule.pct_start": 0.3})
     ref_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.1, total_steps=50, pct_start=0.3,
-                                              cycle_momentum=False)
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.1, total_steps=50, pct_start=0.3, cycle_momentum=False)
     ours = lrs(opt, schedule, 49)
     theirs = [ref_opt.param_groups[0]["lr"]]
     for _ in range(49):
@@ -285,8 +296,13 @@ def test_warmup_scales_the_first_steps_linearly():
 def test_reported_lr_follows_the_schedule_in_training():
     data = load_data({"dataset": "digits"})
     reports = []
-    train_model("mlp", {"optimizer": "sgd", "optimizer.lr": 0.05, "schedule": "exponential", "schedule.s": 17.0},
-                data, epochs=3, report=reports.append)
+    train_model(
+        "mlp",
+        {"optimizer": "sgd", "optimizer.lr": 0.05, "schedule": "exponential", "schedule.s": 17.0},
+        data,
+        epochs=3,
+        report=reports.append,
+    )
     steps = math.ceil(len(data.train_y) / 64)
     # the rate reported for epoch e is the one in force at the end of that epoch
     assert [r["lr"] for r in reports] == pytest.approx([0.05 * 0.1 ** (steps * e / 17.0) for e in (1, 2, 3)])
@@ -304,7 +320,12 @@ def test_cnn_stages_plain_and_residual_with_projection_shortcuts():
     blocks = [m for m in res if isinstance(m, ResidualBlock)]
     assert len(blocks) == 2
     shortcut = blocks[0].shortcut[0]
-    assert (shortcut.kernel_size, shortcut.stride, shortcut.in_channels, shortcut.out_channels) == ((1, 1), (2, 2), 3, 8)
+    assert (shortcut.kernel_size, shortcut.stride, shortcut.in_channels, shortcut.out_channels) == (
+        (1, 1),
+        (2, 2),
+        3,
+        8,
+    )
     x = torch.randn(2, 3, 32, 32)
     assert blocks[0](x).shape == (2, 8, 16, 16)
     assert res(x).shape == (2, 10)
@@ -337,8 +358,13 @@ def test_cnn_trains_with_augmentation_on_image_tensors():
 
     data = standardise(split(x, y, 0.2, 0.0, 0))
     reports = []
-    train_model("cnn", {"blocks": 2, "channels": 8, "crop_padding": 2, "hflip": True, "batch_norm": "before",
-                        "optimizer.lr": 3e-3}, data, epochs=3, report=reports.append)
+    train_model(
+        "cnn",
+        {"blocks": 2, "channels": 8, "crop_padding": 2, "hflip": True, "batch_norm": "before", "optimizer.lr": 3e-3},
+        data,
+        epochs=3,
+        report=reports.append,
+    )
     # random-noise prototypes are hard to recognise once shifted and mirrored: above chance (1/3) is the bar
     assert reports[-1]["val_accuracy"] > 0.45 and reports[-1]["train_loss"] < reports[0]["train_loss"]
 
@@ -373,8 +399,14 @@ def test_transfer_frozen_backbone_does_not_change_during_frozen_epochs(tiny_imag
 
 
 def test_transfer_unfreezes_only_the_top_blocks_at_the_multiplied_rate(tiny_images):
-    config = {"freeze_epochs": 1, "unfreeze_blocks": 2, "finetune_lr_mult": 0.1, "batch_size": 32,
-              "optimizer": "sgd", "optimizer.lr": 0.01}
+    config = {
+        "freeze_epochs": 1,
+        "unfreeze_blocks": 2,
+        "finetune_lr_mult": 0.1,
+        "batch_size": 32,
+        "optimizer": "sgd",
+        "optimizer.lr": 0.01,
+    }
     torch.manual_seed(0)
     initial = snapshot(TransferResNet(tiny_images.input_shape, 4, cfg("resnet_transfer", **config)))
     model = train_model("resnet_transfer", config, tiny_images, epochs=2, report=lambda r: None)
