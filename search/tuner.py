@@ -20,12 +20,11 @@ from search.spec import JobSpec
 from search.tracking import MlflowTracker, check_reachable, default_tracking_uri, flatten
 from trainables import BUILTIN
 
-# Tune settings chosen for many short trials on few cores (measured: see BENCHMARKS.md / README).
-# Snapshots of the experiment state every few minutes, not after every result; trials stay in
-# the driver's working directory (relative data paths keep working).
+# Tune settings chosen for many short trials on few cores (README, "How it runs"). Snapshots of
+# the experiment state every few minutes, not at Tune's automatic cadence; trials stay in the
+# driver's working directory (relative data paths keep working). Both overridable.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "300")
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
 # Ray's console reporter: silent (verbose=0) only with the classic output engine; we print our own.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
@@ -188,7 +187,7 @@ def run_search(
         tags={"hpsearch.run_dir": str(storage_path / run_name)},
         artifacts={
             "spec.yaml": spec.source_text or json.dumps(spec.model_dump(), indent=2),
-            "space.json": json.dumps(spec.search_space.keys(), indent=2),
+            "space.json": json.dumps(spec.search_space.to_data(), indent=2),
         },
     )
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[tracker])

@@ -87,6 +87,36 @@ class Space:
         return out
 
 
+    def to_data(self) -> dict[str, Any]:
+        """The space in the YAML schema's form (``parse_space(space.to_data()) == space``)."""
+        out: dict[str, Any] = {}
+        for name, param in self.params.items():
+            *groups, leaf = name.split(".")  # dotted names came from plain grouping mappings
+            target = out
+            for group in groups:
+                target = target.setdefault(group, {})
+            target[leaf] = _param_data(param)
+        return out
+
+
+def _param_data(param: Param) -> Any:
+    if isinstance(param, Float):
+        out: dict[str, Any] = {"float": [param.low, param.high]}
+    elif isinstance(param, Int):
+        out = {"int": [param.low, param.high]}
+    elif isinstance(param, Choice):
+        return {"choice": list(param.options)}
+    elif isinstance(param, Conditional):
+        return {"choice": {name: branch.to_data() for name, branch in param.branches.items()}}
+    else:
+        return {"value": param.value}
+    if param.log:
+        out["log"] = True
+    if param.step is not None and not (isinstance(param, Int) and param.step == 1):
+        out["step"] = param.step
+    return out
+
+
 def parse_space(data: Any, path: str = "space") -> Space:
     """Parse a YAML-shaped mapping into a :class:`Space`; raise :class:`SpaceError` listing all problems."""
     problems: list[str] = []

@@ -31,6 +31,7 @@ def test_parses_every_parameter_type():
     assert isinstance(space.params["opt"], Conditional)
     assert space.params["model.depth"] == Int(1, 3)
     assert space.keys() == ["lr", "units", "act", "batch_size", "opt", "opt.momentum", "model.depth"]
+    assert parse_space(space.to_data()) == space
 
 
 @pytest.mark.parametrize(
@@ -143,3 +144,13 @@ def test_400_samples_of_seed_practices_mlp_show_every_choice():
     assert seen["optimizer"] == {"sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam"}
     assert seen["schedule"] == {"constant", "power", "exponential", "plateau", "cosine", "onecycle"}
     assert seen["grad_clip"] == {"none", "value", "norm"} and seen["batch_norm"] == {"none", "before", "after"}
+
+
+@pytest.mark.parametrize("preset", spaces.preset_names())
+def test_a_space_round_trips_through_its_data_form(preset):
+    space = spaces.load_space(preset)
+    data = space.to_data()
+    json.dumps(data)
+    again = parse_space(data)
+    assert again.keys() == space.keys()
+    assert spaces.sample(again, 20, seed=2) == spaces.sample(space, 20, seed=2)
