@@ -111,13 +111,12 @@ class Ledger(Callback):
         return counts
 
     def best(self) -> TrialRecord | None:
-        """The trial whose last reported metric is best (diverged and failed trials excluded)."""
+        """The finished trial whose last reported metric is best (diverged and failed trials excluded)."""
         sign = 1.0 if self.mode == "max" else -1.0
         candidates = [
             r
             for r in self.records.values()
-            if r.state in ("completed", "stopped_early", "running")
-            and math.isfinite(r.metrics.get(self.metric, math.nan))
+            if r.state in ("completed", "stopped_early") and math.isfinite(r.metrics.get(self.metric, math.nan))
         ]
         return max(candidates, key=lambda r: sign * r.metrics[self.metric], default=None)
 

@@ -1,0 +1,74 @@
+from types import SimpleNamespace
+
+from search.ledger import Ledger, reported_metrics
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def trial_started(self, rec):
+        self.events.append(("start", rec.name))
+
+    def trial_result(self, rec, step, metrics):
+        self.events.append(("result", rec.name, step))
+
+    def trial_ended(self, rec):
+        self.events.append(("end", rec.name, rec.state))
+
+
+def trial(trial_id, **config):
+    return SimpleNamespace(trial_id=trial_id, config=config, pickled_error_file=None, error_file=None)
+
+
+def report(ledger, t, epoch, acc):
+    ledger.on_trial_result(
+        0,
+        [],
+        t,
+        {
+            "training_iteration": epoch,
+            "val_accuracy": acc,
+            "time_total_s": 1.0,
+            "pid": 7,
+            "done": False,
+            "epoch": epoch,
+        },
+    )
+
+
+def test_states_best_and_counts():
+    recorder = Recorder()
+    ledger = Ledger(max_epochs=3, metric="val_accuracy", mode="max", listeners=[recorder])
+    a, b, c, d = trial("a", lr=0.1), trial("b", lr=0.2), trial("c", lr=0.3), trial("d", lr=0.4)
+    for t in (a, b, c, d):
+        ledger.on_trial_start(0, [], t)
+    for epoch in (1, 2, 3):
+        report(ledger, a, epoch, 0.5 + epoch / 10)
+    ledger.on_trial_complete(0, [], a)
+    report(ledger, b, 1, 0.3)
+    ledger.on_trial_complete(0, [], b)  # stopped by ASHA after one epoch
+    report(ledger, c, 1, 0.99)  # still running: not the best yet
+    ledger.on_trial_error(0, [], d)
+
+    assert [r.state for r in ledger.records.values()] == ["completed", "stopped_early", "running", "failed"]
+    assert ledger.counts() == {"running": 1, "completed": 1, "stopped_early": 1, "diverged": 0, "failed": 1}
+    assert ledger.best().name == "t001" and ledger.best().metrics == {"val_accuracy": 0.8}
+    assert ledger.records["d"].error.startswith("unknown error")
+    ledger.interrupt_running()
+    assert ledger.records["c"].state == "failed" and ledger.records["c"].error.startswith("interrupted")
+    assert ("end", "t003", "failed") in recorder.events and recorder.events[0] == ("start", "t001")
+
+
+def test_min_mode_and_reported_metrics():
+    ledger = Ledger(max_epochs=1, metric="val_loss", mode="min", listeners=[])
+    for name, loss in (("x", 0.5), ("y", 0.2)):
+        t = trial(name)
+        ledger.on_trial_start(0, [], t)
+        ledger.on_trial_result(0, [], t, {"training_iteration": 1, "val_loss": loss})
+        ledger.on_trial_complete(0, [], t)
+    assert ledger.best().trial_id == "y"
+    assert reported_metrics({"val_loss": 1, "flag": True, "name": "x", "training_iteration": 3, "lr": 0.1}) == {
+        "val_loss": 1.0,
+        "lr": 0.1,
+    }
