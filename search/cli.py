@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +42,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="address of a running Ray cluster to join (default: start a local one)")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     p.add_argument("--ray-logs", action="store_true", help="also show Ray's own logs and trial tracebacks")
+    p.add_argument("--run-name", help="name of the run directory under --storage (default NAME-TIMESTAMP)")
+
+    p = sub.add_parser("resume", help="continue an interrupted search (a run directory, or a job with --address)")
+    p.add_argument("target", help="the search's run directory (printed as 'tune state'), or a job id")
+    p.add_argument(
+        "--address",
+        help="with a run directory: a Ray cluster to join (host:6379); with a job id: "
+        "the Jobs API (http://HEAD:8265, default $RAY_ADDRESS)",
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--ray-logs", action="store_true")
+
+    p = sub.add_parser("submit", help="submit a search as a job to a Ray cluster; prints the job id last")
+    p.add_argument("spec", type=Path)
+    _address(p)
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI as seen from the cluster (default: the spec's, "
+        "else sqlite:///$PWD/mlruns.db, which only a cluster on this machine can reach)",
+    )
+    p.add_argument(
+        "--storage",
+        help="where the search keeps its Tune state, as seen from the cluster "
+        "(default $PWD/hpsearch_results; a shared path or s3:// on multi-node clusters)",
+    )
+    for name, text in (
+        ("status", "state, start time, trials done and best metric of a job"),
+        ("logs", "a job's output"),
+        ("stop", "stop a job (the search ends as with Ctrl-C)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job")
+        _address(p)
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    p = sub.add_parser("list", help="the search jobs on a cluster")
+    _address(p)
+
+    p = sub.add_parser("cluster", help="a Ray cluster on this machine (head + worker nodes)")
+    csub = p.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    c = csub.add_parser("up", help="start a head and N worker nodes on 127.0.0.1")
+    c.add_argument("--workers", type=int, default=1)
+    c.add_argument("--num-cpus", type=int, default=1, help="CPUs per node")
+    c.add_argument("--num-gpus", type=int, default=0, help="GPUs per node")
+    c.add_argument("--port", type=int, default=6379)
+    c.add_argument("--dashboard-port", type=int, default=8265)
+    c.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="listen address of dashboard/Jobs API (default loopback; anything else is reachable from the network)",
+    )
+    c.add_argument("--state-file", type=Path, default=None, help="where up records its processes")
+    c = csub.add_parser("down", help="stop the processes `cluster up` started")
+    c.add_argument("--state-file", type=Path, default=None)
     return parser
+
+
+def _address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray Jobs API, http://HEAD:8265 (default: $RAY_ADDRESS)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             return _space(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "resume":
+            return _resume(args)
+        if args.command in ("submit", "status", "logs", "stop", "list"):
+            return _jobs(args)
+        if args.command == "cluster":
+            return _cluster(args)
     except SpecError as exc:
         print(f"hpsearch: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -110,14 +175,37 @@ def _is_job_spec(path: Path) -> bool:
     return isinstance(data, dict) and "space" in data and "search" in data
 
 
-def _run(args: argparse.Namespace) -> int:
-    from search.errors import SpecError
-    from search.spec import check_tracking_uri, load_spec
+def _load(spec_arg: Path):
+    """A spec file, or ``env:VAR`` (how a submitted job hands its spec to the driver)."""
+    import os
 
-    spec = load_spec(args.spec)  # validated before anything starts
+    from search.errors import SpecError
+    from search.spec import load_spec, load_spec_text
+
+    text = str(spec_arg)
+    if text.startswith("env:"):
+        var = text[4:]
+        if var not in os.environ:
+            raise SpecError([f"spec: environment variable {var} is not set"])
+        return load_spec_text(os.environ[var], source=text, base_dir=Path.cwd())
+    return load_spec(spec_arg)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from search.errors import SpecError
+    from search.spec import check_tracking_uri
+
+    if args.address:
+        from search.jobs import prepare_auth
+
+        prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
+    spec = _load(args.spec)  # validated before anything starts
     if args.tracking_uri and (problems := check_tracking_uri(args.tracking_uri)):
         raise SpecError(problems)
-    from search.summary import print_summary
+    # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     from search.tuner import run_search
 
     result = run_search(
@@ -127,15 +215,130 @@ def _run(args: argparse.Namespace) -> int:
         address=args.address,
         quiet=args.quiet,
         ray_logs=args.ray_logs,
+        run_name=args.run_name,
     )
+    return _outcome(result, spec.search.num_trials)
+
+
+def _outcome(result, num_trials: int) -> int:
+    from search.summary import print_summary
+
     print_summary(result)
     if result.status != "FINISHED":
         done = sum(n for state, n in result.counts.items() if state != "running")
-        print(f"hpsearch: search interrupted after {done} of {spec.search.num_trials} trials", file=sys.stderr)
+        print(
+            f"hpsearch: search interrupted after {done} of {num_trials} trials; continue it with "
+            f"hpsearch resume {result.run_dir}",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     if result.counts.get("completed", 0) + result.counts.get("stopped_early", 0) == 0:
         print("hpsearch: no trial finished successfully", file=sys.stderr)
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    import signal
+
+    from search.jobs import prepare_auth
+
+    prepare_auth()
+    target = Path(args.target)
+    if not target.is_dir():
+        from search import jobs
+
+        job_id = jobs.resume(args.address, args.target)
+        print(f"resuming {args.target} as job {job_id}: hpsearch logs {job_id} --follow")
+        print(job_id)
+        return EXIT_OK
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    from search.tuner import resume_search
+
+    address = args.address if args.address and not args.address.startswith("http") else None
+    result = resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs)
+    from search.spec import load_spec_text
+
+    spec = load_spec_text(json.loads((target / "hpsearch.json").read_text())["spec"], source=str(target))
+    return _outcome(result, spec.search.num_trials)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from search import jobs
+
+    jobs.prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
+
+    if args.command == "submit":
+        from search.spec import check_tracking_uri
+        from search.tracking import default_tracking_uri
+
+        spec = _load(args.spec)  # a bad spec is never submitted
+        uri = args.tracking_uri or spec.tracking.uri or default_tracking_uri()
+        if problems := check_tracking_uri(uri):
+            from search.errors import SpecError
+
+            raise SpecError(problems)
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"  # the job runs elsewhere: absolute
+        storage = args.storage or str(Path("hpsearch_results").resolve())
+        job_id = jobs.submit(spec, args.address, uri, storage, Path.cwd())
+        print(f"submitted {spec.name}: {spec.search.num_trials} trials, tracking {uri}")
+        print(f"follow it: hpsearch logs {job_id} --follow; stop it: hpsearch stop {job_id}")
+        print(job_id)
+        return EXIT_OK
+    if args.command == "status":
+        v = jobs.status(args.address, args.job)
+        print(
+            f"job {v.job_id} ({v.name}): {v.status}, started {v.start_time}, trials done {v.trials_done}, best {v.best}"
+        )
+        if v.message:
+            print(v.message)
+        return EXIT_OK
+    if args.command == "logs":
+        jobs.logs(args.address, args.job, args.follow)
+        return EXIT_OK
+    if args.command == "stop":
+        state = jobs.stop(args.address, args.job)
+        print(f"job {args.job}: {state}")
+        return EXIT_OK if state in ("STOPPED", "SUCCEEDED", "FAILED") else EXIT_FAILURE
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("job", "search", "state", "started", "trials done", "best")
+    for v in jobs.list_jobs(args.address):
+        table.add_row(v.job_id, v.name, v.status, v.start_time, v.trials_done, v.best)
+    Console(width=160).print(table)
+    return EXIT_OK
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from search import cluster
+
+    state_file = args.state_file or cluster.DEFAULT_STATE
+    if args.cluster_command == "up":
+        if args.workers < 0 or args.num_cpus < 1 or args.num_gpus < 0:
+            from search.errors import SpecError
+
+            raise SpecError(
+                [
+                    f"--workers/--num-cpus/--num-gpus: must be >= 0/1/0, got {args.workers}/"
+                    f"{args.num_cpus}/{args.num_gpus}"
+                ]
+            )
+        info = cluster.up(
+            args.workers, args.num_cpus, args.num_gpus, args.port, args.dashboard_port, args.dashboard_host, state_file
+        )
+        print(
+            f"Ray cluster up: head + {args.workers} worker node(s), {len(info.pids)} processes "
+            f"(recorded in {info.state_file})"
+        )
+        print(f"  run on it:    RAY_AUTH_MODE=token hpsearch run SPEC --address {info.address}")
+        print(f"  submit to it: hpsearch submit SPEC --address {info.dashboard}")
+        print("  stop it:      hpsearch cluster down")
+        print(info.dashboard)
+        return EXIT_OK
+    n = cluster.down(state_file)
+    print(f"Ray cluster down: stopped {n} processes")
     return EXIT_OK
 
 

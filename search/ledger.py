@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from ray import cloudpickle
@@ -18,7 +18,15 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 STATES = ("completed", "stopped_early", "diverged", "failed")
-_NOT_METRICS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "epoch"}
+_NOT_METRICS = set(AUTO_RESULT_KEYS) | {
+    "done",
+    "trial_id",
+    "experiment_tag",
+    "should_checkpoint",
+    "epoch",
+    "node_id",
+    "device",
+}
 
 
 @dataclass
@@ -32,6 +40,8 @@ class TrialRecord:
     epochs: int = 0
     metrics: dict[str, float] = field(default_factory=dict)  # the last reported values
     error: str | None = None
+    node_id: str | None = None  # the Ray node it ran on
+    device: str | None = None  # cpu | cuda
 
     @property
     def name(self) -> str:
@@ -42,6 +52,7 @@ class Listener(Protocol):
     def trial_started(self, rec: TrialRecord) -> None: ...
     def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None: ...
     def trial_ended(self, rec: TrialRecord) -> None: ...
+    def search_restored(self, records: list[TrialRecord]) -> None: ...
 
 
 def reported_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -58,6 +69,15 @@ class Ledger(Callback):
         self.max_epochs, self.metric, self.mode = max_epochs, metric, mode
         self.listeners = listeners
         self.records: dict[str, TrialRecord] = {}
+
+    # Tune saves callback state with the experiment and restores it on `Tuner.restore`.
+    def get_state(self) -> dict[str, Any]:
+        return {"records": [asdict(r) for r in self.records.values()]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.records = {r["trial_id"]: TrialRecord(**r) for r in state["records"]}
+        for listener in self.listeners:
+            listener.search_restored(list(self.records.values()))
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; listeners hold threads and
@@ -78,6 +98,7 @@ class Ledger(Callback):
         step = int(result.get("training_iteration", rec.epochs + 1))
         metrics = reported_metrics(result)
         rec.epochs, rec.metrics = step, metrics
+        rec.node_id, rec.device = result.get("node_id", rec.node_id), result.get("device", rec.device)
         for listener in self.listeners:
             listener.trial_result(rec, step, metrics)
 

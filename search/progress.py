@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from search.ledger import Ledger, TrialRecord
 
 
 class ProgressPrinter:
-    def __init__(self, ledger: Ledger, num_trials: int, max_epochs: int, stream: TextIO = sys.stdout):
-        self.ledger, self.num_trials, self.max_epochs, self.stream = ledger, num_trials, max_epochs, stream
+    def __init__(self, ledger: Callable[[], Ledger], num_trials: int, max_epochs: int, stream: TextIO = sys.stdout):
+        """``ledger`` returns the search's ledger (a resumed search gets Tune's restored one)."""
+        self.get_ledger, self.num_trials, self.max_epochs, self.stream = ledger, num_trials, max_epochs, stream
         self.started = time.time()
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.get_ledger()
+
+    def search_restored(self, records: list[TrialRecord]) -> None:
+        done = sum(r.state != "running" for r in records)
+        print(
+            f"resumed: {done} of {self.num_trials} trials already done, {len(records) - done} to continue",
+            file=self.stream,
+            flush=True,
+        )
 
     def trial_started(self, rec: TrialRecord) -> None:
         pass

@@ -81,6 +81,9 @@ class SearchSpec(_Strict):
     max_concurrent: int = Field(2, ge=1)
     sampler: SamplerSpec = SamplerSpec()
     scheduler: SchedulerSpec
+    time_budget_s: float | None = Field(None, gt=0)  # stop starting/continuing trials after this long
+    max_failures: int = Field(0, ge=0)  # retries of a failed trial (from its last checkpoint)
+    checkpoint_every: int = Field(1, ge=0)  # epochs between trial checkpoints; 0 = none (no resume mid-trial)
 
 
 class ResourcesSpec(_Strict):
@@ -132,6 +135,17 @@ def load_spec(path: str | Path) -> JobSpec:
     except yaml.YAMLError as exc:
         raise SpecError([f"not valid YAML: {exc}"], source=str(path)) from exc
     spec = parse_spec(data, base_dir=path.parent, source=str(path))
+    spec._source_text = text
+    return spec
+
+
+def load_spec_text(text: str, source: str, base_dir: Path | None = None) -> JobSpec:
+    """Validate a spec given as YAML text (a submitted job receives its spec this way)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"not valid YAML: {exc}"], source=source) from exc
+    spec = parse_spec(data, base_dir=base_dir, source=source)
     spec._source_text = text
     return spec
 

@@ -28,6 +28,15 @@ def default_tracking_uri(cwd: Path | None = None) -> str:
     return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlruns.db'}"
 
 
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """For a SQLite store, artifacts live next to the database (``mlartifacts/<experiment>``), wherever
+    the search runs from (a submitted job's working directory is temporary); servers decide their own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///") :])
+    return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -140,6 +149,41 @@ class MlflowTracker:
         self._writer.start()
         self._writer.call(lambda: self._open(run_name, params, tags, artifacts))
 
+    def reopen(self, experiment_id: str, parent_run_id: str) -> None:
+        """Continue an existing search's parent run (``hpsearch resume``) instead of starting one."""
+        self._writer.start()
+
+        def reopen() -> None:
+            try:
+                from mlflow import MlflowClient
+
+                self.client = MlflowClient(self.tracking_uri)
+                self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+                self.client.update_run(parent_run_id, status="RUNNING")
+                self.client.set_tag(parent_run_id, "hpsearch.status", "RUNNING")
+                for run in self._children():
+                    trial_id = run.data.tags.get("hpsearch.trial_id")
+                    if trial_id:
+                        self._run_ids[trial_id] = run.info.run_id
+            except BaseException as exc:
+                self._init_error = exc
+                raise
+            finally:
+                self._ready.set()
+
+        self._writer.call(reopen)
+
+    def _children(self) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], f"tags.`{PARENT}` = '{self.parent_run_id}'", max_results=1000, page_token=token
+            )
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
     def wait_ready(self) -> None:
         self._ready.wait()
         if self._init_error is not None:
@@ -190,17 +234,42 @@ class MlflowTracker:
 
     def trial_ended(self, rec: TrialRecord) -> None:
         trial_id, state, error, epochs = rec.trial_id, rec.state, rec.error, rec.epochs
+        where = {k: v for k, v in (("hpsearch.node_id", rec.node_id), ("hpsearch.device", rec.device)) if v}
 
         def end() -> None:
             run_id = self._run_ids[trial_id]
             self.client.set_tag(run_id, STATE, state)
             self.client.set_tag(run_id, "hpsearch.epochs", str(epochs))
+            for key, value in where.items():
+                self.client.set_tag(run_id, key, value)
             if error:
                 self.client.set_tag(run_id, "hpsearch.error", error[:5000])
             interrupted = error is not None and error.startswith("interrupted")
             self.client.set_terminated(run_id, "KILLED" if interrupted else RUN_STATUS[state])
 
         self._writer.call(end)
+
+    def search_restored(self, records: list[TrialRecord]) -> None:
+        """After ``Tuner.restore``: trials Tune continues are running again; runs of trials the restored
+        experiment does not know (started after its last snapshot, then lost) are deleted: Tune runs
+        other trials in their place, so keeping them would count those trials twice."""
+        known = {r.trial_id for r in records}
+        running = [r.trial_id for r in records if r.state == "running"]
+
+        def restore() -> None:
+            for trial_id, run_id in list(self._run_ids.items()):
+                if trial_id not in known:
+                    self.client.delete_run(run_id)
+                    del self._run_ids[trial_id]
+            for trial_id in running:
+                if trial_id in self._run_ids:
+                    run_id = self._run_ids[trial_id]
+                    self.client.update_run(run_id, status="RUNNING")
+                    self.client.set_tag(run_id, STATE, "running")
+                    if "hpsearch.error" in self.client.get_run(run_id).data.tags:  # "interrupted" no longer holds
+                        self.client.delete_tag(run_id, "hpsearch.error")
+
+        self._writer.call(restore)
 
     # Writer thread ---------------------------------------------------------------------
     def _open(self, run_name: str, params: dict[str, Any], tags: dict[str, str], artifacts: dict[str, str]) -> None:
@@ -213,7 +282,9 @@ class MlflowTracker:
             if exp is None:
                 # A model-training experiment: MLflow's UI opens it on the runs table.
                 self.experiment_id = self.client.create_experiment(
-                    self.experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+                    self.experiment,
+                    artifact_location=artifact_location(self.tracking_uri, self.experiment),
+                    tags={"mlflow.experimentKind": "custom_model_development"},
                 )
             else:
                 self.experiment_id = exp.experiment_id

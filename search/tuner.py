@@ -8,22 +8,20 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import spaces
-from search.errors import HpsearchError
+from search.errors import HpsearchError, SpecError
 from search.ledger import Ledger, TrialRecord
 from search.progress import ProgressPrinter
+from search.searcher import optuna_search
 from search.spec import JobSpec
 from search.tracking import MlflowTracker, check_reachable, default_tracking_uri, flatten
 from trainables import BUILTIN
 
-# Tune settings chosen for many short trials on few cores (README, "How it runs"). Snapshots of
-# the experiment state every few minutes, not at Tune's automatic cadence; trials stay in the
-# driver's working directory (relative data paths keep working). Both overridable.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "300")
+# Tune settings (README, "How it runs"): trials stay in the driver's working directory (relative
+# data paths keep working). Experiment-state snapshots keep Tune's automatic cadence (>= 10 s):
+# they are what `hpsearch resume` continues from.
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 # Ray's console reporter: silent (verbose=0) only with the classic output engine; we print our own.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -46,51 +44,6 @@ class SearchResult:
     tracking_errors: list[str] = field(default_factory=list)
     metric_points: int = 0
     searcher_states: dict[str, int] = field(default_factory=dict)  # Optuna's view: COMPLETE / FAIL / ...
-
-
-def optuna_search(spec: JobSpec) -> Any:
-    """OptunaSearch with TPE (seeded) driven by the space's define-by-run function."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    sampler_spec = spec.search.sampler
-    sampler = optuna.samplers.TPESampler(
-        seed=sampler_spec.seed,
-        n_startup_trials=sampler_spec.n_startup_trials,
-        multivariate=sampler_spec.multivariate,
-        group=sampler_spec.multivariate,  # conditional spaces need group sampling for multivariate TPE
-    )
-    return _space_search_class()(
-        space=spaces.define_by_run(spec.search_space), metric=spec.search.metric, mode=spec.search.mode, sampler=sampler
-    )
-
-
-@lru_cache(maxsize=1)
-def _space_search_class() -> type:
-    from ray.tune.search.optuna import OptunaSearch
-
-    global SpaceSearch
-
-    class SpaceSearch(OptunaSearch):
-        """OptunaSearch whose trial config is exactly what the compiled space returns.
-
-        Ray's OptunaSearch merges Optuna's raw parameter names (``optimizer[sgd].lr``) into the
-        config; ours are resolved by the space (``optimizer.lr``).
-        """
-
-        def _suggest_from_define_by_run_func(self, func, ot_trial):  # type: ignore[override]
-            return func(ot_trial)
-
-        def trial_states(self) -> dict[str, int]:
-            """How many Optuna trials ended in each state (COMPLETE, FAIL, ...)."""
-            states: dict[str, int] = {}
-            for t in self._ot_study.trials:
-                states[t.state.name] = states.get(t.state.name, 0) + 1
-            return states
-
-    SpaceSearch.__qualname__ = "SpaceSearch"  # picklable by reference: search.tuner.SpaceSearch
-    return SpaceSearch
 
 
 def asha_scheduler(spec: JobSpec) -> Any:
@@ -152,7 +105,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bo
     else:
         # A local cluster of our own: Ray turns token auth on for it and says so; not news for the user.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        # "local": always a fresh instance, never the cluster a `ray start` left on this machine.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 def run_search(
@@ -162,6 +116,7 @@ def run_search(
     address: str | None = None,
     quiet: bool = False,
     ray_logs: bool = False,
+    run_name: str | None = None,
 ) -> SearchResult:
     """Run the whole search and return its summary; the spec must already be validated.
 
@@ -170,13 +125,13 @@ def run_search(
     """
     from ray import tune
 
-    from trainables.tune_adapter import run_trial
-
-    started = time.time()
     uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_name = f"{spec.name}-{stamp}"
-    storage_path = Path(storage or "hpsearch_results").expanduser().resolve()
+    run_name = run_name or f"{spec.name}-{stamp}"
+    storage_path = str(storage or "hpsearch_results")
+    if "://" not in storage_path:
+        storage_path = str(Path(storage_path).expanduser().resolve())
+    run_dir = f"{storage_path.rstrip('/')}/{run_name}"
 
     check_reachable(uri)
     searcher = optuna_search(spec)
@@ -184,35 +139,17 @@ def run_search(
     tracker.start(
         run_name=f"search {stamp}",
         params=spec_params(spec),
-        tags={"hpsearch.run_dir": str(storage_path / run_name)},
+        tags={"hpsearch.run_dir": run_dir},
         artifacts={
             "spec.yaml": spec.source_text or json.dumps(spec.model_dump(), indent=2),
             "space.json": json.dumps(spec.search_space.to_data(), indent=2),
         },
     )
-    ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[tracker])
-    if not quiet:
-        ledger.listeners.append(ProgressPrinter(ledger, spec.search.num_trials, spec.epochs))
+    ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
 
-    if not ray_logs:
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    status = "FAILED"
-    try:
-        init_ray(address, log_to_driver=ray_logs)
-        tracker.wait_ready()
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                run_trial,
-                trainable_name=spec.trainable,
-                data=spec.data.model_dump(),
-                epochs=spec.epochs,
-                seed=spec.search.sampler.seed,
-                threads=max(1, int(spec.resources.cpu)),
-            ),
-            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-        )
+    def make_tuner() -> Any:
         tuner = tune.Tuner(
-            trainable,
+            trainable_for(spec),
             tune_config=tune.TuneConfig(
                 metric=spec.search.metric,
                 mode=spec.search.mode,
@@ -220,29 +157,193 @@ def run_search(
                 scheduler=asha_scheduler(spec),
                 num_samples=spec.search.num_trials,
                 max_concurrent_trials=spec.search.max_concurrent,
+                time_budget_s=spec.search.time_budget_s,
                 # Reusing trial actors avoids a new Python worker (and torch import) per trial:
                 # measured 64 s -> 8 s for 20 short digits trials on 2 cores.
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=run_name,
-                storage_path=str(storage_path),
+                storage_path=storage_path,
                 callbacks=[ledger],
-                failure_config=tune.FailureConfig(max_failures=0),
+                failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
             ),
         )
+        _write_run_meta(run_dir, spec, uri, tracker)
+        return tuner
+
+    return _execute(spec, tracker, ledger, lambda: searcher, make_tuner, address, quiet, ray_logs, uri, run_dir)
+
+
+def resume_search(
+    run_dir: str | Path, address: str | None = None, quiet: bool = False, ray_logs: bool = False
+) -> SearchResult:
+    """Continue an interrupted search from its run directory: Tune's state (trials, their
+    checkpoints, the Optuna searcher) and the same MLflow parent run, without duplicate trial runs."""
+    from ray import tune
+
+    from search.spec import load_spec_text
+
+    run_dir = str(run_dir) if "://" in str(run_dir) else str(Path(run_dir).expanduser().resolve())
+    meta_path = Path(run_dir) / META_FILE
+    if "://" in run_dir:
+        raise HpsearchError(f"resume from a URI needs a local copy of {META_FILE}; got {run_dir!r}")
+    if not meta_path.is_file():
+        raise SpecError([f"RUN_DIR: {run_dir!r} is not a search's run directory (no {META_FILE})"])
+    meta = json.loads(meta_path.read_text())
+    spec = load_spec_text(meta["spec"], source=str(meta_path))
+    uri = meta["tracking_uri"]
+    check_reachable(uri)
+    tracker = MlflowTracker(uri, spec.name, describe=trial_describer(spec.trainable))
+    tracker.reopen(meta["experiment_id"], meta["parent_run_id"])
+    holder: dict[str, Any] = {}
+
+    def make_tuner() -> Any:
+        if not tune.Tuner.can_restore(run_dir):
+            raise HpsearchError(f"Ray Tune has no restorable state in {run_dir}")
+        tuner = tune.Tuner.restore(
+            run_dir,
+            trainable=trainable_for(spec),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+        # The restored Tuner carries our ledger (its records come back from the experiment state).
+        callbacks = tuner._local_tuner.get_run_config().callbacks or []
+        ledger = next(cb for cb in callbacks if isinstance(cb, Ledger))
+        ledger.listeners = holder["ledger"].listeners
+        holder["ledger"] = ledger
+        holder["searcher"] = tuner._local_tuner._tune_config.search_alg  # Tune restores its state in place
+        return tuner
+
+    holder["ledger"] = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
+    return _execute(
+        spec, tracker, holder, lambda: holder.get("searcher"), make_tuner, address, quiet, ray_logs, uri, run_dir
+    )
+
+
+META_FILE = "hpsearch.json"
+
+
+def _write_run_meta(run_dir: str, spec: JobSpec, uri: str, tracker: MlflowTracker) -> None:
+    if "://" in run_dir:
+        return  # remote storage: resume needs the local run directory of the driver that ran it
+    meta = {
+        "spec": spec.source_text,
+        "tracking_uri": uri,
+        "experiment_id": tracker.experiment_id,
+        "parent_run_id": tracker.parent_run_id,
+    }
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def trainable_for(spec: JobSpec) -> Any:
+    from ray import tune
+
+    from trainables.tune_adapter import run_trial
+
+    return tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            trainable_name=spec.trainable,
+            data=spec.data.model_dump(),
+            epochs=spec.epochs,
+            seed=spec.search.sampler.seed,
+            threads=max(1, int(spec.resources.cpu)),
+            checkpoint_every=spec.search.checkpoint_every,
+        ),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+
+
+def _execute(
+    spec: JobSpec,
+    tracker: MlflowTracker,
+    ledger_or_holder: Any,
+    searcher: Callable[[], Any],
+    make_tuner: Callable[[], Any],
+    address: str | None,
+    quiet: bool,
+    ray_logs: bool,
+    uri: str,
+    run_dir: str,
+) -> SearchResult:
+    started = time.time()
+    holder = ledger_or_holder if isinstance(ledger_or_holder, dict) else {"ledger": ledger_or_holder}
+    listeners: list[Any] = [tracker]
+    if not quiet:
+        listeners.append(ProgressPrinter(lambda: holder["ledger"], spec.search.num_trials, spec.epochs))
+    holder["ledger"].listeners = listeners
+    if not ray_logs:
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    status = "FAILED"
+    try:
+        init_ray(address, log_to_driver=ray_logs)
+        check_cluster(spec, run_dir)
+        tracker.wait_ready()
+        tuner = make_tuner()
         tuner.fit()
+        ledger = holder["ledger"]
         finished = sum(1 for r in ledger.records.values() if r.state != "running")
-        status = "FINISHED" if finished == spec.search.num_trials else "KILLED"
+        budget = spec.search.time_budget_s
+        out_of_time = budget is not None and time.time() - started >= budget
+        status = "FINISHED" if finished == spec.search.num_trials or out_of_time else "KILLED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         wall = time.time() - started
-        result = _finish(spec, tracker, ledger, status, wall, uri, storage_path / run_name)
-        result.searcher_states = searcher.trial_states()
+        result = _finish(spec, tracker, holder["ledger"], status, wall, uri, Path(run_dir))
+        found = searcher()
+        result.searcher_states = found.trial_states() if hasattr(found, "trial_states") else {}
     return result
+
+
+def check_cluster(spec: JobSpec, storage: str) -> None:
+    """Fail fast on what the cluster can never do: a trial bigger than any node, or a storage path
+    that only one of several machines can see."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    need_cpu, need_gpu = spec.resources.cpu, spec.resources.gpu
+    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("GPU", 0) >= need_gpu]
+    if not fits:
+        biggest = max(nodes, key=lambda n: (n["Resources"].get("GPU", 0), n["Resources"].get("CPU", 0)))
+        raise HpsearchError(
+            f"resources: each trial asks for cpu={need_cpu:g}, gpu={need_gpu:g}, but no node of this cluster has "
+            f"that (the largest has cpu={biggest['Resources'].get('CPU', 0):g}, "
+            f"gpu={biggest['Resources'].get('GPU', 0):g}): no trial could ever start"
+        )
+    hosts = {n.get("NodeManagerHostname") for n in nodes}
+    if len(hosts) > 1 and "://" not in storage and not shared_filesystem(storage):
+        raise HpsearchError(
+            f"--storage: {storage!r} is a local folder, but the cluster spans {len(hosts)} machines: trials on other "
+            "machines could not write their checkpoints there. Use a shared path (an NFS mount) or a URI "
+            "such as s3://bucket/prefix"
+        )
+
+
+_SHARED_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "9p")
+
+
+def shared_filesystem(path: str) -> bool:
+    """Whether ``path`` lives on a network file system (by the longest matching mount point)."""
+    target = os.path.realpath(path)
+    while not os.path.exists(target):
+        target = os.path.dirname(target)
+    best, fstype = "", ""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                _, mount, kind = line.split()[:3]
+                if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+                    best, fstype = mount, kind
+    except OSError:
+        return False
+    return fstype in _SHARED_FS or fstype.startswith("fuse.")
 
 
 def _finish(
@@ -271,7 +372,8 @@ def _finish(
     artifacts = {"trials.json": json.dumps(trials, indent=2, default=str)}
     if best is not None:
         metrics[f"best_{metric}"] = best.metrics[metric]
-        params.update({f"best.{k}": v for k, v in best.config.items()})
+        # tags, not params: a resumed search may find a better trial, and params cannot change
+        tags.update({f"best.{k}": str(v) for k, v in best.config.items()})
         tags["hpsearch.best_trial"] = best.name
         artifacts["best_config.json"] = json.dumps(
             {"trial": best.name, "metric": metric, "value": best.metrics[metric], "config": best.config}, indent=2
@@ -295,4 +397,4 @@ def _finish(
     )
 
 
-__all__ = ["HpsearchError", "SearchResult", "asha_scheduler", "optuna_search", "run_search"]
+__all__ = ["SearchResult", "asha_scheduler", "optuna_search", "resume_search", "run_search"]

@@ -22,7 +22,7 @@ from trainables.models import BUILDERS, TransferResNet
 from trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
 from trainables.schedules import LRSchedule
 
-Report = Callable[[dict[str, float]], None]
+Report = Callable[..., None]  # report(metrics) or report(metrics, state): state is a checkpoint to keep
 _CHECK_EVERY = 25  # steps between divergence checks within an epoch (each one syncs with the device)
 
 
@@ -31,10 +31,20 @@ class TrialDiverged(RuntimeError):
 
 
 def train_model(
-    trainable: str, config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0
+    trainable: str,
+    config: dict[str, Any],
+    data: Splits,
+    epochs: int,
+    report: Report,
+    seed: int = 0,
+    resume: dict[str, Any] | None = None,
+    checkpoint_every: int = 0,
 ) -> nn.Module:
     """Train for ``epochs`` epochs; after each, ``report`` ``epoch, train_loss, val_loss, val_accuracy, lr``.
 
+    With ``checkpoint_every`` = k > 0, every k-th epoch (and the last) is reported as
+    ``report(metrics, state)`` where ``state`` (model, optimizer, schedule, epoch, RNG streams) is
+    what ``resume`` takes to continue exactly where it was: the same metrics as an uninterrupted run.
     Raise :class:`TrialDiverged` as soon as the training loss is NaN/inf. Returns the model.
     """
     cfg = TrainConfig.from_dict(trainable, config)
@@ -56,11 +66,21 @@ def train_model(
     last_start = n - 1 if n % bs == 1 else n
     steps_per_epoch = math.ceil(last_start / bs)
     schedule = LRSchedule(optimizer, cfg, steps_per_epoch, epochs)
+    first_epoch = 1
+    if resume is not None:
+        first_epoch = resume["epoch"] + 1
+        if transfer and cfg["freeze_epochs"] > 0 and resume["epoch"] > cfg["freeze_epochs"]:
+            _unfreeze(model, optimizer, schedule, cfg)  # the optimizer's groups must match the saved ones
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        generator.set_state(resume["rng"]["generator"])
     crop, flip = cfg.get("crop_padding", 0), cfg.get("hflip", False)
     l1, l2, max_norm = cfg["l1"], cfg["l2"], cfg["max_norm"]
     clip, threshold = cfg["grad_clip"], cfg.get("grad_clip.threshold", 0.0)
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         if transfer and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
             _unfreeze(model, optimizer, schedule, cfg)
         model.train()
@@ -92,8 +112,30 @@ def train_model(
             raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={val_loss})")
         lr = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
         schedule.step_epoch(val_loss)
-        report({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr})
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": lr,
+        }
+        if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
+            report(metrics, _state(epoch, model, optimizer, schedule, generator))
+        else:
+            report(metrics)
     return model
+
+
+def _state(
+    epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule, generator: torch.Generator
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()},
+    }
 
 
 def _transfer_optimizer(model: TransferResNet, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -140,13 +182,15 @@ def evaluate(
     return (loss_sum / len(y)).item(), (correct.float() / len(y)).item()
 
 
-def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> None:
-    train_model("mlp", config, data, epochs, report, seed)
+def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> None:
+    train_model("mlp", config, data, epochs, report, seed, **kw)
 
 
-def train_cnn(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> None:
-    train_model("cnn", config, data, epochs, report, seed)
+def train_cnn(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> None:
+    train_model("cnn", config, data, epochs, report, seed, **kw)
 
 
-def train_resnet_transfer(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> None:
-    train_model("resnet_transfer", config, data, epochs, report, seed)
+def train_resnet_transfer(
+    config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any
+) -> None:
+    train_model("resnet_transfer", config, data, epochs, report, seed, **kw)

@@ -89,6 +89,21 @@ class LRSchedule:
                 self.bad_epochs = 0
         self._apply()
 
+    def state_dict(self) -> dict:
+        return {
+            "t": self.t,
+            "scale": self.scale,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "base_lrs": [g["base_lr"] for g in self.optimizer.param_groups],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t, self.scale, self.best, self.bad_epochs = state["t"], state["scale"], state["best"], state["bad_epochs"]
+        for group, base in zip(self.optimizer.param_groups, state["base_lrs"], strict=True):
+            group["base_lr"] = base
+        self._apply()
+
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(group["base_lr"], self.t)

@@ -41,12 +41,48 @@ def trial_device() -> str:
 
 
 def run_trial(
-    config: dict[str, Any], *, trainable_name: str, data: dict[str, Any], epochs: int, seed: int, threads: int
+    config: dict[str, Any],
+    *,
+    trainable_name: str,
+    data: dict[str, Any],
+    epochs: int,
+    seed: int,
+    threads: int,
+    checkpoint_every: int = 1,
 ) -> None:
-    """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``."""
+    """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``.
+
+    Every result carries the node and device the trial ran on. Trainables that accept ``resume``
+    (the built-ins do) checkpoint every ``checkpoint_every`` epochs and continue from Tune's last
+    checkpoint when a trial is restored (after a failure, or ``hpsearch resume``).
+    """
+    import inspect
+    import os
+    import tempfile
+
+    import ray
     import torch
     from ray import tune
 
     torch.set_num_threads(threads)
-    splits = _data_on_device(json.dumps(data, sort_keys=True), trial_device())
-    resolve_trainable(trainable_name)(config, splits, epochs, tune.report, seed=seed)
+    device = trial_device()
+    splits = _data_on_device(json.dumps(data, sort_keys=True), device)
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "device": device}
+
+    def report(metrics: dict[str, float], state: dict[str, Any] | None = None) -> None:
+        if state is None:
+            tune.report({**metrics, **where})
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, os.path.join(folder, "state.pt"))
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fn = resolve_trainable(trainable_name)
+    kwargs: dict[str, Any] = {}
+    if "resume" in inspect.signature(fn).parameters or trainable_name in BUILTIN:
+        kwargs["checkpoint_every"] = checkpoint_every
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                kwargs["resume"] = torch.load(os.path.join(folder, "state.pt"), map_location=device, weights_only=False)
+    fn(config, splits, epochs, report, seed=seed, **kwargs)

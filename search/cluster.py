@@ -1,0 +1,224 @@
+"""A Ray cluster on this machine, for trying the cluster workflow: a head and N worker nodes.
+
+``up`` starts ``ray start --block`` processes (head, then workers) and records them, with every
+process they spawned, in a state file; ``down`` stops exactly those processes, by pid (checked
+against their start time, so a reused pid is never touched).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.errors import HpsearchError
+
+DEFAULT_STATE = Path("~/.hpsearch/cluster.json")
+
+
+@dataclass
+class ClusterInfo:
+    address: str  # for ray.init / `hpsearch run --address`
+    dashboard: str  # for the Jobs API: `hpsearch submit --address`
+    state_file: Path
+    pids: list[int]
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def _env() -> dict[str, str]:
+    # `python` on the cluster must be this environment's (job drivers run `python -m search`).
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise HpsearchError(f"`ray start` exited with code {proc.returncode}; see {log}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise HpsearchError(f"nothing answered on 127.0.0.1:{port} after {timeout_s:.0f} s; see {log}")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def up(
+    workers: int = 1,
+    num_cpus: int = 1,
+    num_gpus: int = 0,
+    port: int = 6379,
+    dashboard_port: int = 8265,
+    dashboard_host: str = "127.0.0.1",
+    state_file: Path = DEFAULT_STATE,
+) -> ClusterInfo:
+    import psutil
+
+    state_file = state_file.expanduser()
+    if state_file.exists():
+        if _alive(json.loads(state_file.read_text())["processes"]):
+            raise HpsearchError(
+                f"a cluster started by hpsearch is running ({state_file}); `hpsearch cluster down` first"
+            )
+        state_file.unlink()
+    if not _is_loopback(dashboard_host):
+        print(
+            f"hpsearch: warning: the dashboard and Jobs API listen on {dashboard_host}: anyone who can reach it "
+            "and has the token can run code on this machine",
+            file=sys.stderr,
+        )
+    logs = state_file.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = _env()
+    common = [
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        str(num_cpus),
+        "--num-gpus",
+        str(num_gpus),
+        "--disable-usage-stats",
+    ]
+    head_cmd = [
+        _ray_bin(),
+        "start",
+        "--head",
+        "--port",
+        str(port),
+        "--dashboard-host",
+        dashboard_host,
+        "--dashboard-port",
+        str(dashboard_port),
+        "--include-dashboard",
+        "true",
+        *common,
+    ]
+    procs: list[subprocess.Popen] = []
+    try:
+        log = logs / "head.log"
+        head = subprocess.Popen(
+            head_cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        procs.append(head)
+        _wait_port(port, 60, head, log)
+        _wait_port(dashboard_port, 60, head, log)
+        # The head turned token auth on (Ray 2.60's default) and wrote ~/.ray/auth_token: nodes and
+        # clients that join need token mode too.
+        if "RAY_AUTH_MODE" not in os.environ:
+            env["RAY_AUTH_MODE"] = "token"
+        for i in range(workers):
+            log = logs / f"worker{i + 1}.log"
+            cmd = [_ray_bin(), "start", "--address", f"127.0.0.1:{port}", *common]
+            procs.append(
+                subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            )
+        _wait_nodes(f"127.0.0.1:{port}", 1 + workers, procs, logs, env)
+    except BaseException:
+        _stop([_record(psutil.Process(p.pid)) for p in procs if p.poll() is None], with_children=True)
+        raise
+    records = []
+    for p in procs:
+        parent = psutil.Process(p.pid)
+        records += [_record(parent)] + [_record(c) for c in parent.children(recursive=True)]
+    address = f"127.0.0.1:{port}"
+    dashboard = f"http://{'127.0.0.1' if dashboard_host in ('0.0.0.0', '::') else dashboard_host}:{dashboard_port}"
+    state_file.write_text(json.dumps({"address": address, "dashboard": dashboard, "processes": records}, indent=2))
+    return ClusterInfo(address, dashboard, state_file, [r["pid"] for r in records])
+
+
+def _wait_nodes(
+    address: str, expected: int, procs: list[subprocess.Popen], logs: Path, env: dict[str, str], timeout_s: float = 90
+) -> None:
+    """Wait until ``expected`` nodes are alive (asked in a child process: this one stays Ray-free)."""
+    code = (
+        "import ray, sys, time\n"
+        f"ray.init(address={address!r}, log_to_driver=False, logging_level='ERROR')\n"
+        f"deadline = time.time() + {timeout_s}\n"
+        f"while sum(n['Alive'] for n in ray.nodes()) < {expected} and time.time() < deadline:\n"
+        "    time.sleep(0.5)\n"
+        f"sys.exit(0 if sum(n['Alive'] for n in ray.nodes()) >= {expected} else 3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout_s + 60)
+    dead = [p.args for p in procs if p.poll() is not None]
+    if done.returncode != 0 or dead:
+        raise HpsearchError(f"the cluster did not come up with {expected} nodes; see the logs in {logs}")
+
+
+def _record(p) -> dict:
+    return {"pid": p.pid, "create_time": p.create_time(), "name": p.name()}
+
+
+def _alive(records: list[dict]) -> list:
+    """The recorded processes that still run (same pid *and* same start time)."""
+    import psutil
+
+    out = []
+    for r in records:
+        try:
+            p = psutil.Process(r["pid"])
+            if abs(p.create_time() - r["create_time"]) < 0.01:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _stop(records: list[dict], with_children: bool, timeout_s: float = 20) -> int:
+    import psutil
+
+    procs = _alive(records)
+    if with_children:  # Ray workers spawned after `up` belong to the processes we started
+        seen = {p.pid for p in procs}
+        for p in list(procs):
+            try:
+                procs += [c for c in p.children(recursive=True) if c.pid not in seen and not seen.add(c.pid)]
+            except psutil.NoSuchProcess:
+                pass
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, survivors = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in survivors:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(survivors, timeout=5)
+    return len(procs)
+
+
+def down(state_file: Path = DEFAULT_STATE) -> int:
+    """Stop the processes ``up`` recorded (and the workers they spawned); return how many."""
+    state_file = state_file.expanduser()
+    if not state_file.exists():
+        raise HpsearchError(f"no cluster started by hpsearch ({state_file} does not exist)")
+    state = json.loads(state_file.read_text())
+    stopped = _stop(state["processes"], with_children=True)
+    state_file.unlink()
+    # `ray start` left a pointer to this cluster for `ray.init()`; it is gone now.
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.is_file() and current.read_text().strip() == state["address"]:
+        current.unlink()
+    return stopped
