@@ -28,6 +28,13 @@ AUTH_HINT = (
 )
 
 
+def auth_message(exc: Exception, address: str) -> str:
+    """One line: what the cluster said, and what to set."""
+    said = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    where = f"the Ray cluster at {address}" if address else "the Ray cluster"
+    return f"{where} refused the request ({said.rstrip('.')}); {AUTH_HINT}"
+
+
 def token_available() -> bool:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path or "~/.ray/auth_token").expanduser().is_file()
@@ -58,8 +65,7 @@ def client(address: str | None) -> Any:
     try:
         return JobSubmissionClient(address)
     except AuthenticationError as exc:
-        first = str(exc).strip().split(". ")[0]
-        raise HpsearchError(f"the Ray cluster at {address} refused us: {first}. To fix: {AUTH_HINT}") from exc
+        raise HpsearchError(auth_message(exc, address)) from exc
     except (ConnectionError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HpsearchError(f"cannot reach the Ray Jobs API at {address}: {first}") from exc
@@ -71,7 +77,7 @@ def _call(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except AuthenticationError as exc:
-        raise HpsearchError(f"the Ray cluster refused us: {str(exc).split('. ')[0]}. To fix: {AUTH_HINT}") from exc
+        raise HpsearchError(auth_message(exc, "")) from exc
     except RuntimeError as exc:  # the Jobs API answers unknown ids and server errors this way
         raise HpsearchError(str(exc).strip().splitlines()[-1]) from exc
 

@@ -94,7 +94,7 @@ def test_search_records_parent_and_children_in_mlflow(ray_session, tmp_path):
         and (tmp_path / "best_config.json").read_text()
     )
     assert best_config["value"] == pytest.approx(best) and best_config["config"]["optimizer"] in ("sgd", "adam")
-    assert parent.data.params["best.optimizer"] == best_config["config"]["optimizer"]
+    assert parent.data.tags["best.optimizer"] == best_config["config"]["optimizer"]
 
 
 def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path):

@@ -1,0 +1,154 @@
+"""Search jobs on a real multi-node Ray cluster (head + worker, `ray start` processes on 127.0.0.1),
+driven through the CLI, as a user would; every process is stopped by pid."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+DASHBOARD = "http://127.0.0.1:8266"
+
+
+def hpsearch(*args, env=None, timeout=300, cwd=None):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "search", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("cluster") / "cluster.json"
+    up = hpsearch(
+        "cluster",
+        "up",
+        "--workers",
+        "1",
+        "--num-cpus",
+        "1",
+        "--port",
+        "6391",
+        "--dashboard-port",
+        "8266",
+        "--state-file",
+        state,
+    )
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert up.stdout.strip().splitlines()[-1] == DASHBOARD
+    import json
+
+    pids = [(p["pid"], p["create_time"]) for p in json.loads(state.read_text())["processes"]]
+    yield state
+    down = hpsearch("cluster", "down", "--state-file", state)
+    assert down.returncode == 0, down.stderr
+    for pid, created in pids:  # every process `up` started is gone
+        assert not (psutil.pid_exists(pid) and abs(psutil.Process(pid).create_time() - created) < 0.01)
+
+
+def small_spec(tmp_path, quickstart_data, name, trials, epochs=3):
+    quickstart_data["name"] = name
+    quickstart_data["search"]["num_trials"] = trials
+    quickstart_data["search"]["scheduler"]["max_epochs"] = epochs
+    return write_spec(tmp_path / f"{name}.yaml", quickstart_data)
+
+
+def wait_status(job, until, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = hpsearch("status", job, "--address", DASHBOARD)
+        assert out.returncode == 0, out.stderr
+        if until(out.stdout):
+            return out.stdout
+        time.sleep(1.0)
+    raise AssertionError(f"job {job} did not get there in {timeout} s: {out.stdout}")
+
+
+def runs(uri, name):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    parent = [r for r in found if r.data.tags["hpsearch.role"] == "search"]
+    return client, parent, [r for r in found if r.data.tags["hpsearch.role"] == "trial"]
+
+
+def test_submitted_search_runs_trials_on_both_nodes(cluster, tmp_path, quickstart_data):
+    spec = small_spec(tmp_path, quickstart_data, "cluster-digits", trials=8)
+    sub = hpsearch("submit", spec, "--address", DASHBOARD, cwd=tmp_path)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().splitlines()[-1]
+    assert job.startswith("hpsearch-cluster-digits-")
+    final = wait_status(job, lambda s: any(k in s for k in ("SUCCEEDED", "FAILED", "STOPPED")))
+    assert "SUCCEEDED" in final and "trials done 8/8" in final, final
+
+    client, parent, children = runs(f"sqlite:///{tmp_path / 'mlruns.db'}", "cluster-digits")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED" and len(children) == 8
+    nodes = {c.data.tags["hpsearch.node_id"] for c in children}
+    assert len(nodes) == 2  # head and worker both ran trials
+    assert all(c.data.tags["hpsearch.device"] == "cpu" for c in children)
+    assert all(client.get_metric_history(c.info.run_id, "val_accuracy") for c in children)
+
+    listing = hpsearch("list", "--address", DASHBOARD)
+    assert listing.returncode == 0 and job in listing.stdout and "8/8" in listing.stdout
+    logs = hpsearch("logs", job, "--address", DASHBOARD)
+    assert "[8/8]" in logs.stdout and "best val_accuracy" in logs.stdout
+
+
+def test_stop_mid_search_keeps_the_trials_done(cluster, tmp_path, quickstart_data):
+    spec = small_spec(tmp_path, quickstart_data, "cluster-stop", trials=300, epochs=10)
+    job = hpsearch("submit", spec, "--address", DASHBOARD, cwd=tmp_path).stdout.strip().splitlines()[-1]
+    wait_status(job, lambda s: int((re.search(r"trials done (\d+)/", s) or [0, "0"])[1]) >= 3)
+    stop = hpsearch("stop", job, "--address", DASHBOARD)
+    assert stop.returncode == 0 and stop.stdout.strip().endswith("STOPPED"), stop.stdout + stop.stderr
+
+    client, (parent,), children = runs(f"sqlite:///{tmp_path / 'mlruns.db'}", "cluster-stop")
+    assert parent.info.status == "KILLED"
+    assert 2 <= len(children) < 300
+    assert all(c.info.status != "RUNNING" for c in children)
+    done = [c for c in children if c.data.tags["hpsearch.trial_state"] in ("completed", "stopped_early")]
+    assert len(done) >= 2 and all(client.get_metric_history(c.info.run_id, "val_loss") for c in done)
+
+
+def test_bad_spec_is_not_submitted(cluster, tmp_path, quickstart_data):
+    quickstart_data["name"] = "never-submitted"
+    quickstart_data["search"]["num_trials"] = 0
+    bad = hpsearch("submit", write_spec(tmp_path / "bad.yaml", quickstart_data), "--address", DASHBOARD)
+    assert bad.returncode == 2 and "search.num_trials" in bad.stderr
+    assert "never-submitted" not in hpsearch("list", "--address", DASHBOARD).stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}, "invalid"),
+        ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/nonexistent/token"}, "RAY_AUTH_TOKEN_PATH"),
+        ({"RAY_AUTH_MODE": "disabled"}, "token"),
+    ],
+)
+def test_a_client_without_the_token_gets_one_clear_line(cluster, env, reason):
+    out = hpsearch("list", "--address", DASHBOARD, env=env)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "RAY_AUTH_MODE=token" in lines[0] and reason.lower() in lines[0].lower()
+
+
+def test_cluster_requests_it_can_never_satisfy_fail_fast(cluster, tmp_path, quickstart_data):
+    quickstart_data["resources"] = {"cpu": 1, "gpu": 1}
+    spec = small_spec(tmp_path, quickstart_data, "needs-gpu", trials=2)
+    started = time.time()
+    out = hpsearch("run", spec, "--address", "127.0.0.1:6391", cwd=tmp_path, timeout=120)
+    assert out.returncode == 1 and "no trial could ever start" in out.stderr, out.stderr
+    assert time.time() - started < 60
