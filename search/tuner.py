@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from search.tracking import MlflowTracker, check_reachable, default_tracking_uri
 from trainables import BUILTIN
 
 # Tune settings (README, "How it runs"): trials stay in the driver's working directory (relative
-# data paths keep working). Experiment-state snapshots keep Tune's automatic cadence (>= 10 s):
-# they are what `hpsearch resume` continues from.
+# data paths keep working). Experiment-state snapshots, what `hpsearch resume` continues from, every
+# 5 s: trials that finished in the last 5 s before a crash run again on resume.
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+SNAPSHOT_S = float(os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5"))
 # Ray's console reporter: silent (verbose=0) only with the classic output engine; we print our own.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
@@ -167,7 +169,9 @@ def run_search(
                 storage_path=storage_path,
                 callbacks=[ledger],
                 failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Every checkpoint stays until the search ends: Tune's experiment snapshot may point at
+                # an older one than a trial's newest, and resume needs exactly that one.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 verbose=0,
             ),
         )
@@ -297,9 +301,21 @@ def _execute(
     finally:
         wall = time.time() - started
         result = _finish(spec, tracker, holder["ledger"], status, wall, uri, Path(run_dir))
+        if status == "FINISHED":
+            prune_checkpoints(run_dir)
         found = searcher()
         result.searcher_states = found.trial_states() if hasattr(found, "trial_states") else {}
     return result
+
+
+def prune_checkpoints(run_dir: str) -> None:
+    """A finished search keeps only each trial's last checkpoint (the trained model)."""
+    if "://" in run_dir or not Path(run_dir).is_dir():
+        return
+    for trial_dir in Path(run_dir).iterdir():
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[-1]))
+        for old in checkpoints[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def check_cluster(spec: JobSpec, storage: str) -> None:

@@ -446,3 +446,52 @@ def test_transfer_loads_local_weights_and_names_a_missing_file(tmp_path, tiny_im
 def test_transfer_accepts_grey_images():
     model = TransferResNet((1, 28, 28), 10, cfg("resnet_transfer"))
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trainable", "config"),
+    [
+        (
+            "mlp",
+            {"dropout": 0.3, "batch_norm": "after", "schedule": "plateau", "optimizer": "sgd", "optimizer.lr": 0.05},
+        ),
+        ("cnn", {"blocks": 2, "channels": 4, "crop_padding": 1, "hflip": True, "schedule": "cosine"}),
+    ],
+)
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run(trainable, config):
+    import copy
+
+    data = load_data({"dataset": "digits"})
+    whole = []
+    train_model(trainable, config, data, 4, lambda m, s=None: whole.append(m), checkpoint_every=2)
+    saved = {}
+
+    def keep(metrics, state=None):
+        if state is not None:  # state holds live tensors: copy at once (the Tune adapter saves to disk)
+            saved[metrics["epoch"]] = copy.deepcopy(state)
+
+    train_model(trainable, config, data, 4, keep, checkpoint_every=2)
+    assert sorted(saved) == [2, 4]
+    rest = []
+    train_model(trainable, config, data, 4, lambda m, s=None: rest.append(m), resume=saved[2])
+    assert rest == whole[2:]
+
+
+def test_transfer_resumes_after_the_unfreeze(tiny_images):
+    import copy
+
+    config = {"freeze_epochs": 1, "unfreeze_blocks": 1, "batch_size": 32}
+    whole, saved = [], {}
+    train_model("resnet_transfer", config, tiny_images, 3, lambda m, s=None: whole.append(m))
+
+    def keep(metrics, state=None):
+        if state is not None:
+            saved[metrics["epoch"]] = copy.deepcopy(state)
+
+    train_model("resnet_transfer", config, tiny_images, 3, keep, checkpoint_every=1)
+    rest = []
+    train_model("resnet_transfer", config, tiny_images, 3, lambda m, s=None: rest.append(m), resume=saved[2])
+    assert rest == whole[2:]

@@ -1,0 +1,91 @@
+"""Kill a search's driver (SIGKILL, no clean-up at all), resume it, and count what MLflow holds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from search.tuner import SNAPSHOT_S
+from tests.conftest import ROOT, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
+    quickstart_data["name"] = "resume-digits"
+    quickstart_data["search"]["num_trials"] = 150
+    spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "search", "run", str(spec)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        first = driver.stdout.readline()
+        assert first.startswith("["), first
+        started, done = time.time(), 1
+        # run past a few of Tune's experiment snapshots (every SNAPSHOT_S seconds)
+        while time.time() - started < 3 * SNAPSHOT_S or done < 12:
+            line = driver.stdout.readline()
+            assert line.startswith("["), line
+            done += 1
+        assert done < 150
+        ray_processes = driver_tree = psutil.Process(driver.pid).children(recursive=True)
+        killed_at = time.time()
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    # the local Ray this driver started is orphaned now: stop its processes, by pid
+    for p in driver_tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(ray_processes, timeout=30)
+
+    (run_dir,) = (tmp_path / "hpsearch_results").iterdir()
+    uri = json.loads((run_dir / "hpsearch.json").read_text())["tracking_uri"]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("resume-digits")
+    before = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'", max_results=1000)
+    assert len(before) < 150 and any(r.info.status == "RUNNING" for r in before)
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "search", "resume", str(run_dir)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed:" in resumed.stdout and "[150/150]" in resumed.stdout
+
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if r.data.tags["hpsearch.role"] == "search"]
+    children = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 150  # the total stays num_trials
+    assert len({c.data.tags["hpsearch.trial_id"] for c in children}) == 150  # no trial run twice
+    assert len({c.info.run_name for c in children}) == 150
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+    assert parent.data.metrics["trials_completed"] + parent.data.metrics["trials_stopped_early"] == 150
+    # Trials that finished before the last snapshot were not run again: their runs are the same runs.
+    # Only those that finished in the last snapshot period before the kill are re-run (their runs replaced).
+    kept = {c.info.run_id for c in children}
+    finished_before = [r for r in before if r.info.status != "RUNNING"]
+    rerun = [r for r in finished_before if r.info.run_id not in kept]
+    assert len(rerun) < len(finished_before) / 2
+    assert all(r.info.end_time / 1000 > killed_at - SNAPSHOT_S - 3 for r in rerun)
