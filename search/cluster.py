@@ -89,6 +89,20 @@ def up(
     logs = state_file.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = _env()
+    if "RAY_AUTH_MODE" not in os.environ:
+        # Token authentication, as Ray 2.60 recommends: `ray start` turns it on only with a token at
+        # hand, so make sure there is one (~/.ray/auth_token, unless RAY_AUTH_TOKEN(_PATH) gives it).
+        from search.jobs import token_available
+
+        if not token_available():
+            subprocess.run(
+                [_ray_bin(), "get-auth-token", "--generate"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        env["RAY_AUTH_MODE"] = "token"
     common = [
         "--block",
         "--node-ip-address",
@@ -122,10 +136,6 @@ def up(
         procs.append(head)
         _wait_port(port, 60, head, log)
         _wait_port(dashboard_port, 60, head, log)
-        # The head turned token auth on (Ray 2.60's default) and wrote ~/.ray/auth_token: nodes and
-        # clients that join need token mode too.
-        if "RAY_AUTH_MODE" not in os.environ:
-            env["RAY_AUTH_MODE"] = "token"
         for i in range(workers):
             log = logs / f"worker{i + 1}.log"
             cmd = [_ray_bin(), "start", "--address", f"127.0.0.1:{port}", *common]

@@ -17,8 +17,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DASHBOARD = "http://127.0.0.1:8266"
 
 
+HOME = {}  # the cluster's own home: its auth token and state file, as on a fresh machine
+
+
 def hpsearch(*args, env=None, timeout=300, cwd=None):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **HOME, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "search", *map(str, args)],
         capture_output=True,
@@ -31,7 +34,9 @@ def hpsearch(*args, env=None, timeout=300, cwd=None):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("cluster") / "cluster.json"
+    home = tmp_path_factory.mktemp("home")
+    HOME["HOME"] = str(home)  # no ~/.ray/auth_token yet: `cluster up` makes one and turns token auth on
+    state = home / ".hpsearch" / "cluster.json"
     up = hpsearch(
         "cluster",
         "up",
@@ -48,6 +53,7 @@ def cluster(tmp_path_factory):
     )
     assert up.returncode == 0, up.stderr + up.stdout
     assert up.stdout.strip().splitlines()[-1] == DASHBOARD
+    assert (home / ".ray" / "auth_token").is_file()
     import json
 
     pids = [(p["pid"], p["create_time"]) for p in json.loads(state.read_text())["processes"]]
@@ -56,6 +62,7 @@ def cluster(tmp_path_factory):
     assert down.returncode == 0, down.stderr
     for pid, created in pids:  # every process `up` started is gone
         assert not (psutil.pid_exists(pid) and abs(psutil.Process(pid).create_time() - created) < 0.01)
+    HOME.clear()
 
 
 def small_spec(tmp_path, quickstart_data, name, trials, epochs=3):
