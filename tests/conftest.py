@@ -17,3 +17,40 @@ def quickstart_data():
 def write_spec(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a CLI process: this checkout importable (test helper trainables too)."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
+
+
+def hpsearch(*args, cwd=None, env=None, timeout=300):
+    """Run ``hpsearch ARGS`` as a user would (a real process); return the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "search", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(env),
+    )
+
+
+def start_hpsearch(*args, cwd, stderr=None):
+    """Start ``hpsearch ARGS`` in the background, its progress lines readable from ``stdout``."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", *map(str, args)],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=stderr or subprocess.PIPE,
+        text=True,
+    )

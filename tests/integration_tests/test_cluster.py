@@ -1,17 +1,15 @@
 """Search jobs on a real multi-node Ray cluster (head + worker, `ray start` processes on 127.0.0.1),
 driven through the CLI, as a user would; every process is stopped by pid."""
 
-import os
 import re
-import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, write_spec
+from tests.conftest import hpsearch as run_cli
+from tests.conftest import write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DASHBOARD = "http://127.0.0.1:8266"
@@ -21,15 +19,7 @@ HOME = {}  # the cluster's own home: its auth token and state file, as on a fres
 
 
 def hpsearch(*args, env=None, timeout=300, cwd=None):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **HOME, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "search", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        cwd=cwd,
-    )
+    return run_cli(*args, env={**HOME, **(env or {})}, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,8 @@
 """Kill a search's driver (SIGKILL, no clean-up at all), resume it, and count what MLflow holds."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
@@ -12,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from search.tuner import SNAPSHOT_S
-from tests.conftest import ROOT, write_spec
+from tests.conftest import hpsearch, start_hpsearch, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,15 +19,7 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     quickstart_data["name"] = "resume-digits"
     quickstart_data["search"]["num_trials"] = 150
     spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "search", "run", str(spec)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    driver = start_hpsearch("run", spec, cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         first = driver.stdout.readline()
         assert first.startswith("["), first
@@ -62,14 +52,7 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     before = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'", max_results=1000)
     assert len(before) < 150 and any(r.info.status == "RUNNING" for r in before)
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "search", "resume", str(run_dir)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed:" in resumed.stdout and "[150/150]" in resumed.stdout
 

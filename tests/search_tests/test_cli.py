@@ -2,25 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICKSTART, ROOT, write_spec
-
-
-def hpsearch(*args, cwd, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "search", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+from tests.conftest import QUICKSTART, hpsearch, start_hpsearch, write_spec
 
 
 def ray_session_marker() -> str | None:
@@ -122,15 +108,7 @@ def test_ctrl_c_ends_the_search_cleanly(tmp_path, quickstart_data):
 
     quickstart_data["search"]["num_trials"] = 200
     spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "search", "run", str(spec)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_hpsearch("run", spec, cwd=tmp_path)
     try:
         first = proc.stdout.readline()  # the first finished trial: the search is under way
         assert first.startswith("[ ") or first.startswith("["), first
