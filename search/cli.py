@@ -105,6 +105,10 @@ def _address(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Like `python -m`: a trainable "mymodels.train:fit" next to where you run hpsearch is importable
+    # (Ray passes the driver's sys.path on to the trial workers).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     from search.errors import HpsearchError, SpecError
 
     try:

@@ -91,9 +91,10 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
     job_id = f"hpsearch-{spec.name}-{stamp}-{secrets.token_hex(2)}"
     runtime_env: dict[str, Any] = {}
     if spec.trainable not in BUILTIN:
-        # The user's own trainable module travels with the job (the spec itself goes in env_vars).
-        runtime_env["working_dir"] = str(cwd)
-        runtime_env["excludes"] = [".git", ".venv", "__pycache__", "mlruns*", "mlartifacts", "hpsearch_results", "*.db"]
+        # The user's own trainable travels with the job: its top-level package (or module file) from
+        # the working directory, as a Ray py_module. (Not as the job's working_dir: Ray 2.60 removed a
+        # first job's working_dir under the running driver, which then lost its current directory.)
+        runtime_env["py_modules"] = [user_module_path(spec.trainable, cwd)]
     env = {
         SPEC_ENV: spec.source_text,
         # `hpsearch stop` ends the search like Ctrl-C: results so far are written, runs closed.
@@ -120,6 +121,22 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
         )
     )
     return job_id
+
+
+def user_module_path(trainable: str, cwd: Path) -> str:
+    """Where ``pkg.module:function``'s top-level package (a folder) or module (a .py file) lives."""
+    top = trainable.split(":", 1)[0].split(".", 1)[0]
+    for candidate in (cwd / top, cwd / f"{top}.py"):
+        if candidate.exists():
+            return str(candidate)
+    import importlib.util
+
+    found = importlib.util.find_spec(top)
+    origin = found.origin if found else None
+    if origin:
+        path = Path(origin)
+        return str(path.parent if path.name == "__init__.py" else path)
+    raise SpecError([f"trainable: cannot find the module {top!r} to send with the job (looked in {cwd})"])
 
 
 @dataclass

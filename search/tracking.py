@@ -187,8 +187,12 @@ class MlflowTracker:
     def wait_ready(self) -> None:
         self._ready.wait()
         if self._init_error is not None:
+            import traceback
+
+            frame = traceback.extract_tb(self._init_error.__traceback__)[-1]
             raise TrackingError(
-                f"cannot use MLflow tracking store {self.tracking_uri}: {self._init_error}"
+                f"cannot use MLflow tracking store {self.tracking_uri}: {type(self._init_error).__name__}: "
+                f"{self._init_error} (at {frame.filename}:{frame.lineno} in {frame.name})"
             ) from self._init_error
 
     def finish(

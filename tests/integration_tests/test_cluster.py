@@ -159,3 +159,30 @@ def test_cluster_requests_it_can_never_satisfy_fail_fast(cluster, tmp_path, quic
     out = hpsearch("run", spec, "--address", "127.0.0.1:6391", cwd=tmp_path, timeout=120)
     assert out.returncode == 1 and "no trial could ever start" in out.stderr, out.stderr
     assert time.time() - started < 60
+
+
+def test_a_custom_trainable_travels_with_the_job(cluster, tmp_path):
+    (tmp_path / "mymodels").mkdir()
+    (tmp_path / "mymodels" / "__init__.py").write_text("")
+    (tmp_path / "mymodels" / "train.py").write_text(
+        "from trainables.loop import train_model\n\n"
+        "def fit(config, data, epochs, report, seed=0):\n"
+        "    train_model('mlp', {'units': config['width']}, data, epochs, report, seed)\n"
+    )
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        {
+            "name": "cluster-custom",
+            "trainable": "mymodels.train:fit",
+            "data": {"dataset": "digits"},
+            "space": {"width": {"choice": [16, 32]}},
+            "search": {"num_trials": 2, "max_concurrent": 2, "scheduler": {"max_epochs": 2}},
+        },
+    )
+    sub = hpsearch("submit", spec, "--address", DASHBOARD, cwd=tmp_path)  # the module is only here
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().splitlines()[-1]
+    final = wait_status(job, lambda s: any(k in s for k in ("SUCCEEDED", "FAILED", "STOPPED")))
+    assert "SUCCEEDED" in final and "trials done 2/2" in final, final
+    _, _, children = runs(f"sqlite:///{tmp_path / 'mlruns.db'}", "cluster-custom")
+    assert sorted(c.data.params["width"] for c in children) in (["16", "32"], ["16", "16"], ["32", "32"])
