@@ -221,17 +221,17 @@ def _run(args: argparse.Namespace) -> int:
         ray_logs=args.ray_logs,
         run_name=args.run_name,
     )
-    return _outcome(result, spec.search.num_trials)
+    return _outcome(result)
 
 
-def _outcome(result, num_trials: int) -> int:
+def _outcome(result) -> int:
     from search.summary import print_summary
 
     print_summary(result)
     if result.status != "FINISHED":
         done = sum(n for state, n in result.counts.items() if state != "running")
         print(
-            f"hpsearch: search interrupted after {done} of {num_trials} trials; continue it with "
+            f"hpsearch: search interrupted after {done} of {result.num_trials} trials; continue it with "
             f"hpsearch resume {result.run_dir}",
             file=sys.stderr,
         )
@@ -260,11 +260,7 @@ def _resume(args: argparse.Namespace) -> int:
     from search.tuner import resume_search
 
     address = args.address if args.address and not args.address.startswith("http") else None
-    result = resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs)
-    from search.spec import load_spec_text
-
-    spec = load_spec_text(json.loads((target / "hpsearch.json").read_text())["spec"], source=str(target))
-    return _outcome(result, spec.search.num_trials)
+    return _outcome(resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs))
 
 
 def _jobs(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ class SearchResult:
     records: list[TrialRecord] = field(default_factory=list)
     tracking_errors: list[str] = field(default_factory=list)
     metric_points: int = 0
+    num_trials: int = 0
     searcher_states: dict[str, int] = field(default_factory=dict)  # Optuna's view: COMPLETE / FAIL / ...
 
 
@@ -178,7 +179,8 @@ def run_search(
         _write_run_meta(run_dir, spec, uri, tracker)
         return tuner
 
-    return _execute(spec, tracker, ledger, lambda: searcher, make_tuner, address, quiet, ray_logs, uri, run_dir)
+    holder = {"ledger": ledger}
+    return _execute(spec, tracker, holder, lambda: searcher, make_tuner, address, quiet, ray_logs, uri, run_dir)
 
 
 def resume_search(
@@ -266,7 +268,7 @@ def trainable_for(spec: JobSpec) -> Any:
 def _execute(
     spec: JobSpec,
     tracker: MlflowTracker,
-    ledger_or_holder: Any,
+    holder: dict[str, Any],
     searcher: Callable[[], Any],
     make_tuner: Callable[[], Any],
     address: str | None,
@@ -275,8 +277,9 @@ def _execute(
     uri: str,
     run_dir: str,
 ) -> SearchResult:
+    """Start Ray, run the Tuner ``make_tuner`` builds, write the results. ``holder["ledger"]`` is the
+    search's ledger; a resumed Tuner replaces it with the one Tune restored."""
     started = time.time()
-    holder = ledger_or_holder if isinstance(ledger_or_holder, dict) else {"ledger": ledger_or_holder}
     listeners: list[Any] = [tracker]
     if not quiet:
         listeners.append(ProgressPrinter(lambda: holder["ledger"], spec.search.num_trials, spec.epochs))
@@ -410,6 +413,7 @@ def _finish(
         records=list(ledger.records.values()),
         tracking_errors=errors,
         metric_points=tracker.points_reported,
+        num_trials=spec.search.num_trials,
     )
 
 

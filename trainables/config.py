@@ -224,6 +224,15 @@ def check_value(keys: dict[str, Key], key: str, value: Any) -> str | None:
     return None
 
 
+def _unchosen(keys: dict[str, Key], key: str, config: dict[str, Any]) -> Any:
+    """The value of ``key``'s choice when that value does not unlock ``key`` (else None)."""
+    when = keys[key].when
+    if when is None:
+        return None
+    chosen = config.get(when[0], keys[when[0]].default)
+    return None if chosen in when[1] else chosen
+
+
 def check_config(trainable: str, config: dict[str, Any]) -> list[str]:
     """All problems of a flat trial config: unknown keys, bad values, keys of a choice not taken."""
     keys = KEYS[trainable]
@@ -232,12 +241,10 @@ def check_config(trainable: str, config: dict[str, Any]) -> list[str]:
         if key not in keys:
             problems.append(f"{key}: unknown key for the {trainable} trainable (known: {', '.join(sorted(keys))})")
             continue
-        when = keys[key].when
-        if when is not None:
-            chosen = config.get(when[0], keys[when[0]].default)
-            if chosen not in when[1]:
-                problems.append(f"{key}: does not apply when {when[0]} is {chosen!r}")
-                continue
+        chosen = _unchosen(keys, key, config)
+        if chosen is not None:
+            problems.append(f"{key}: does not apply when {keys[key].when[0]} is {chosen!r}")
+            continue
         problem = check_value(keys, key, value)
         if problem:
             problems.append(problem)
@@ -257,7 +264,7 @@ def resolve(trainable: str, config: dict[str, Any]) -> dict[str, Any]:
     keys = KEYS[trainable]
     out: dict[str, Any] = {}
     for key, spec in keys.items():
-        if spec.when is not None and config.get(spec.when[0], keys[spec.when[0]].default) not in spec.when[1]:
+        if _unchosen(keys, key, config) is not None:
             continue
         out[key] = config.get(key, spec.default)
     act = out.get("activation")

@@ -94,7 +94,8 @@ def train_model(
             reg = penalty(model, l1, l2)
             optimizer.zero_grad(set_to_none=True)
             (loss if reg is None else loss + reg).backward()
-            clip_gradients([p for p in model.parameters() if p.grad is not None], clip, threshold)
+            if clip != "none":  # no per-step parameter walk when there is nothing to clip
+                clip_gradients([p for p in model.parameters() if p.grad is not None], clip, threshold)
             optimizer.step()
             if max_norm > 0:
                 apply_max_norm(model, max_norm)
