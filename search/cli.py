@@ -80,6 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="the search jobs on a cluster")
     _address(p)
 
+    p = sub.add_parser("ui", help="start a real MLflow server (the dashboard) on the tracking store; Ctrl-C stops it")
+    _tracking(p)
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
+    p.add_argument(
+        "--allow-remote", action="store_true", help="needed for a non-loopback --host: every experiment is then served"
+    )
+    p.add_argument("--auth", action="store_true", help="MLflow's basic-auth app (users in basic_auth.db by the store)")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+
+    p = sub.add_parser("report", help="what a search found: top trials, importance, marginals, ASHA rungs")
+    p.add_argument("experiment", help="the experiment (the spec's name)")
+    _tracking(p)
+    p.add_argument("--search", help="a search's parent run id (default: the experiment's latest search)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--top-k", type=int, default=5, help="how many top trials (default 5)")
+    p.add_argument("--out", type=Path, help="also write the report's files (PNG plots, JSON, CSV) into this folder")
+
+    p = sub.add_parser("retrain", help="retrain the top-k configs on train+val with several seeds; test once")
+    p.add_argument("experiment", help="the experiment (the spec's name)")
+    _tracking(p)
+    p.add_argument("--search", help="a search's parent run id (default: the experiment's latest search)")
+    p.add_argument("--top-k", type=int, default=3, help="how many of the best configs (default 3)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per config (default 3)")
+    p.add_argument("--epochs", type=int, help="epochs per training (default: the search's max_epochs)")
+    p.add_argument("--register", metavar="NAME", help="also register the best model in the Model Registry as NAME")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
     p = sub.add_parser("cluster", help="a Ray cluster on this machine (head + worker nodes)")
     csub = p.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
     c = csub.add_parser("up", help="start a head and N worker nodes on 127.0.0.1")
@@ -97,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("down", help="stop the processes `cluster up` started")
     c.add_argument("--state-file", type=Path, default=None)
     return parser
+
+
+def _tracking(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlruns.db)")
 
 
 def _address(p: argparse.ArgumentParser) -> None:
@@ -124,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             return _jobs(args)
         if args.command == "cluster":
             return _cluster(args)
+        if args.command == "ui":
+            return _ui(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "retrain":
+            return _retrain(args)
     except SpecError as exc:
         print(f"hpsearch: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -309,6 +347,59 @@ def _jobs(args: argparse.Namespace) -> int:
         table.add_row(v.job_id, v.name, v.status, v.start_time, v.trials_done, v.best)
     Console(width=160).print(table)
     return EXIT_OK
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    from search.tracking import default_tracking_uri
+
+    return args.tracking_uri or default_tracking_uri()
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from search import ui
+
+    uri = _tracking_uri(args)
+    plan = ui.plan(uri, args.host, args.port, args.allow_remote, args.auth, args.workers)
+    return ui.serve(plan, uri)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from search.errors import SpecError
+    from search.report import load_report, print_report, write_report
+
+    if args.top_k < 1:
+        raise SpecError([f"--top-k: must be >= 1, got {args.top_k}"])
+    report = load_report(_tracking_uri(args), args.experiment, args.search, top_k=args.top_k)
+    if args.out:
+        write_report(report, args.out)
+    if args.format == "json":
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print_report(report)
+        if args.out:
+            print(f"report files in {args.out}")
+    return EXIT_OK
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from search.retrain import print_retrain, retrain
+
+    quiet = args.format == "json"
+    result = retrain(
+        _tracking_uri(args),
+        args.experiment,
+        args.top_k,
+        args.seeds,
+        search_run_id=args.search,
+        epochs=args.epochs,
+        register=args.register,
+        progress=(lambda line: None) if quiet else print,
+    )
+    if quiet:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        print_retrain(result)
+    return EXIT_OK if result.best else EXIT_FAILURE
 
 
 def _cluster(args: argparse.Namespace) -> int:

@@ -8,15 +8,20 @@ from rich.console import Console
 from rich.table import Table
 
 from search.ledger import STATES
-from search.tracking import RUN_STATUS
+from search.tracking import RUN_STATUS, default_tracking_uri
 from search.tuner import SearchResult
+from search.ui import runs_url
+
+
+def _uri_flag(tracking_uri: str) -> str:
+    return "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {tracking_uri}"
 
 
 def ui_command(tracking_uri: str) -> str:
     parsed = urlparse(tracking_uri)
     if parsed.scheme in ("http", "https"):
         return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return f"hpsearch ui{_uri_flag(tracking_uri)}"
 
 
 def print_summary(result: SearchResult, console: Console | None = None) -> None:
@@ -46,7 +51,15 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
     failed = [r for r in result.records if r.state in ("failed", "diverged")]
     for rec in failed[:5]:
         console.print(f"[yellow]{rec.name} {rec.state}[/yellow]: {(rec.error or '')[:200]}")
-    console.print(f"Review in MLflow: {ui_command(result.tracking_uri)}")
-    if result.experiment_id and not result.tracking_uri.startswith(("http://", "https://")):
-        console.print(f"  then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs")
+    remote = result.tracking_uri.startswith(("http://", "https://"))
+    if result.experiment_id:
+        base = result.tracking_uri.rstrip("/") if remote else "http://127.0.0.1:5000"
+        url = runs_url(base, result.experiment_id, result.metric, result.mode)
+        if not remote:
+            console.print(f"Review in MLflow: {ui_command(result.tracking_uri)}, then open")
+        console.print(f"  {url}" if not remote else f"Review in MLflow: {url}", soft_wrap=True)
+        console.print(
+            f"Report: hpsearch report {result.spec_name}{'' if remote else _uri_flag(result.tracking_uri)}",
+            soft_wrap=True,
+        )
     console.print(f"(run status per trial state: {', '.join(f'{k}={v}' for k, v in RUN_STATUS.items())})", style="dim")

@@ -19,9 +19,13 @@ from search.errors import TrackingError
 from search.ledger import TrialRecord
 
 ROLE, STATE, PARENT = "hpsearch.role", "hpsearch.trial_state", "mlflow.parentRunId"
-# MLflow run status per trial state: stopped early is a normal outcome, but not a full run.
-RUN_STATUS = {"completed": "FINISHED", "stopped_early": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+CONFIG = "hpsearch.config"  # the config exactly as sampled (JSON); params hold it as trained
+# MLflow run status per trial state. Stopped early is a normal outcome of the search (ASHA did its
+# job), not a failure: MLflow's UI draws KILLED runs with the red failure icon, so it is FINISHED and
+# the tag ``hpsearch.trial_state`` tells it from a completed run. KILLED means interrupted.
+RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "failed": "FAILED"}
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
+_MAX_TAG = 8000  # ... and on a tag value's
 
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
@@ -129,11 +133,17 @@ class MlflowTracker:
         tracking_uri: str,
         experiment: str,
         describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]] | None = None,
+        namer: Callable[[str, dict[str, Any]], str] | None = None,
+        report: Callable[[Any, str], None] | None = None,
     ):
         """``describe(config) -> (params, tags)`` turns a trial's config into what its run records
-        (by default the config itself)."""
+        (by default the config itself); ``namer(short_name, config)`` names its run (default: the
+        short name, ``t017``); ``report(client, parent_run_id)`` writes the search's report artifacts
+        when the search ends."""
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.describe = describe or (lambda config: (config, {}))
+        self.namer = namer or (lambda short, config: short)
+        self.report = report
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._run_ids: dict[str, str] = {}  # trial_id -> child run id (written only by the writer)
@@ -206,7 +216,7 @@ class MlflowTracker:
         """Write the search's results to the parent run, close it, and return any write errors."""
         if self.parent_run_id is not None:
 
-            def close() -> None:
+            def results() -> None:
                 from mlflow.entities import Metric, Param, RunTag
 
                 now = int(time.time() * 1000)
@@ -218,16 +228,21 @@ class MlflowTracker:
                 )
                 for name, text in artifacts.items():
                     self.client.log_text(self.parent_run_id, text, name)
-                self.client.set_terminated(self.parent_run_id, status)
 
-            self._writer.call(close)
+            self._writer.call(results)
+            if self.report is not None:  # after every trial's writes; a failure is reported, the run still closes
+                self._writer.call(lambda: self.report(self.client, self.parent_run_id))
+            self._writer.call(lambda: self.client.set_terminated(self.parent_run_id, status))
         self._writer.stop()
         return list(self._writer.errors)
 
     # Listener (driver thread: enqueue only) ------------------------------------------
     def trial_started(self, rec: TrialRecord) -> None:
-        params, tags = self.describe(dict(rec.config))
-        self._writer.call(lambda: self._open_trial(rec.trial_id, rec.name, params, tags))
+        config = dict(rec.config)
+        params, tags = self.describe(config)
+        tags = {"hpsearch.trial": rec.name, CONFIG: _config_tag(config), **tags}
+        name = self.namer(rec.name, config)
+        self._writer.call(lambda: self._open_trial(rec.trial_id, name, params, tags))
 
     def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -323,6 +338,11 @@ class MlflowTracker:
         run_id = self._run_ids[trial_id]
         for i in range(0, len(points), 1000):
             self.client.log_batch(run_id, metrics=points[i : i + 1000])
+
+
+def _config_tag(config: dict[str, Any]) -> str:
+    text = json.dumps(config, default=str)
+    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 14] + "...[truncated]"
 
 
 def _param_value(value: Any) -> str:

@@ -87,6 +87,21 @@ def trial_describer(trainable: str) -> Callable[[dict[str, Any]], tuple[dict[str
     return describe
 
 
+def tracker_for(spec: JobSpec, uri: str) -> MlflowTracker:
+    """Child runs named by their key choices, recorded as trained; the report written when it ends."""
+    from search.naming import run_name
+    from search.report import log_report
+
+    space = spec.search_space
+    return MlflowTracker(
+        uri,
+        spec.name,
+        describe=trial_describer(spec.trainable),
+        namer=lambda short, config: run_name(short, config, space),
+        report=lambda client, parent_run_id: log_report(client, parent_run_id),
+    )
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
     import ray
 
@@ -138,7 +153,7 @@ def run_search(
 
     check_reachable(uri)
     searcher = optuna_search(spec)
-    tracker = MlflowTracker(uri, spec.name, describe=trial_describer(spec.trainable))
+    tracker = tracker_for(spec, uri)
     tracker.start(
         run_name=f"search {stamp}",
         params=spec_params(spec),
@@ -202,7 +217,7 @@ def resume_search(
     spec = load_spec_text(meta["spec"], source=str(meta_path))
     uri = meta["tracking_uri"]
     check_reachable(uri)
-    tracker = MlflowTracker(uri, spec.name, describe=trial_describer(spec.trainable))
+    tracker = tracker_for(spec, uri)
     tracker.reopen(meta["experiment_id"], meta["parent_run_id"])
     holder: dict[str, Any] = {}
 

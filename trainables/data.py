@@ -48,8 +48,12 @@ class Splits:
         return Splits(**moved, num_classes=self.num_classes)
 
 
-def load_data(spec: dict[str, Any]) -> Splits:
-    """Load and split the data set a (validated) data spec describes."""
+def load_data(spec: dict[str, Any], merge_val: bool = False) -> Splits:
+    """Load and split the data set a (validated) data spec describes.
+
+    ``merge_val``: train on train + validation (the final retrain of chosen configs); the
+    validation split is then empty and the test split the same as in the search.
+    """
     name = spec["dataset"]
     seed, val_fraction, test_fraction = (
         spec.get("seed", 0),
@@ -68,7 +72,7 @@ def load_data(spec: dict[str, Any]) -> Splits:
             torch.from_numpy(test_y),
             max(splits.num_classes, int(test_y.max()) + 1),
         )
-        return standardise(splits)
+        return standardise(merge_validation(splits) if merge_val else splits)
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -82,7 +86,21 @@ def load_data(spec: dict[str, Any]) -> Splits:
         x, y = load_npz(spec["path"])
     else:
         raise DataError(f"data.dataset: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-    return standardise(split(x, y, val_fraction, test_fraction, seed, spec.get("train_samples")))
+    splits = split(x, y, val_fraction, test_fraction, seed, spec.get("train_samples"))
+    return standardise(merge_validation(splits) if merge_val else splits)
+
+
+def merge_validation(s: Splits) -> Splits:
+    """Validation samples join the training split (before standardising: its statistics cover both)."""
+    return Splits(
+        torch.cat([s.train_x, s.val_x]),
+        torch.cat([s.train_y, s.val_y]),
+        s.val_x[:0],
+        s.val_y[:0],
+        s.test_x,
+        s.test_y,
+        s.num_classes,
+    )
 
 
 def synthetic(samples: int, shape: list[int], classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,9 @@ def train_model(
     resume: dict[str, Any] | None = None,
     checkpoint_every: int = 0,
 ) -> nn.Module:
-    """Train for ``epochs`` epochs; after each, ``report`` ``epoch, train_loss, val_loss, val_accuracy, lr``.
+    """Train for ``epochs`` epochs; after each, ``report`` ``epoch, train_loss, val_loss, val_accuracy, lr``
+    (without a validation split, as in the final retrain on train + validation: ``epoch, train_loss, lr``,
+    and a plateau schedule watches the training loss).
 
     With ``checkpoint_every`` = k > 0, every k-th epoch (and the last) is reported as
     ``report(metrics, state)`` where ``state`` (model, optimizer, schedule, epoch, RNG streams) is
@@ -108,18 +110,16 @@ def train_model(
         train_loss = (loss_sum / seen).item()
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"loss became non-finite in epoch {epoch} (train_loss={train_loss})")
-        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y, mc_samples=cfg["mc_dropout"])
-        if not math.isfinite(val_loss):
-            raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={val_loss})")
-        lr = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
-        schedule.step_epoch(val_loss)
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "lr": lr,
-        }
+        metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
+        monitored = train_loss  # what the plateau schedule watches: validation loss when there is a validation split
+        if len(data.val_y):
+            val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y, mc_samples=cfg["mc_dropout"])
+            if not math.isfinite(val_loss):
+                raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={val_loss})")
+            metrics.update(val_loss=val_loss, val_accuracy=val_accuracy)
+            monitored = val_loss
+        metrics["lr"] = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
+        schedule.step_epoch(monitored)
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
             report(metrics, _state(epoch, model, optimizer, schedule, generator))
         else:
@@ -183,15 +183,15 @@ def evaluate(
     return (loss_sum / len(y)).item(), (correct.float() / len(y)).item()
 
 
-def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> None:
-    train_model("mlp", config, data, epochs, report, seed, **kw)
+def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> nn.Module:
+    return train_model("mlp", config, data, epochs, report, seed, **kw)
 
 
-def train_cnn(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> None:
-    train_model("cnn", config, data, epochs, report, seed, **kw)
+def train_cnn(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> nn.Module:
+    return train_model("cnn", config, data, epochs, report, seed, **kw)
 
 
 def train_resnet_transfer(
     config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any
-) -> None:
-    train_model("resnet_transfer", config, data, epochs, report, seed, **kw)
+) -> nn.Module:
+    return train_model("resnet_transfer", config, data, epochs, report, seed, **kw)

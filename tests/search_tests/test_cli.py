@@ -93,7 +93,10 @@ def test_run_end_to_end_prints_progress_and_summary(tmp_path, quickstart_data):
     out = result.stdout
     assert out.count("[") >= 4 and "[4/4]" in out  # one progress line per finished trial
     assert "best val_accuracy" in out and "wall time" in out and "completed" in out
-    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlruns.db'}" in out.replace("\n", "")
+    flat = out.replace("\n", "")
+    assert "Review in MLflow: hpsearch ui, then open" in flat  # the store is the default one here
+    assert "/#/experiments/1/runs?orderByKey=metrics.%60val_accuracy%60&orderByAsc=false" in flat
+    assert "Report: hpsearch report quickstart-digits" in flat
     assert (tmp_path / "mlruns.db").is_file() and (tmp_path / "hpsearch_results").is_dir()
     assert "Configuration for experiment" not in out  # Ray's own banner is not shown
 

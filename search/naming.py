@@ -1,0 +1,102 @@
+"""Readable run names from a trial's key choices: ``t017 selu adam lr=3.2e-3 bn=after``.
+
+The MLflow runs table shows run names first; a name that says what the trial tried reads at a
+glance where ``t017`` (or Tune's ``trainable_fb682eb5``) does not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from spaces import Space
+from spaces._schema import Choice, Conditional, Fixed, Float, Int
+
+# Choices whose values name themselves ("selu", "adam", "cosine"): shown bare, in this order.
+_BARE = ("activation", "optimizer", "schedule", "model", "arch", "architecture")
+# Short labels for long keys (the last dotted component is used for keys not listed).
+_ALIASES = {
+    "batch_norm": "bn",
+    "hidden_layers": "layers",
+    "grad_clip": "clip",
+    "dropout": "drop",
+    "batch_size": "bs",
+    "weight_decay": "wd",
+    "unfreeze_blocks": "unfreeze",
+    "finetune_lr_mult": "ft_lr",
+    "freeze_epochs": "freeze",
+}
+_QUIET_VALUES = {"none", "constant", "default", "auto"}  # a choice at its "nothing special" value
+MAX_NAME = 72
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value == 0 or 0.1 <= abs(value) < 1e3:
+            return f"{value:.3g}"
+        return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:.1e}").replace("e+", "e")
+    return str(value)
+
+
+def _label(key: str) -> str:
+    if key in _ALIASES:
+        return _ALIASES[key]
+    if key.endswith(".lr") or key == "lr":
+        return "lr"
+    return _ALIASES.get(key.rsplit(".", 1)[-1], key.rsplit(".", 1)[-1])
+
+
+def _kinds(space: Space, prefix: str = "") -> dict[str, str]:
+    """Searched key -> "bare" | "choice" | "int" | "float" (constants are left out)."""
+    out: dict[str, str] = {}
+    for name, param in space.params.items():
+        key = prefix + name
+        if isinstance(param, Fixed):
+            continue
+        if isinstance(param, Conditional):
+            out[key] = "bare" if name in _BARE else "choice"
+            for branch in param.branches.values():
+                for sub, kind in _kinds(branch, f"{key}.").items():
+                    out.setdefault(sub, kind)
+        elif isinstance(param, Choice):
+            strings = all(isinstance(o, str) for o in param.options)
+            out[key] = "bare" if strings and name in _BARE else "choice"
+        elif isinstance(param, Int):
+            out[key] = "int"
+        elif isinstance(param, Float):
+            out[key] = "float"
+    return out
+
+
+def run_name(short: str, config: dict[str, Any], space: Space | None, limit: int = MAX_NAME) -> str:
+    """``short`` (``t017``) followed by the trial's key choices, most telling first, within ``limit``
+    characters: self-naming choices bare, then learning rates, then other choices, integers and floats
+    as ``label=value``. A choice at a "nothing special" value (``none``, ``constant``) is left out."""
+    kinds = _kinds(space) if space is not None else {k: "choice" for k in config}
+    parts: list[tuple[int, str]] = []
+    for order, (key, kind) in enumerate(kinds.items()):
+        if key not in config:
+            continue  # a parameter of a branch this trial did not take
+        value = config[key]
+        if kind == "bare":
+            if str(value) not in _QUIET_VALUES:
+                parts.append((order, str(value)))
+            continue
+        label = _label(key)
+        if kind == "choice" and isinstance(value, str) and value in _QUIET_VALUES:
+            continue
+        if label == "lr":
+            rank = 1
+        elif kind == "choice":
+            rank = 2 if isinstance(value, str) else 3
+        else:
+            rank = 3 if kind == "int" else 4
+        parts.append((rank * 1000 + order, f"{label}={format_value(value)}"))
+    name = short
+    for _, part in sorted(parts):
+        if len(name) + 1 + len(part) > limit:
+            continue
+        name += " " + part
+    return name

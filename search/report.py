@@ -1,0 +1,670 @@
+"""What a search found, computed from what MLflow holds: the same report is written to the parent
+run when a search ends (``report/`` artifacts: PNG plots + JSON/CSV) and printed by ``hpsearch report``.
+
+Contents: the top trials, the optimization history (best so far vs trials), parameter importance
+(Optuna's fANOVA on the finished trials), per-choice marginals (trials, median and best metric per
+value of each parameter), learning curves of the top trials and ASHA rung statistics (how many
+trials reached each rung and how they did there).
+
+"Finished" trials are those that completed or that ASHA stopped early; their value is the last
+metric they reported. Diverged and failed trials count in the marginals (as failures), not in
+medians, importance or the best.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.errors import HpsearchError
+from search.tracking import CONFIG, PARENT, ROLE, STATE
+
+FINISHED = ("completed", "stopped_early")
+TOP_K = 5
+
+
+@dataclass
+class TrialRow:
+    name: str  # t017
+    run_name: str
+    run_id: str
+    state: str
+    epochs: int
+    value: float | None  # last reported metric (None when it never reported one)
+    config: dict[str, Any]  # searched keys -> values (as trained)
+    history: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric)
+
+    @property
+    def index(self) -> int:
+        digits = self.name.lstrip("t")
+        return int(digits) if digits.isdigit() else 0
+
+
+@dataclass
+class Settings:
+    metric: str
+    mode: str
+    max_epochs: int
+    grace_period: int
+    reduction_factor: float
+    kinds: dict[str, dict[str, Any]]  # searched key -> {"kind": choice|int|float, ...range or options}
+
+
+@dataclass
+class SearchReport:
+    experiment: str
+    experiment_id: str
+    search_run_id: str
+    search_run_name: str
+    status: str
+    metric: str
+    mode: str
+    counts: dict[str, int]
+    top: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    importance: dict[str, Any]
+    marginals: dict[str, list[dict[str, Any]]]
+    curves: dict[str, list[list[float]]]
+    rungs: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Reading MLflow --------------------------------------------------------------------------------
+def open_store(tracking_uri: str) -> Any:
+    """An MlflowClient on an existing store: a SQLite file that is not there is an error, not a new
+    empty store (MLflow would create one silently)."""
+    from search.spec import check_tracking_uri
+
+    if problems := check_tracking_uri(tracking_uri):
+        raise _usage(problems)
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///") :])
+        if not path.is_file():
+            raise _usage([f"--tracking-uri: no MLflow store at {path} (run a search first, or pass --tracking-uri)"])
+    from search.tracking import check_reachable
+
+    check_reachable(tracking_uri)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def find_search(client: Any, experiment: str, search_run_id: str | None = None) -> tuple[Any, Any]:
+    """The experiment named ``experiment`` and its latest search's parent run (or ``search_run_id``)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise _usage([f"EXPERIMENT: no experiment named {experiment!r} (this store has: {', '.join(names) or 'none'})"])
+    if search_run_id:
+        try:
+            run = client.get_run(search_run_id)
+        except Exception as exc:
+            raise _usage([f"--search: no run {search_run_id!r} in this store"]) from exc
+        if run.info.experiment_id != exp.experiment_id or run.data.tags.get(ROLE) != "search":
+            raise _usage([f"--search: run {search_run_id!r} is not a search of experiment {experiment!r}"])
+        return exp, run
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`{ROLE}` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        raise _usage([f"EXPERIMENT: {experiment!r} holds no hpsearch search (no run tagged {ROLE}=search)"])
+    return exp, runs[0]
+
+
+def children(client: Any, experiment_id: str, parent_run_id: str, role: str = "trial") -> list[Any]:
+    runs, token = [], None
+    query = f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = '{role}'"
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def settings_of(client: Any, parent: Any) -> Settings:
+    params = parent.data.params
+    space = _space_artifact(client, parent.info.run_id)
+    return Settings(
+        metric=params.get("search.metric", "val_accuracy"),
+        mode=params.get("search.mode", "max"),
+        max_epochs=int(params.get("search.scheduler.max_epochs", "0")),
+        grace_period=int(params.get("search.scheduler.grace_period", "1")),
+        reduction_factor=float(params.get("search.scheduler.reduction_factor", "3")),
+        kinds=space_kinds(space) if space is not None else {},
+    )
+
+
+def _space_artifact(client: Any, run_id: str) -> Any:
+    import tempfile
+
+    from spaces import SpaceError, parse_space
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, "space.json", folder)
+        except Exception:  # a parent run without the artifact (written by hand or an older version)
+            return None
+        try:
+            return parse_space(json.loads(Path(path).read_text()))
+        except (SpaceError, ValueError):
+            return None
+
+
+def trial_rows(client: Any, experiment_id: str, parent_run_id: str, settings: Settings) -> list[TrialRow]:
+    rows = []
+    for run in children(client, experiment_id, parent_run_id):
+        tags, metric = run.data.tags, settings.metric
+        short = tags.get("hpsearch.trial") or (run.info.run_name or "").split(" ")[0]
+        state = tags.get(STATE, "running")
+        config = _config_of(run, settings)
+        value = run.data.metrics.get(metric)
+        history: list[tuple[int, float]] = []
+        if metric in run.data.metrics:
+            points = client.get_metric_history(run.info.run_id, metric)
+            history = sorted((int(p.step), float(p.value)) for p in points)
+            value = history[-1][1] if history else value
+        rows.append(
+            TrialRow(
+                name=short,
+                run_name=run.info.run_name or short,
+                run_id=run.info.run_id,
+                state=state,
+                epochs=int(tags.get("hpsearch.epochs", str(len(history)))),
+                value=value if value is None or math.isfinite(value) else None,
+                config=config,
+                history=history,
+            )
+        )
+    rows.sort(key=lambda r: (r.index, r.name))
+    return rows
+
+
+def _config_of(run: Any, settings: Settings) -> dict[str, Any]:
+    """The searched keys as trained: the run's params (the resolved config), parsed back from text;
+    without a known space, the sampled config kept in the ``hpsearch.config`` tag."""
+    params = run.data.params
+    if settings.kinds:
+        return {k: parse_param(params[k]) for k in settings.kinds if k in params}
+    try:
+        return dict(json.loads(run.data.tags.get(CONFIG, "{}")))
+    except ValueError:
+        return {k: parse_param(v) for k, v in params.items()}
+
+
+def parse_param(text: str) -> Any:
+    """Invert ``tracking._param_value``: JSON for numbers, booleans and null, raw text for strings."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (int, float, bool)) or value is None else text
+
+
+def space_kinds(space: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Searched key -> its kind; a key several branches define gets the envelope of their ranges."""
+    from spaces._schema import Choice, Conditional, Fixed, Float, Int
+
+    out: dict[str, dict[str, Any]] = {}
+
+    def merge(key: str, kind: dict[str, Any]) -> None:
+        have = out.get(key)
+        if have is None:
+            out[key] = kind
+        elif have["kind"] == kind["kind"] == "choice":
+            have["options"] += [o for o in kind["options"] if o not in have["options"]]
+        elif have["kind"] == kind["kind"]:
+            have.update(low=min(have["low"], kind["low"]), high=max(have["high"], kind["high"]))
+            have["log"] = have["log"] and kind["log"]
+
+    for name, param in space.params.items():
+        key = prefix + name
+        if isinstance(param, Fixed):
+            continue
+        if isinstance(param, Conditional):
+            merge(key, {"kind": "choice", "options": list(param.branches)})
+            for branch in param.branches.values():
+                for sub, kind in space_kinds(branch, f"{key}.").items():
+                    merge(sub, kind)
+        elif isinstance(param, Choice):
+            merge(key, {"kind": "choice", "options": list(param.options)})
+        elif isinstance(param, (Int, Float)):
+            merge(
+                key,
+                {
+                    "kind": "int" if isinstance(param, Int) else "float",
+                    "low": param.low,
+                    "high": param.high,
+                    "log": param.log,
+                },
+            )
+    return out
+
+
+def load_report(
+    tracking_uri: str, experiment: str, search_run_id: str | None = None, top_k: int = TOP_K
+) -> SearchReport:
+    client = open_store(tracking_uri)
+    exp, parent = find_search(client, experiment, search_run_id)
+    return report_for(client, parent, top_k=top_k, experiment=exp)
+
+
+def report_for(client: Any, parent: Any, top_k: int = TOP_K, experiment: Any = None) -> SearchReport:
+    experiment = experiment or client.get_experiment(parent.info.experiment_id)
+    settings = settings_of(client, parent)
+    rows = trial_rows(client, experiment.experiment_id, parent.info.run_id, settings)
+    return build_report(
+        settings,
+        rows,
+        experiment=experiment.name,
+        experiment_id=experiment.experiment_id,
+        search_run_id=parent.info.run_id,
+        search_run_name=parent.info.run_name or "",
+        status=parent.data.tags.get("hpsearch.status", parent.info.status),
+        top_k=top_k,
+    )
+
+
+# Computing ---------------------------------------------------------------------------------------
+def build_report(settings: Settings, rows: list[TrialRow], top_k: int = TOP_K, **about: str) -> SearchReport:
+    sign = 1.0 if settings.mode == "max" else -1.0
+    finished = [r for r in rows if r.state in FINISHED and r.value is not None]
+    ranked = sorted(finished, key=lambda r: -sign * r.value)  # type: ignore[operator]
+    counts = {s: 0 for s in ("completed", "stopped_early", "diverged", "failed", "running")}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    top = [
+        {
+            "rank": i + 1,
+            "trial": r.name,
+            "run_name": r.run_name,
+            "run_id": r.run_id,
+            "value": r.value,
+            "epochs": r.epochs,
+            "state": r.state,
+            "config": r.config,
+        }
+        for i, r in enumerate(ranked[:top_k])
+    ]
+    return SearchReport(
+        metric=settings.metric,
+        mode=settings.mode,
+        counts=counts,
+        top=top,
+        history=optimization_history(rows, sign),
+        importance=param_importance(finished, settings),
+        marginals=marginals(rows, settings, sign),
+        curves={r.name: [[s, v] for s, v in r.history] for r in ranked[:top_k]},
+        rungs=rung_stats(rows, settings, sign),
+        **about,  # type: ignore[arg-type]
+    )
+
+
+def optimization_history(rows: list[TrialRow], sign: float) -> list[dict[str, Any]]:
+    best: float | None = None
+    out = []
+    for r in sorted(rows, key=lambda r: r.index):
+        ok = r.state in FINISHED and r.value is not None
+        if ok and (best is None or sign * r.value > sign * best):  # type: ignore[operator]
+            best = r.value
+        out.append(
+            {"trial": r.name, "index": r.index, "state": r.state, "value": r.value if ok else None, "best_so_far": best}
+        )
+    return out
+
+
+def param_importance(finished: list[TrialRow], settings: Settings) -> dict[str, Any]:
+    """Optuna's fANOVA over the parameters every finished trial has (a conditional branch's own
+    parameters only count when every trial took a branch that has them)."""
+    method = "fANOVA (optuna.importance.FanovaImportanceEvaluator, seed 0)"
+    keys = [k for k in settings.kinds if finished and all(k in r.config for r in finished)]
+    varying = [k for k in keys if len({json.dumps(r.config[k], default=str) for r in finished}) > 1]
+    if len(finished) < 3 or not varying:
+        return {
+            "method": method,
+            "params": {},
+            "note": f"needs >= 3 finished trials and a varying parameter (have {len(finished)} finished)",
+        }
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions: dict[str, Any] = {}
+    for k in varying:
+        kind, seen = settings.kinds[k], [r.config[k] for r in finished]
+        if kind["kind"] == "choice":
+            options = list(kind["options"]) + [v for v in dict.fromkeys(seen) if v not in kind["options"]]
+            distributions[k] = CategoricalDistribution(options)
+        elif kind["kind"] == "int" and all(isinstance(v, int) and not isinstance(v, bool) for v in seen):
+            distributions[k] = IntDistribution(min(kind["low"], *seen), max(kind["high"], *seen), log=kind["log"])
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen):
+            distributions[k] = FloatDistribution(
+                float(min(kind["low"], *seen)), float(max(kind["high"], *seen)), log=kind["log"]
+            )
+    study = optuna.create_study(direction="maximize" if settings.mode == "max" else "minimize")
+    for r in finished:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={k: r.config[k] for k in distributions},
+                distributions=distributions,
+                value=float(r.value),  # type: ignore[arg-type]
+            )
+        )
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return {"method": method, "params": {k: round(float(v), 4) for k, v in scores.items()}, "trials": len(finished)}
+
+
+def _groups(key: str, kind: dict[str, Any] | None, values: list[Any]) -> tuple[list[str], Any]:
+    """The labels of a parameter's groups, and a function value -> label."""
+    if kind is None or kind["kind"] == "choice":
+        options = list(kind["options"]) if kind else []
+        seen = [v for v in dict.fromkeys(values) if v not in options]
+        labels = [_text(o) for o in options + seen]
+        return labels, _text
+    lo, hi, log = kind["low"], kind["high"], kind["log"]
+    if kind["kind"] == "int" and hi - lo < 12:
+        return [str(v) for v in range(lo, hi + 1)], lambda v: str(v)
+    n = 4
+    scale = (lambda x: math.log(x)) if log and lo > 0 else (lambda x: x)
+    a, b = scale(lo), scale(hi)
+    edges = [a + (b - a) * i / n for i in range(n + 1)]
+    real = [math.exp(e) if log and lo > 0 else e for e in edges]
+    labels = [f"[{_num(real[i])}, {_num(real[i + 1])}{']' if i == n - 1 else ')'}" for i in range(n)]
+
+    def label(v: Any) -> str:
+        x = scale(max(min(float(v), hi), lo)) if not (log and lo > 0 and float(v) <= 0) else a
+        i = min(int((x - a) / (b - a) * n) if b > a else 0, n - 1)
+        return labels[i]
+
+    return labels, label
+
+
+def marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str, list[dict[str, Any]]]:
+    """Per parameter and value (numeric ranges in 4 bins): trials, finished, failed (diverged or
+    failed), median and best of the finished trials' metric."""
+    keys = list(settings.kinds) or sorted({k for r in rows for k in r.config})
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key in keys:
+        having = [r for r in rows if key in r.config and r.state != "running"]
+        if not having:
+            continue
+        labels, label_of = _groups(key, settings.kinds.get(key), [r.config[key] for r in having])
+        groups: dict[str, list[TrialRow]] = {lab: [] for lab in labels}
+        for r in having:
+            groups.setdefault(label_of(r.config[key]), []).append(r)
+        table = []
+        for lab, members in groups.items():
+            values = [r.value for r in members if r.state in FINISHED and r.value is not None]
+            table.append(
+                {
+                    "value": lab,
+                    "trials": len(members),
+                    "finished": len(values),
+                    "failed": sum(r.state in ("diverged", "failed") for r in members),
+                    "median": statistics.median(values) if values else None,
+                    "best": (max(values, key=lambda v: sign * v) if values else None),
+                }
+            )
+        out[key] = table
+    return out
+
+
+def rung_milestones(settings: Settings) -> list[int]:
+    """ASHA's rungs (Ray's ASHAScheduler: grace * rf^k below max_t), then max_t (completed)."""
+    out, rung = [], float(settings.grace_period)
+    while settings.max_epochs and rung < settings.max_epochs:
+        out.append(int(rung))
+        rung *= settings.reduction_factor
+    if settings.max_epochs:
+        out.append(settings.max_epochs)
+    return sorted(set(out))
+
+
+def rung_stats(rows: list[TrialRow], settings: Settings, sign: float) -> list[dict[str, Any]]:
+    out = []
+    ended = [r for r in rows if r.state != "running"]
+    for rung in rung_milestones(settings):
+        at = [v for r in ended for s, v in r.history if s == rung]
+        reached = sum(1 for r in ended if r.epochs >= rung)
+        out.append(
+            {
+                "rung": rung,
+                "reached": reached,
+                "went_on": sum(1 for r in ended if r.epochs > rung),
+                "fraction": round(reached / len(ended), 4) if ended else 0.0,
+                "median": statistics.median(at) if at else None,
+                "best": max(at, key=lambda v: sign * v) if at else None,
+            }
+        )
+    return out
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return _num(v)
+    return str(v)
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _usage(problems: list[str]) -> HpsearchError:
+    from search.errors import SpecError
+
+    return SpecError(problems)
+
+
+# Writing -------------------------------------------------------------------------------------------
+def write_report(report: SearchReport, folder: Path) -> list[Path]:
+    """``report.json`` + CSV tables + PNG plots into ``folder``; returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / "report.json"]
+    files[0].write_text(json.dumps(report.to_json(), indent=2, default=str))
+    tables = {
+        "top_trials.csv": [
+            {k: v for k, v in t.items() if k != "config"} | {f"config.{k}": v for k, v in t["config"].items()}
+            for t in report.top
+        ],
+        "optimization_history.csv": report.history,
+        "param_importance.csv": [{"param": k, "importance": v} for k, v in report.importance.get("params", {}).items()],
+        "marginals.csv": [{"param": k, **row} for k, table in report.marginals.items() for row in table],
+        "asha_rungs.csv": report.rungs,
+        "learning_curves.csv": [
+            {"trial": t, "epoch": s, report.metric: v} for t, pts in report.curves.items() for s, v in pts
+        ],
+    }
+    for name, table in tables.items():
+        path = folder / name
+        path.write_text(_csv(table))
+        files.append(path)
+    files += plot_report(report, folder)
+    return files
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def plot_report(report: SearchReport, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    metric = report.metric
+
+    def save(fig: Any, name: str) -> None:
+        path = folder / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        files.append(path)
+
+    # Optimization history
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = {"completed": "tab:green", "stopped_early": "tab:orange"}
+    for state, color in colors.items():
+        pts = [(h["index"], h["value"]) for h in report.history if h["state"] == state and h["value"] is not None]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), s=18, color=color, label=state.replace("_", " "))
+    bad = [h["index"] for h in report.history if h["state"] in ("diverged", "failed")]
+    best = [(h["index"], h["best_so_far"]) for h in report.history if h["best_so_far"] is not None]
+    if best:
+        ax.step(*zip(*best, strict=True), where="post", color="tab:blue", label="best so far")
+        if bad:
+            low = min(v for _, v in best) if report.mode == "max" else max(v for _, v in best)
+            ax.scatter(bad, [low] * len(bad), marker="x", color="tab:red", label="diverged / failed")
+    ax.set(xlabel="trial (start order)", ylabel=metric, title=f"{report.experiment}: optimization history")
+    ax.legend(loc="best", fontsize=8)
+    save(fig, "optimization_history.png")
+
+    # Parameter importance
+    scores = report.importance.get("params", {})
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.35 * len(scores) + 1)))
+    if scores:
+        names = list(scores)[::-1]
+        ax.barh(names, [scores[n] for n in names], color="tab:blue")
+        ax.set(xlabel="importance (fANOVA, sums to 1)")
+    else:
+        ax.text(0.5, 0.5, report.importance.get("note", "not available"), ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+    ax.set_title(f"parameter importance for {metric}")
+    save(fig, "param_importance.png")
+
+    # Marginals: one panel per parameter, median bars with the best marked
+    keys = list(report.marginals)
+    if keys:
+        cols = 3
+        rows_n = math.ceil(len(keys) / cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(12, 2.8 * rows_n), squeeze=False)
+        for ax, key in zip(axes.flat, keys, strict=False):
+            table = report.marginals[key]
+            labels = [f"{r['value']}\n(n={r['trials']})" for r in table]
+            med = [r["median"] if r["median"] is not None else math.nan for r in table]
+            bst = [r["best"] if r["best"] is not None else math.nan for r in table]
+            x = range(len(table))
+            ax.bar(x, med, color="tab:blue", alpha=0.7, label="median")
+            ax.scatter(x, bst, color="black", marker="_", s=200, label="best")
+            finite = [v for v in med + bst if not math.isnan(v)]
+            if finite:
+                lo, hi = min(finite), max(finite)
+                pad = (hi - lo) * 0.15 or 0.01
+                ax.set_ylim(lo - pad, hi + pad)
+            crowded = len(table) > 4 or any(len(str(r["value"])) > 10 for r in table)
+            ax.set_xticks(
+                list(x), labels, fontsize=7, rotation=25 if crowded else 0, ha="right" if crowded else "center"
+            )
+            ax.set_title(key, fontsize=9)
+        for ax in list(axes.flat)[len(keys) :]:
+            ax.set_axis_off()
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle(f"{metric} per value (finished trials)")
+        save(fig, "marginals.png")
+
+    # Learning curves of the top trials
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for trial, pts in report.curves.items():
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=trial)
+    ax.set(xlabel="epoch", ylabel=metric, title=f"learning curves of the top {len(report.curves)} trials")
+    if report.curves:
+        ax.legend(fontsize=8)
+    save(fig, "learning_curves.png")
+
+    # ASHA rungs
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    if report.rungs:
+        ax.bar([str(r["rung"]) for r in report.rungs], [r["reached"] for r in report.rungs], color="tab:purple")
+        for i, r in enumerate(report.rungs):
+            ax.text(i, r["reached"], str(r["reached"]), ha="center", va="bottom")
+    ax.set(xlabel="rung (epochs)", ylabel="trials that reached it", title="ASHA: trials per rung")
+    save(fig, "asha_rungs.png")
+    return files
+
+
+def log_report(client: Any, parent_run_id: str, top_k: int = TOP_K) -> SearchReport:
+    """Compute the report of a search from MLflow and store it under the parent run's ``report/``."""
+    import tempfile
+
+    report = report_for(client, client.get_run(parent_run_id), top_k=top_k)
+    with tempfile.TemporaryDirectory() as folder:
+        write_report(report, Path(folder))
+        client.log_artifacts(parent_run_id, folder, "report")
+    return report
+
+
+# Printing ------------------------------------------------------------------------------------------
+def print_report(report: SearchReport, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v)
+    console.print(
+        f"[bold]{report.experiment}[/bold]: {report.search_run_name} ({report.search_run_id}), {report.status}; "
+        f"trials: {counts}"
+    )
+    table = Table(title=f"top {len(report.top)} by {report.metric} ({report.mode})", title_justify="left")
+    for col in ("#", "run", report.metric, "epochs", "state"):
+        table.add_column(col)
+    for t in report.top:
+        table.add_row(str(t["rank"]), t["run_name"], fmt(t["value"]), str(t["epochs"]), t["state"])
+    console.print(table)
+    if report.top:
+        best = report.top[0]
+        console.print("best config: " + ", ".join(f"{k}={_text(v)}" for k, v in best["config"].items()))
+    imp = report.importance
+    if imp.get("params"):
+        table = Table(title=f"parameter importance ({imp['method']})", title_justify="left")
+        table.add_column("parameter")
+        table.add_column("importance", justify="right")
+        table.add_column("")
+        for k, v in imp["params"].items():
+            table.add_row(k, f"{v:.3f}", "█" * max(1, round(v * 40)) if v > 0 else "")
+        console.print(table)
+    else:
+        console.print(f"parameter importance: {imp.get('note', 'not available')}")
+    order = list(imp.get("params", {})) + [k for k in report.marginals if k not in imp.get("params", {})]
+    for key in order:
+        if key not in report.marginals:
+            continue
+        table = Table(title=f"{key}: {report.metric} per value", title_justify="left")
+        for col in ("value", "trials", "finished", "failed", "median", "best"):
+            table.add_column(col, justify="left" if col == "value" else "right")
+        for r in report.marginals[key]:
+            if r["trials"]:
+                table.add_row(
+                    r["value"], str(r["trials"]), str(r["finished"]), str(r["failed"]), fmt(r["median"]), fmt(r["best"])
+                )
+        console.print(table)
+    table = Table(title="ASHA rungs", title_justify="left")
+    for col in ("rung (epochs)", "reached", "went on", "median", "best"):
+        table.add_column(col, justify="right")
+    for r in report.rungs:
+        table.add_row(
+            str(r["rung"]), f"{r['reached']} ({r['fraction']:.0%})", str(r["went_on"]), fmt(r["median"]), fmt(r["best"])
+        )
+    console.print(table)

@@ -1,0 +1,290 @@
+"""Final retrain: the top-k configs of a search, trained again on train + validation with several
+seeds each, evaluated once on the held-out test split, logged under the search's parent run.
+
+Runs in this process, one training at a time, on a GPU when the spec asks for one and there is one.
+The search chose configs on the validation split; the test split is looked at here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.errors import HpsearchError, SpecError
+from search.report import find_search, open_store, parse_param, report_for
+from search.tracking import CONFIG, PARENT, ROLE, _param_value, flatten
+
+
+@dataclass
+class RetrainedConfig:
+    trial: str  # the search trial whose config this is (t017)
+    run_name: str
+    source_run_id: str
+    search_value: float | None  # its validation metric in the search
+    config: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)  # per seed: seed, run_id, test metrics or error
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RetrainResult:
+    experiment: str
+    search_run_id: str
+    metric: str  # the test metric configs are compared by (test_accuracy, ...)
+    mode: str
+    epochs: int
+    configs: list[RetrainedConfig]
+    best: dict[str, Any] | None  # trial, seed, run_id, model_uri, registered version
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def test_metric(search_metric: str, mode: str) -> tuple[str, str]:
+    """``val_accuracy`` -> ``test_accuracy`` (and ``val_loss`` -> ``test_loss``); other search metrics
+    are not measured on the test split, so configs are compared by test accuracy."""
+    name = search_metric.removeprefix("val_")
+    if name in ("accuracy", "loss"):
+        return f"test_{name}", mode
+    return "test_accuracy", "max"
+
+
+def retrain(
+    tracking_uri: str,
+    experiment: str,
+    top_k: int,
+    seeds: int,
+    search_run_id: str | None = None,
+    epochs: int | None = None,
+    register: str | None = None,
+    progress: Any = print,
+) -> RetrainResult:
+    if top_k < 1 or seeds < 1:
+        raise SpecError([f"--top-k/--seeds: must be >= 1, got {top_k}/{seeds}"])
+    if epochs is not None and epochs < 1:
+        raise SpecError([f"--epochs: must be >= 1, got {epochs}"])
+    client = open_store(tracking_uri)
+    exp, parent = find_search(client, experiment, search_run_id)
+    spec = _spec_of(client, parent.info.run_id, experiment)
+    report = report_for(client, parent, top_k=top_k, experiment=exp)
+    if not report.top:
+        raise HpsearchError(f"{experiment}: the search has no finished trial to retrain")
+    metric, mode = test_metric(spec.search.metric, spec.search.mode)
+    epochs = epochs or spec.epochs
+
+    import mlflow
+    import torch
+
+    from search.tuner import trial_describer
+    from trainables.data import load_data
+    from trainables.loop import evaluate
+    from trainables.tune_adapter import resolve_trainable
+
+    device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+    data = load_data(spec.data.model_dump(), merge_val=True).to(device)
+    fn = resolve_trainable(spec.trainable)
+    describe = trial_describer(spec.trainable) or (lambda config: (config, {}))
+    sign = 1.0 if mode == "max" else -1.0
+    configs: list[RetrainedConfig] = []
+    best_models: dict[str, tuple[float, Any]] = {}  # per config: (signed test metric, model) of its best seed
+    for top in report.top:
+        source = client.get_run(top["run_id"])
+        config = _sampled_config(source)
+        item = RetrainedConfig(top["trial"], top["run_name"], top["run_id"], top["value"], config)
+        params, tags = describe(config)
+        for seed in range(seeds):
+            run = client.create_run(
+                exp.experiment_id,
+                run_name=f"retrain {top['trial']} seed={seed}",
+                tags={
+                    PARENT: parent.info.run_id,
+                    ROLE: "retrain",
+                    "hpsearch.source_trial": top["trial"],
+                    "hpsearch.source_run_id": top["run_id"],
+                    "hpsearch.seed": str(seed),
+                    "hpsearch.device": device,
+                    CONFIG: json.dumps(config, default=str),
+                    **tags,
+                },
+            )
+            run_id = run.info.run_id
+            _log_params(client, run_id, {**flatten(params), "seed": seed, "epochs": epochs})
+            points: list[Any] = []
+            started = time.time()
+
+            def report_epoch(metrics: dict[str, float], state: Any = None, _points: list = points) -> None:
+                from mlflow.entities import Metric
+
+                now, step = int(time.time() * 1000), int(metrics.get("epoch", len(_points) + 1))
+                _points += [Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
+
+            try:
+                model = fn(config, data, epochs, report_epoch, seed=seed)
+                if not isinstance(model, torch.nn.Module):
+                    raise HpsearchError(
+                        f"trainable {spec.trainable!r} returned {type(model).__name__}: retrain needs the trained "
+                        "model (a torch.nn.Module) to evaluate it on the test split"
+                    )
+                mc = int(params.get("mc_dropout", 0) or 0)
+                test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y, mc_samples=mc)
+            except HpsearchError:
+                client.set_terminated(run_id, "FAILED")
+                raise
+            except Exception as exc:  # a diverged or failing seed is recorded; the others go on
+                _log_points(client, run_id, points)
+                client.set_tag(run_id, "hpsearch.error", f"{type(exc).__name__}: {exc}"[:5000])
+                client.set_terminated(run_id, "FAILED")
+                item.runs.append({"seed": seed, "run_id": run_id, "error": f"{type(exc).__name__}: {exc}"})
+                progress(f"{top['trial']} seed={seed}: FAILED ({type(exc).__name__}: {exc})")
+                continue
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            finals = {"test_loss": test_loss, "test_accuracy": test_accuracy, "train_time_s": time.time() - started}
+            points += [Metric(k, v, now, epochs) for k, v in finals.items()]
+            _log_points(client, run_id, points)
+            client.set_terminated(run_id, "FINISHED")
+            item.runs.append({"seed": seed, "run_id": run_id, **finals})
+            progress(f"{top['trial']} seed={seed}: test_accuracy {test_accuracy:.4f}, test_loss {test_loss:.4f}")
+            value = finals[metric]
+            if math.isfinite(value) and (
+                top["trial"] not in best_models or sign * value > best_models[top["trial"]][0]
+            ):
+                best_models[top["trial"]] = (sign * value, model)
+        done = [r for r in item.runs if "error" not in r]
+        for key in ("test_accuracy", "test_loss"):
+            values = [r[key] for r in done]
+            if values:
+                item.mean[key] = statistics.fmean(values)
+                item.std[key] = statistics.stdev(values) if len(values) > 1 else 0.0
+        configs.append(item)
+
+    # The best model: of the config with the best mean test metric, its best seed.
+    ranked = sorted((c for c in configs if metric in c.mean), key=lambda c: -sign * c.mean[metric])
+    chosen: dict[str, Any] | None = None
+    if ranked:
+        winner = ranked[0]
+        seed_run = max((r for r in winner.runs if "error" not in r), key=lambda r: sign * r[metric])
+        model = best_models[winner.trial][1]
+        chosen = {
+            "trial": winner.trial,
+            "seed": seed_run["seed"],
+            "run_id": seed_run["run_id"],
+            metric: seed_run[metric],
+        }
+        chosen.update(_log_model(mlflow, tracking_uri, seed_run["run_id"], model.cpu(), data, register))
+        client.set_tag(seed_run["run_id"], "hpsearch.best_model", "true")
+    result = RetrainResult(experiment, parent.info.run_id, metric, mode, epochs, configs, chosen)
+    _log_summary(client, parent.info.run_id, result)
+    return result
+
+
+def _log_model(
+    mlflow: Any, tracking_uri: str, run_id: str, model: Any, data: Any, register: str | None
+) -> dict[str, Any]:
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri)
+    example = data.test_x[:2].cpu().numpy()
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(model, name="model", input_example=example, registered_model_name=register)
+    out: dict[str, Any] = {"model_uri": info.model_uri}
+    if register:
+        out["registered_model"] = register
+        out["registered_version"] = getattr(info, "registered_model_version", None)
+    return out
+
+
+def _sampled_config(run: Any) -> dict[str, Any]:
+    """The config the trial was given (tag ``hpsearch.config``); older runs: their params."""
+    text = run.data.tags.get(CONFIG)
+    if text and not text.endswith("...[truncated]"):
+        return dict(json.loads(text))
+    return {k: parse_param(v) for k, v in run.data.params.items()}
+
+
+def _spec_of(client: Any, run_id: str, experiment: str) -> Any:
+    import os
+    import tempfile
+
+    from search.spec import load_spec_text
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            text = Path(client.download_artifacts(run_id, "spec.yaml", folder)).read_text()
+        except Exception as exc:
+            raise HpsearchError(f"{experiment}: the search's parent run has no spec.yaml artifact ({exc})") from exc
+    return load_spec_text(text, source=f"{experiment}: spec.yaml of run {run_id}", base_dir=Path.cwd())
+
+
+def _log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, _param_value(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def _log_points(client: Any, run_id: str, points: list[Any]) -> None:
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i : i + 1000])
+
+
+def _log_summary(client: Any, parent_run_id: str, result: RetrainResult) -> None:
+    import csv
+    import io
+
+    rows = [
+        {
+            "trial": c.trial,
+            "run_name": c.run_name,
+            "search_value": c.search_value,
+            "seeds": len(c.runs),
+            "failed": sum("error" in r for r in c.runs),
+            **{f"{k}_mean": v for k, v in c.mean.items()},
+            **{f"{k}_std": v for k, v in c.std.items()},
+        }
+        for c in result.configs
+    ]
+    out = io.StringIO()
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    client.log_text(parent_run_id, json.dumps(result.to_json(), indent=2, default=str), "retrain/summary.json")
+    client.log_text(parent_run_id, out.getvalue(), "retrain/summary.csv")
+    if result.best:
+        client.set_tag(parent_run_id, "hpsearch.retrain_best", f"{result.best['trial']} ({result.best['run_id']})")
+
+
+def print_retrain(result: RetrainResult, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(
+        title=f"{result.experiment}: top {len(result.configs)} configs retrained on train+val ({result.epochs} epochs), "
+        "evaluated on the test split",
+        title_justify="left",
+    )
+    for col in ("trial", "search val", "seeds", "test_accuracy (mean ± std)", "test_loss (mean ± std)"):
+        table.add_column(col)
+    for c in result.configs:
+        ok = sum("error" not in r for r in c.runs)
+        cell = lambda k, c=c: f"{c.mean[k]:.4f} ± {c.std[k]:.4f}" if k in c.mean else "-"  # noqa: E731
+        value = "-" if c.search_value is None else f"{c.search_value:.4f}"
+        table.add_row(c.trial, value, f"{ok}/{len(c.runs)}", cell("test_accuracy"), cell("test_loss"))
+    console.print(table)
+    if result.best:
+        b = result.best
+        line = f"best: {b['trial']} seed={b['seed']} ({result.metric} {b[result.metric]:.4f}), model {b['model_uri']}"
+        if b.get("registered_model"):
+            line += f", registered as {b['registered_model']} version {b.get('registered_version')}"
+        console.print(line)
