@@ -184,14 +184,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _space(args: argparse.Namespace) -> int:
     import spaces
-    from search.errors import SpecError
+    from search.errors import SpecError, UsageError
 
     if args.space_command == "presets":
         for name in spaces.preset_names():
             print(name)
         return EXIT_OK
     if args.n < 1:
-        raise SpecError([f"-n: must be >= 1, got {args.n}"])
+        raise UsageError([f"-n: must be >= 1, got {args.n}"])
     ref = args.space
     try:
         if ref.endswith((".yaml", ".yml")) and Path(ref).is_file() and _is_job_spec(Path(ref)):
@@ -236,7 +236,7 @@ def _load(spec_arg: Path):
 def _run(args: argparse.Namespace) -> int:
     import signal
 
-    from search.errors import SpecError
+    from search.errors import UsageError
     from search.spec import check_tracking_uri
 
     if args.address:
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
         prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
     spec = _load(args.spec)  # validated before anything starts
     if args.tracking_uri and (problems := check_tracking_uri(args.tracking_uri)):
-        raise SpecError(problems)
+        raise UsageError(problems)
     # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     from search.tuner import run_search
@@ -364,11 +364,11 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from search.errors import SpecError
+    from search.errors import UsageError
     from search.report import load_report, print_report, write_report
 
     if args.top_k < 1:
-        raise SpecError([f"--top-k: must be >= 1, got {args.top_k}"])
+        raise UsageError([f"--top-k: must be >= 1, got {args.top_k}"])
     report = load_report(_tracking_uri(args), args.experiment, args.search, top_k=args.top_k)
     if args.out:
         write_report(report, args.out)
@@ -408,9 +408,9 @@ def _cluster(args: argparse.Namespace) -> int:
     state_file = args.state_file or cluster.DEFAULT_STATE
     if args.cluster_command == "up":
         if args.workers < 0 or args.num_cpus < 1 or args.num_gpus < 0:
-            from search.errors import SpecError
+            from search.errors import UsageError
 
-            raise SpecError(
+            raise UsageError(
                 [
                     f"--workers/--num-cpus/--num-gpus: must be >= 0/1/0, got {args.workers}/"
                     f"{args.num_cpus}/{args.num_gpus}"

@@ -13,8 +13,16 @@ class SpecError(HpsearchError, ValueError):
     def __init__(self, problems: list[str], source: str | None = None):
         self.problems = list(problems)
         self.source = source
-        head = f"invalid job spec {source}" if source else "invalid job spec"
+        head = f"{self.what} {source}" if source else self.what
         super().__init__(f"{head}:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+    what = "invalid job spec"
+
+
+class UsageError(SpecError):
+    """Command-line arguments that cannot work (a bad option value, an experiment that does not exist)."""
+
+    what = "invalid arguments"
 
 
 class TrackingError(HpsearchError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.errors import HpsearchError, SpecError
+from search.errors import HpsearchError, SpecError, UsageError
 from search.spec import JobSpec
 
 SPEC_ENV = "HPSEARCH_SPEC_YAML"
@@ -49,9 +49,9 @@ def prepare_auth() -> None:
 def resolve_address(address: str | None) -> str:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        raise SpecError(["--address: required (or set RAY_ADDRESS), e.g. http://127.0.0.1:8265"])
+        raise UsageError(["--address: required (or set RAY_ADDRESS), e.g. http://127.0.0.1:8265"])
     if not address.startswith(("http://", "https://")):
-        raise SpecError([f"--address: the Jobs API address is http(s)://HEAD:8265, got {address!r}"])
+        raise UsageError([f"--address: the Jobs API address is http(s)://HEAD:8265, got {address!r}"])
     return address
 
 
@@ -220,7 +220,7 @@ def resume(address: str | None, job_id: str) -> str:
     info = _call(jobs.get_job_info, job_id)
     meta = info.metadata or {}
     if "hpsearch.run_dir" not in meta:
-        raise SpecError([f"JOB: {job_id!r} is not an hpsearch job (no run directory in its metadata)"])
+        raise UsageError([f"JOB: {job_id!r} is not an hpsearch job (no run directory in its metadata)"])
     new_id = f"{job_id}-resume-{secrets.token_hex(2)}"
     _call(
         lambda: jobs.submit_job(

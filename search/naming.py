@@ -30,11 +30,12 @@ _QUIET_VALUES = {"none", "constant", "default", "auto"}  # a choice at its "noth
 MAX_NAME = 72
 
 
-def format_value(value: Any) -> str:
+def format_value(value: Any, scientific_below: float = 0.01) -> str:
+    """Short text of a value; floats below ``scientific_below`` as ``3.2e-3``."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        if value == 0 or 0.1 <= abs(value) < 1e3:
+        if value == 0 or scientific_below <= abs(value) < 1e3:
             return f"{value:.3g}"
         return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:.1e}").replace("e+", "e")
     return str(value)
@@ -93,7 +94,9 @@ def run_name(short: str, config: dict[str, Any], space: Space | None, limit: int
             rank = 2 if isinstance(value, str) else 3
         else:
             rank = 3 if kind == "int" else 4
-        parts.append((rank * 1000 + order, f"{label}={format_value(value)}"))
+        # learning rates read best all alike (3.2e-3, 2.6e-2); other floats as plain decimals where short
+        text = format_value(value, scientific_below=0.1 if label == "lr" else 0.01)
+        parts.append((rank * 1000 + order, f"{label}={text}"))
     name = short
     for _, part in sorted(parts):
         if len(name) + 1 + len(part) > limit:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import HpsearchError
+from search.errors import HpsearchError, UsageError
 from search.tracking import CONFIG, PARENT, ROLE, STATE
 
 FINISHED = ("completed", "stopped_early")
@@ -102,7 +102,7 @@ def find_search(client: Any, experiment: str, search_run_id: str | None = None) 
     """The experiment named ``experiment`` and its latest search's parent run (or ``search_run_id``)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        names = sorted(e.name for e in client.search_experiments())
+        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
         raise _usage([f"EXPERIMENT: no experiment named {experiment!r} (this store has: {', '.join(names) or 'none'})"])
     if search_run_id:
         try:
@@ -463,9 +463,7 @@ def _num(x: float) -> str:
 
 
 def _usage(problems: list[str]) -> HpsearchError:
-    from search.errors import SpecError
-
-    return SpecError(problems)
+    return UsageError(problems)
 
 
 # Writing -------------------------------------------------------------------------------------------

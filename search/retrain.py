@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import HpsearchError, SpecError
+from search.errors import HpsearchError, UsageError
 from search.report import find_search, open_store, parse_param, report_for
 from search.tracking import CONFIG, PARENT, ROLE, _param_value, flatten
 
@@ -66,9 +66,9 @@ def retrain(
     progress: Any = print,
 ) -> RetrainResult:
     if top_k < 1 or seeds < 1:
-        raise SpecError([f"--top-k/--seeds: must be >= 1, got {top_k}/{seeds}"])
+        raise UsageError([f"--top-k/--seeds: must be >= 1, got {top_k}/{seeds}"])
     if epochs is not None and epochs < 1:
-        raise SpecError([f"--epochs: must be >= 1, got {epochs}"])
+        raise UsageError([f"--epochs: must be >= 1, got {epochs}"])
     client = open_store(tracking_uri)
     exp, parent = find_search(client, experiment, search_run_id)
     spec = _spec_of(client, parent.info.run_id, experiment)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from search.errors import HpsearchError, SpecError
+from search.errors import HpsearchError, UsageError
 from search.spec import check_tracking_uri
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -72,7 +72,7 @@ def plan(
             problems.append(f"--tracking-uri: no MLflow store at {db} (run a search first, or pass --tracking-uri)")
         store_dir = db.resolve().parent
     if problems:
-        raise SpecError(problems)
+        raise UsageError(problems)
 
     artifacts = (store_dir or Path.cwd()) / "mlartifacts"
     command = [

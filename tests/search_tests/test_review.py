@@ -1,0 +1,210 @@
+"""Run names, the report's computations and `hpsearch ui`'s checks, without a server or a search."""
+
+import random
+
+import pytest
+
+import spaces
+from search import ui
+from search.errors import SpecError
+from search.naming import format_value, run_name
+from search.report import (
+    Settings,
+    TrialRow,
+    build_report,
+    marginals,
+    param_importance,
+    parse_param,
+    rung_milestones,
+    space_kinds,
+)
+from search.tracking import _param_value
+from tests.conftest import hpsearch
+
+SPACE = spaces.parse_space(
+    {
+        "hidden_layers": {"int": [1, 3]},
+        "units": {"choice": [32, 64]},
+        "activation": {"choice": ["relu", "selu"]},
+        "batch_norm": {"choice": ["none", "before", "after"]},
+        "dropout": {"float": [0.0, 0.5]},
+        "batch_size": 64,
+        "optimizer": {
+            "choice": {
+                "sgd": {"lr": {"float": [1e-3, 0.3], "log": True}, "momentum": {"float": [0.0, 0.99]}},
+                "adam": {"lr": {"float": [1e-4, 3e-2], "log": True}},
+            }
+        },
+        "grad_clip": {"choice": {"none": {}, "norm": {"threshold": {"float": [0.1, 10.0], "log": True}}}},
+    }
+)
+
+
+def test_run_name_reads_as_the_key_choices():
+    config = {
+        "hidden_layers": 2,
+        "units": 64,
+        "activation": "selu",
+        "batch_norm": "after",
+        "dropout": 0.1234,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "optimizer.lr": 0.0032,
+        "grad_clip": "none",
+    }
+    name = run_name("t017", config, SPACE)
+    assert name.startswith("t017 selu adam lr=3.2e-3 bn=after")
+    assert "units=64" in name and "layers=2" in name and "drop=0.123" in name
+    assert "clip" not in name and "bs=" not in name  # "none" choices and constants say nothing
+    assert len(run_name("t017", config, SPACE, limit=30)) <= 30
+
+
+def test_run_name_without_a_space_and_value_formats():
+    assert run_name("t001", {"depth": 3, "kind": "wide"}, None) == "t001 kind=wide depth=3"  # text choices first
+    assert [format_value(v) for v in (3.2e-3, 0.25, 1e-5, True, 0.0, 2500.0)] == [
+        "3.2e-3",
+        "0.25",
+        "1.0e-5",
+        "true",
+        "0",
+        "2.5e3",
+    ]
+
+
+@pytest.mark.parametrize("value", ["relu", 3, 0.1234, True, None, 1e-5, "0.5 apples"])
+def test_params_parse_back_to_their_values(value):
+    assert parse_param(_param_value(value)) == value
+
+
+def test_space_kinds_take_the_envelope_of_branches():
+    kinds = space_kinds(SPACE)
+    assert kinds["optimizer"] == {"kind": "choice", "options": ["sgd", "adam"]}
+    assert kinds["optimizer.lr"] == {"kind": "float", "low": 1e-4, "high": 0.3, "log": True}
+    assert "batch_size" not in kinds  # a constant is not searched
+
+
+def _settings(**kw):
+    base = dict(
+        metric="val_accuracy", mode="max", max_epochs=9, grace_period=1, reduction_factor=3.0, kinds=space_kinds(SPACE)
+    )
+    return Settings(**{**base, **kw})
+
+
+def test_rung_milestones_match_asha():
+    assert rung_milestones(_settings()) == [1, 3, 9]
+    assert rung_milestones(_settings(max_epochs=10)) == [1, 3, 9, 10]
+    assert rung_milestones(_settings(max_epochs=20, grace_period=2, reduction_factor=2)) == [2, 4, 8, 16, 20]
+
+
+def _rows(n=40, seed=0):
+    """Trials where the activation decides the metric (selu good, relu bad) and nothing else matters."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(1, n + 1):
+        act = rng.choice(["relu", "selu"])
+        opt = rng.choice(["sgd", "adam"])
+        config = {
+            "hidden_layers": rng.randint(1, 3),
+            "units": rng.choice([32, 64]),
+            "activation": act,
+            "batch_norm": rng.choice(["none", "before", "after"]),
+            "dropout": rng.uniform(0, 0.5),
+            "optimizer": opt,
+            "optimizer.lr": 10 ** rng.uniform(-4, -1.6),
+            "grad_clip": "none",
+        }
+        base = 0.9 if act == "selu" else 0.5
+        epochs = [1, 3, 9][i % 3]
+        history = [(e, base + 0.01 * e + rng.uniform(-0.005, 0.005)) for e in range(1, epochs + 1)]
+        state = "completed" if epochs == 9 else "stopped_early"
+        if i == 7:
+            state, history = "diverged", history[:1]
+        rows.append(
+            TrialRow(f"t{i:03d}", f"t{i:03d} {act}", f"run{i}", state, len(history), history[-1][1], config, history)
+        )
+    return rows
+
+
+def test_report_finds_what_decided_the_metric():
+    rows = _rows()
+    report = build_report(
+        _settings(),
+        rows,
+        top_k=3,
+        experiment="e",
+        experiment_id="1",
+        search_run_id="p",
+        search_run_name="s",
+        status="FINISHED",
+    )
+    assert sum(report.counts.values()) == 40 and report.counts["diverged"] == 1
+    assert [t["rank"] for t in report.top] == [1, 2, 3]
+    assert all(t["config"]["activation"] == "selu" for t in report.top)
+    values = [t["value"] for t in report.top]
+    assert values == sorted(values, reverse=True)
+    assert next(iter(report.importance["params"])) == "activation"  # ranked first, by a margin
+    assert report.importance["params"]["activation"] > 0.5
+    act = {r["value"]: r for r in report.marginals["activation"]}
+    assert act["selu"]["median"] > 0.9 > act["relu"]["best"]
+    assert sum(r["trials"] for r in report.marginals["activation"]) == 40
+    assert sum(r["failed"] for r in report.marginals["activation"]) == 1
+    history = report.history
+    best = [h["best_so_far"] for h in history if h["best_so_far"] is not None]
+    assert best == sorted(best) and best[-1] == report.top[0]["value"]
+    assert history[6]["value"] is None  # the diverged trial has no value
+    assert set(report.curves) == {t["trial"] for t in report.top}
+    rungs = {r["rung"]: r for r in report.rungs}
+    assert rungs[1]["reached"] == 40 and rungs[3]["reached"] == 26 and rungs[9]["reached"] == 13
+    assert [r["reached"] for r in report.rungs] == sorted((r["reached"] for r in report.rungs), reverse=True)
+
+
+def test_marginals_bin_numeric_ranges_and_min_mode():
+    rows = _rows()
+    table = marginals(rows, _settings(mode="min"), sign=-1.0)
+    lr = table["optimizer.lr"]
+    assert len(lr) == 4 and lr[0]["value"].startswith("[0.0001,") and lr[-1]["value"].endswith("0.3]")
+    assert sum(r["trials"] for r in lr) == 40
+    for r in table["activation"]:
+        assert r["best"] <= r["median"]  # mode min: the best is the lowest
+
+
+def test_importance_says_why_it_is_missing():
+    out = param_importance(_rows(2), _settings())
+    assert out["params"] == {} and "needs >= 3 finished trials" in out["note"]
+
+
+def test_ui_refuses_a_network_host_without_allow_remote(tmp_path):
+    db = tmp_path / "mlruns.db"
+    db.write_bytes(b"")
+    uri = f"sqlite:///{db}"
+    with pytest.raises(SpecError) as err:
+        ui.plan(uri, host="0.0.0.0", port=70000)
+    text = str(err.value)
+    assert "--host: '0.0.0.0'" in text and "--allow-remote" in text and "--port: must be 1..65535, got 70000" in text
+    plan = ui.plan(uri, host="0.0.0.0", allow_remote=True)
+    assert plan.command[plan.command.index("--allowed-hosts") + 1] == "*"
+    assert any(note.startswith("WARNING: serving on 0.0.0.0") for note in plan.notes)
+    local = ui.plan(uri, port=5001)
+    assert "--allowed-hosts" not in local.command and local.url == "http://127.0.0.1:5001"
+    assert local.command[local.command.index("--artifacts-destination") + 1] == str(tmp_path / "mlartifacts")
+    assert ui.plan("postgresql://u:p@db:5432/mlflow").command[5] == "postgresql://u:p@db:5432/mlflow"
+
+
+def test_ui_auth_generates_an_admin_password_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    (tmp_path / "mlruns.db").write_bytes(b"")
+    plan = ui.plan(f"sqlite:///{tmp_path / 'mlruns.db'}", auth=True)
+    assert plan.command[-2:] == ["--app-name", "basic-auth"]
+    password = plan.env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert len(password) >= 12 and any(password in note for note in plan.notes)
+    assert f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}" in (tmp_path / "basic_auth.ini").read_text()
+
+
+def test_ui_report_retrain_refuse_a_missing_store(tmp_path):
+    for args in (["ui"], ["report", "x"], ["retrain", "x"]):
+        result = hpsearch(*args, "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert f"no MLflow store at {tmp_path / 'none.db'}" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing created
+    result = hpsearch("retrain", "x", "--top-k", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "--top-k/--seeds: must be >= 1, got 0/3" in result.stderr
