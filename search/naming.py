@@ -74,7 +74,7 @@ def _kinds(space: Space, prefix: str = "") -> dict[str, str]:
 def run_name(short: str, config: dict[str, Any], space: Space | None, limit: int = MAX_NAME) -> str:
     """``short`` (``t017``) followed by the trial's key choices, most telling first, within ``limit``
     characters: self-naming choices bare, then learning rates, then other choices, integers and floats
-    as ``label=value``. A choice at a "nothing special" value (``none``, ``constant``) is left out."""
+    as ``label=value``. A choice at a "nothing special" value (``none``, ``constant``, 0, false) is left out."""
     kinds = _kinds(space) if space is not None else {k: "choice" for k in config}
     parts: list[tuple[int, str]] = []
     for order, (key, kind) in enumerate(kinds.items()):
@@ -86,8 +86,8 @@ def run_name(short: str, config: dict[str, Any], space: Space | None, limit: int
                 parts.append((order, str(value)))
             continue
         label = _label(key)
-        if kind == "choice" and isinstance(value, str) and value in _QUIET_VALUES:
-            continue
+        if kind == "choice" and (value in _QUIET_VALUES if isinstance(value, str) else value in (0, False)):
+            continue  # l2=0, nesterov=false, mc_dropout=0: nothing special was tried
         if label == "lr":
             rank = 1
         elif kind == "choice":

@@ -114,7 +114,8 @@ def plan(
 
 def _auth_env(folder: Path, notes: list[str]) -> dict[str, str]:
     """MLflow's basic-auth app with its user database next to the store. The admin's password comes from
-    MLFLOW_AUTH_ADMIN_PASSWORD; the first time, without it, one is generated and printed once."""
+    MLFLOW_AUTH_ADMIN_PASSWORD; the first time, without it, one is generated and printed once. The
+    Flask secret key comes from MLFLOW_FLASK_SERVER_SECRET_KEY, else from a generated owner-only file."""
     folder.mkdir(parents=True, exist_ok=True)
     ini, users = folder / "basic_auth.ini", folder / "basic_auth.db"
     ini.write_text(
@@ -125,6 +126,13 @@ def _auth_env(folder: Path, notes: list[str]) -> dict[str, str]:
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini)}
+    if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        # The auth app signs its CSRF tokens with this; kept (owner-only) so restarts keep sessions valid.
+        key_file = folder / "flask_secret_key"
+        if not key_file.exists():
+            key_file.touch(mode=0o600)
+            key_file.write_text(secrets.token_urlsafe(32))
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = key_file.read_text().strip()
     if not users.exists() and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
         password = secrets.token_urlsafe(12)
         env["MLFLOW_AUTH_ADMIN_PASSWORD"] = password

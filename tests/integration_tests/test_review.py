@@ -300,3 +300,43 @@ def test_ui_serves_the_runs_table_in_a_real_browser(search, chromium, tmp_path):
             proc.kill()
         for leftover in _server_processes(port):
             leftover.kill()
+
+
+def test_ui_with_auth_asks_for_the_admin_password(search):
+    import base64
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    proc = start_hpsearch("ui", "--auth", "--port", port, cwd=search["folder"], stderr=subprocess.STDOUT)
+    try:
+        lines, password = [], None
+        deadline = time.time() + 150
+        while time.time() < deadline and not any(line.startswith("MLflow UI:") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        for line in proc.stdout:  # the notes follow the URL line; the password is shown once
+            lines.append(line)
+            if match := re.search(r"user 'admin', password (\S+) ", line):
+                password = match.group(1)
+            if line.startswith(f"  {NAME}: ") or "users in" in line and not password:
+                break
+        assert password, "".join(lines)
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={NAME}"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url, timeout=10)
+        assert denied.value.code == 401
+        request = urllib.request.Request(
+            url, headers={"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["experiment"]["name"] == NAME
+        assert (search["folder"] / "basic_auth.db").is_file()  # the users live next to the store
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for leftover in _server_processes(port):
+            leftover.kill()

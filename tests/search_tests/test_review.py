@@ -57,6 +57,9 @@ def test_run_name_reads_as_the_key_choices():
     assert "units=64" in name and "layers=2" in name and "drop=0.123" in name
     assert "clip" not in name and "bs=" not in name  # "none" choices and constants say nothing
     assert len(run_name("t017", config, SPACE, limit=30)) <= 30
+    space = spaces.parse_space({"l2": {"choice": [0.0, 1e-4]}, "nesterov": {"choice": [True, False]}})
+    assert run_name("t002", {"l2": 0.0, "nesterov": False}, space) == "t002"
+    assert run_name("t003", {"l2": 1e-4, "nesterov": True}, space) == "t003 l2=1.0e-4 nesterov=true"
 
 
 def test_run_name_without_a_space_and_value_formats():
@@ -192,12 +195,17 @@ def test_ui_refuses_a_network_host_without_allow_remote(tmp_path):
 
 def test_ui_auth_generates_an_admin_password_once(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    monkeypatch.delenv("MLFLOW_FLASK_SERVER_SECRET_KEY", raising=False)
     (tmp_path / "mlruns.db").write_bytes(b"")
     plan = ui.plan(f"sqlite:///{tmp_path / 'mlruns.db'}", auth=True)
     assert plan.command[-2:] == ["--app-name", "basic-auth"]
     password = plan.env["MLFLOW_AUTH_ADMIN_PASSWORD"]
     assert len(password) >= 12 and any(password in note for note in plan.notes)
     assert f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}" in (tmp_path / "basic_auth.ini").read_text()
+    key = tmp_path / "flask_secret_key"
+    assert key.stat().st_mode & 0o777 == 0o600 and plan.env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == key.read_text()
+    again = ui.plan(f"sqlite:///{tmp_path / 'mlruns.db'}", auth=True)  # the same key on the next start
+    assert again.env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == plan.env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
 
 
 def test_ui_report_retrain_refuse_a_missing_store(tmp_path):
@@ -208,3 +216,29 @@ def test_ui_report_retrain_refuse_a_missing_store(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing created
     result = hpsearch("retrain", "x", "--top-k", "0", cwd=tmp_path)
     assert result.returncode == 2 and "--top-k/--seeds: must be >= 1, got 0/3" in result.stderr
+
+
+def test_long_values_are_cut_with_a_marker_never_an_aborted_log(tmp_path):
+    from mlflow import MlflowClient
+
+    from search.ledger import TrialRecord
+    from search.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    tracker = MlflowTracker(uri, "long-values")
+    tracker.start("search", {"space": "inline"}, {}, {})
+    tracker.wait_ready()
+    rec = TrialRecord(1, "trial-a", {"note": "x" * 9000, "lr": 0.1})
+    tracker.trial_started(rec)
+    tracker.trial_result(rec, 1, {"val_accuracy": 0.5})
+    rec.state, rec.epochs = "completed", 1
+    tracker.trial_ended(rec)
+    assert tracker.finish("FINISHED", {}, {}, {}, {}) == []  # no write failed
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("long-values").experiment_id], "tags.`hpsearch.role` = 'trial'"
+    )
+    note = run.data.params["note"]
+    assert len(note) == 6000 and note.endswith("...[truncated]") and run.data.params["lr"] == "0.1"
+    assert len(run.data.tags["hpsearch.config"]) == 8000 and run.data.tags["hpsearch.config"].endswith("...[truncated]")
+    assert run.info.run_name == "t001" and run.data.metrics["val_accuracy"] == 0.5
