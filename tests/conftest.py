@@ -54,3 +54,14 @@ def start_hpsearch(*args, cwd, stderr=None):
         stderr=stderr or subprocess.PIPE,
         text=True,
     )
+
+
+def apt_install(package: str) -> None:
+    """Install a Debian package for a test that needs a real program (chromium, postgresql)."""
+    import os
+    import subprocess
+
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", package], check=True, env=env, timeout=900)

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import QUICKSTART, hpsearch, start_hpsearch, write_spec
-from tests.integration_tests.test_review import _free_port, _server_processes
+from tests.conftest import QUICKSTART, apt_install, hpsearch, write_spec
+from tests.integration_tests.servers import free_port, running_ui
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -24,10 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def _bindir() -> str:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
-        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env, timeout=900)
+        apt_install("postgresql")
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     assert found, "PostgreSQL is not installed and could not be installed with apt-get"
     return os.path.dirname(found[-1])
@@ -44,7 +41,7 @@ def postgres():
     subprocess.run(
         [*as_postgres, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True
     )
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*as_postgres, f"{bindir}/postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", folder],
         stdout=subprocess.DEVNULL,
@@ -84,24 +81,10 @@ def test_search_report_and_ui_on_a_postgresql_store(postgres, tmp_path):
     out = json.loads(report.stdout)
     assert sum(out["counts"].values()) == 4 and out["status"] == "FINISHED" and out["top"]
 
-    port = _free_port()
-    proc = start_hpsearch("ui", "--tracking-uri", postgres, "--port", port, cwd=tmp_path, stderr=subprocess.STDOUT)
-    try:
-        lines = []
-        while not any(line.startswith("  pg-digits: ") for line in lines):
-            line = proc.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
+    with running_ui("--tracking-uri", postgres, cwd=tmp_path, experiment="pg-digits") as (port, _):
         server = MlflowClient(f"http://127.0.0.1:{port}")  # through the server's REST API
         exp = server.get_experiment_by_name("pg-digits")
         runs = server.search_runs([exp.experiment_id])
         assert sorted(r.data.tags["hpsearch.role"] for r in runs) == ["search"] + ["trial"] * 4
         parent = next(r for r in runs if r.data.tags["hpsearch.role"] == "search")
         assert "report/report.json" in {a.path for a in server.list_artifacts(parent.info.run_id, "report")}
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for leftover in _server_processes(port):
-            leftover.kill()

@@ -5,21 +5,17 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from search.naming import run_name
 from search.spec import load_spec
-from tests.conftest import QUICKSTART, hpsearch, start_hpsearch, write_spec
+from tests.conftest import QUICKSTART, apt_install, hpsearch, write_spec
+from tests.integration_tests.servers import running_ui
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 NAME, TRIALS, EPOCHS = "review-digits", 12, 3
@@ -191,28 +187,10 @@ def chromium():
     """Debian's chromium, installed by the test set-up where it is missing."""
     path = shutil.which("chromium")
     if path is None:
-        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
+        apt_install("chromium")
         path = shutil.which("chromium")
     assert path, "chromium is not installed and could not be installed with apt-get"
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _server_processes(port: int) -> list:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "mlflow" in " ".join(cmd) and "--port" in cmd and str(port) in cmd:
-            found.append(proc)
-    return found
 
 
 def _show_leaderboard_columns(page) -> None:
@@ -240,19 +218,8 @@ def _show_leaderboard_columns(page) -> None:
 def test_ui_serves_the_runs_table_in_a_real_browser(search, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    proc = start_hpsearch("ui", "--port", port, cwd=search["folder"], stderr=subprocess.STDOUT)
-    try:
-        lines, link = [], None
-        deadline = time.time() + 150
-        while time.time() < deadline and link is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.strip().startswith(f"{NAME}: http://127.0.0.1:{port}/"):
-                link = line.split(": ", 1)[1].strip()
-        assert link, "".join(lines)
+    with running_ui(cwd=search["folder"], experiment=NAME) as (port, lines):
+        link = next(line for line in lines if line.startswith(f"  {NAME}: ")).split(": ", 1)[1].strip()
         assert any(f"MLflow UI: http://127.0.0.1:{port}" in line for line in lines)
         assert link.endswith("/runs?orderByKey=metrics.%60val_accuracy%60&orderByAsc=false")
 
@@ -286,43 +253,16 @@ def test_ui_serves_the_runs_table_in_a_real_browser(search, chromium, tmp_path):
         if os.environ.get("HPSEARCH_SCREENSHOT_DIR"):  # how the README's screenshot is made
             shutil.copy(shot, Path(os.environ["HPSEARCH_SCREENSHOT_DIR"]) / "mlflow-runs.png")
 
-        assert _server_processes(port)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(60) == 0
-        deadline = time.time() + 30
-        while _server_processes(port) and time.time() < deadline:
-            time.sleep(0.5)
-        assert not _server_processes(port), "the mlflow server outlived hpsearch ui"
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for leftover in _server_processes(port):
-            leftover.kill()
-
 
 def test_ui_with_auth_asks_for_the_admin_password(search):
     import base64
     import urllib.error
     import urllib.request
 
-    port = _free_port()
-    proc = start_hpsearch("ui", "--auth", "--port", port, cwd=search["folder"], stderr=subprocess.STDOUT)
-    try:
-        lines, password = [], None
-        deadline = time.time() + 150
-        while time.time() < deadline and not any(line.startswith("MLflow UI:") for line in lines):
-            line = proc.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-        for line in proc.stdout:  # the notes follow the URL line; the password is shown once
-            lines.append(line)
-            if match := re.search(r"user 'admin', password (\S+) ", line):
-                password = match.group(1)
-            if line.startswith(f"  {NAME}: ") or "users in" in line and not password:
-                break
-        assert password, "".join(lines)
+    with running_ui("--auth", cwd=search["folder"], experiment=NAME) as (port, lines):
+        found = [m.group(1) for line in lines if (m := re.search(r"user 'admin', password (\S+) ", line))]
+        assert len(found) == 1, "".join(lines)  # shown once
+        password = found[0]
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={NAME}"
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(url, timeout=10)
@@ -333,10 +273,3 @@ def test_ui_with_auth_asks_for_the_admin_password(search):
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["experiment"]["name"] == NAME
         assert (search["folder"] / "basic_auth.db").is_file()  # the users live next to the store
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for leftover in _server_processes(port):
-            leftover.kill()
