@@ -84,6 +84,9 @@ class SearchSpec(_Strict):
     time_budget_s: float | None = Field(None, gt=0)  # stop starting/continuing trials after this long
     max_failures: int = Field(0, ge=0)  # retries of a failed trial (from its last checkpoint)
     checkpoint_every: int = Field(1, ge=0)  # epochs between trial checkpoints; 0 = none (no resume mid-trial)
+    # ... and at least this many seconds between two checkpoints of a trial (its last epoch always is one):
+    # short epochs do not pay a checkpoint each; a crash loses at most this much of a trial's training
+    checkpoint_min_interval_s: float = Field(10.0, ge=0)
 
 
 class ResourcesSpec(_Strict):

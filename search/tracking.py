@@ -150,14 +150,26 @@ class MlflowTracker:
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
         self.points_reported = 0
+        self._warmed = False
         self._writer = _Writer()
         self._writer.log_points = self._log_points
 
     # Lifecycle (driver thread) ---------------------------------------------------------
-    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str], artifacts: dict[str, str]) -> None:
-        """Open the experiment and the parent run in the background (overlaps with Ray's start-up)."""
+    def start(
+        self,
+        run_name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        artifacts: dict[str, str],
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Open the experiment and the parent run in the background: the search does not wait for it
+        (a new SQLite store takes seconds to create, as long as Ray's first trial workers take to start).
+        ``on_ready()`` runs on the tracking thread once the parent run exists."""
         self._writer.start()
         self._writer.call(lambda: self._open(run_name, params, tags, artifacts))
+        if on_ready is not None:
+            self._writer.call(lambda: self._init_error is None and on_ready())
 
     def reopen(self, experiment_id: str, parent_run_id: str) -> None:
         """Continue an existing search's parent run (``hpsearch resume``) instead of starting one."""
@@ -193,6 +205,25 @@ class MlflowTracker:
             token = page.token
             if not token:
                 return runs
+
+    def _warm_up(self) -> None:
+        """While trials run and this thread idles: import what the end-of-search report needs, so the
+        report does not pay for it after the last trial. (Not at start-up: there the CPU goes to the
+        trial workers' own start-up, and importing now would delay the first trials.)"""
+        if self.report is None or self._init_error is not None or self._warmed:
+            return
+        self._warmed = True
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import optuna.importance  # noqa: F401
+        import sklearn.ensemble  # noqa: F401
+
+    def check(self) -> None:
+        """Raise if the tracking store could not be opened (without waiting for it to open)."""
+        if self._ready.is_set():
+            self.wait_ready()
 
     def wait_ready(self) -> None:
         self._ready.wait()
@@ -238,6 +269,7 @@ class MlflowTracker:
 
     # Listener (driver thread: enqueue only) ------------------------------------------
     def trial_started(self, rec: TrialRecord) -> None:
+        self.check()  # a store that cannot be used stops the search at its first trial
         config = dict(rec.config)
         params, tags = self.describe(config)
         tags = {"hpsearch.trial": rec.name, CONFIG: _config_tag(config), **tags}
@@ -267,6 +299,8 @@ class MlflowTracker:
             self.client.set_terminated(run_id, "KILLED" if interrupted else RUN_STATUS[state])
 
         self._writer.call(end)
+        if not self._warmed:
+            self._writer.call(self._warm_up)
 
     def search_restored(self, records: list[TrialRecord]) -> None:
         """After ``Tuner.restore``: trials Tune continues are running again; runs of trials the restored

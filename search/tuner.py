@@ -162,6 +162,7 @@ def run_search(
             "spec.yaml": spec.source_text or json.dumps(spec.model_dump(), indent=2),
             "space.json": json.dumps(spec.search_space.to_data(), indent=2),
         },
+        on_ready=lambda: _write_run_meta(run_dir, spec, uri, tracker),  # what `hpsearch resume` reads
     )
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
 
@@ -191,7 +192,6 @@ def run_search(
                 verbose=0,
             ),
         )
-        _write_run_meta(run_dir, spec, uri, tracker)
         return tuner
 
     holder = {"ledger": ledger}
@@ -275,6 +275,7 @@ def trainable_for(spec: JobSpec) -> Any:
             seed=spec.search.sampler.seed,
             threads=max(1, int(spec.resources.cpu)),
             checkpoint_every=spec.search.checkpoint_every,
+            checkpoint_min_interval_s=spec.search.checkpoint_min_interval_s,
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
@@ -305,9 +306,10 @@ def _execute(
     try:
         init_ray(address, log_to_driver=ray_logs)
         check_cluster(spec, run_dir)
-        tracker.wait_ready()
+        tracker.check()  # fails fast if opening the store already failed; otherwise it opens meanwhile
         tuner = make_tuner()
         tuner.fit()
+        tracker.wait_ready()  # a store that failed after the last trial started
         ledger = holder["ledger"]
         finished = sum(1 for r in ledger.records.values() if r.state != "running")
         budget = spec.search.time_budget_s

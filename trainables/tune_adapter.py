@@ -49,16 +49,19 @@ def run_trial(
     seed: int,
     threads: int,
     checkpoint_every: int = 1,
+    checkpoint_min_interval_s: float = 0.0,
 ) -> None:
     """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``.
 
     Every result carries the node and device the trial ran on. Trainables that accept ``resume``
-    (the built-ins do) checkpoint every ``checkpoint_every`` epochs and continue from Tune's last
-    checkpoint when a trial is restored (after a failure, or ``hpsearch resume``).
+    (the built-ins do) checkpoint every ``checkpoint_every`` epochs, but not within
+    ``checkpoint_min_interval_s`` of their previous checkpoint (their last epoch always), and continue
+    from Tune's last checkpoint when a trial is restored (after a failure, or ``hpsearch resume``).
     """
     import inspect
     import os
     import tempfile
+    import time
 
     import ray
     import torch
@@ -69,13 +72,20 @@ def run_trial(
     splits = _data_on_device(json.dumps(data, sort_keys=True), device)
     where = {"node_id": ray.get_runtime_context().get_node_id(), "device": device}
 
+    last_checkpoint = time.monotonic()
+
     def report(metrics: dict[str, float], state: dict[str, Any] | None = None) -> None:
+        nonlocal last_checkpoint
+        if state is not None and metrics.get("epoch") != epochs:
+            if time.monotonic() - last_checkpoint < checkpoint_min_interval_s:
+                state = None  # too soon after the last one: writing it would cost more than it saves
         if state is None:
             tune.report({**metrics, **where})
             return
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, os.path.join(folder, "state.pt"))
             tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(folder))
+        last_checkpoint = time.monotonic()
 
     fn = resolve_trainable(trainable_name)
     kwargs: dict[str, Any] = {}

@@ -96,6 +96,13 @@ def test_search_records_parent_and_children_in_mlflow(ray_session, tmp_path):
     assert best_config["value"] == pytest.approx(best) and best_config["config"]["optimizer"] in ("sgd", "adam")
     assert parent.data.tags["best.optimizer"] == best_config["config"]["optimizer"]
 
+    # Checkpoints: these trials last well under checkpoint_min_interval_s (10 s), so only a trial's last
+    # epoch is checkpointed: completed trials keep exactly that one, stopped-early trials have none.
+    for rec in result.records:
+        (trial_dir,) = [d for d in result.run_dir.iterdir() if d.is_dir() and rec.trial_id in d.name]
+        checkpoints = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+        assert len(checkpoints) == (1 if rec.state == "completed" else 0), (rec.state, checkpoints)
+
 
 def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

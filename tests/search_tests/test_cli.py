@@ -133,3 +133,15 @@ def test_ctrl_c_ends_the_search_cleanly(tmp_path, quickstart_data):
     assert all(c.info.status != "RUNNING" for c in children)  # nothing left dangling
     finished = [c for c in children if c.data.tags["hpsearch.trial_state"] in ("completed", "stopped_early")]
     assert finished and all(client.get_metric_history(c.info.run_id, "val_accuracy") for c in finished)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_tracking_store_that_cannot_be_opened_ends_the_search(tmp_path, quickstart_data):
+    quickstart_data["search"].update(num_trials=4)
+    spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
+    uri = "sqlite:////proc/hpsearch-nowhere/mlruns.db"  # /proc takes no new folders, even as root
+    result = hpsearch("run", spec, "--tracking-uri", uri, "--quiet", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert f"cannot use MLflow tracking store {uri}: FileNotFoundError" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python -m benchmarks.overhead`, `python -m benchmarks.throughput`. See BENCHMARKS.md."""
