@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/hpsearch run examples/quickstart.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check spaces search trainables tests
+	$(BIN)/ruff check spaces search trainables tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
