@@ -159,6 +159,14 @@ _SHARED: dict[str, Key] = {
     ),
     "warmup_epochs": Key(0.0, "float", "linear warm-up of the rate over the first epochs (per step); 0 = off", low=0.0),
     "batch_size": Key(64, "int", "mini-batch size", low=1),
+    # Speed (mostly for GPUs; each also runs on the CPU)
+    "amp": Key(
+        "none",
+        "choice",
+        "mixed precision of forward and loss: none | bf16 (autocast) | fp16 (autocast + gradient scaler; CUDA)",
+        ("none", "bf16", "fp16"),
+    ),
+    "compile": Key(False, "bool", "torch.compile the model for training (compiles once per trial)"),
 }
 
 _MLP = {
@@ -174,6 +182,7 @@ _CNN = {
     ),
     "crop_padding": Key(0, "int", "augmentation: random crop after zero-padding by p pixels; 0 = off", low=0),
     "hflip": Key(False, "bool", "augmentation: random horizontal flip"),
+    "channels_last": Key(False, "bool", "images and conv weights in channels-last memory format (tensor-core GPUs)"),
 }
 
 _TRANSFER = {
@@ -185,6 +194,7 @@ _TRANSFER = {
     ),
     "crop_padding": _CNN["crop_padding"],
     "hflip": _CNN["hflip"],
+    "channels_last": _CNN["channels_last"],
 }
 
 KEYS: dict[str, dict[str, Key]] = {

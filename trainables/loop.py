@@ -81,6 +81,18 @@ def train_model(
     crop, flip = cfg.get("crop_padding", 0), cfg.get("hflip", False)
     l1, l2, max_norm = cfg["l1"], cfg["l2"], cfg["max_norm"]
     clip, threshold = cfg["grad_clip"], cfg.get("grad_clip.threshold", 0.0)
+    train_x, val_x = data.train_x, data.val_x
+    if cfg.get("channels_last", False) and train_x.dim() == 4:  # once for the whole data set, not per batch
+        model = model.to(memory_format=torch.channels_last)
+        train_x, val_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, val_x))
+    # Mixed precision: autocast the forward pass and the loss; fp16 also scales the loss so small
+    # gradients do not underflow. Parameters, optimizer state and evaluation stay float32.
+    amp = cfg["amp"]
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "none"
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    forward = torch.compile(model) if cfg["compile"] else model  # `model` keeps the plain state_dict keys
 
     for epoch in range(first_epoch, epochs + 1):
         if transfer and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
@@ -91,14 +103,17 @@ def train_model(
         seen = 0
         for step, start in enumerate(range(0, last_start, bs), 1):
             idx = order[start : start + bs]
-            x = augment(data.train_x[idx], crop, flip, generator) if (crop or flip) else data.train_x[idx]
-            loss = F.cross_entropy(model(x), data.train_y[idx])
+            x = augment(train_x[idx], crop, flip, generator) if (crop or flip) else train_x[idx]
+            with autocast:
+                loss = F.cross_entropy(forward(x), data.train_y[idx])
             reg = penalty(model, l1, l2)
             optimizer.zero_grad(set_to_none=True)
-            (loss if reg is None else loss + reg).backward()
+            scaler.scale(loss if reg is None else loss + reg).backward()
             if clip != "none":  # no per-step parameter walk when there is nothing to clip
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 clip_gradients([p for p in model.parameters() if p.grad is not None], clip, threshold)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             if max_norm > 0:
                 apply_max_norm(model, max_norm)
             schedule.step_batch()
@@ -113,7 +128,7 @@ def train_model(
         metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
         monitored = train_loss  # what the plateau schedule watches: validation loss when there is a validation split
         if len(data.val_y):
-            val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y, mc_samples=cfg["mc_dropout"])
+            val_loss, val_accuracy = evaluate(model, val_x, data.val_y, mc_samples=cfg["mc_dropout"])
             if not math.isfinite(val_loss):
                 raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={val_loss})")
             metrics.update(val_loss=val_loss, val_accuracy=val_accuracy)
