@@ -75,22 +75,27 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
 
 
 class _Writer(threading.Thread):
-    """Runs MLflow calls in order on its own thread; consecutive metric points are batched per run."""
+    """Runs MLflow calls in order on its own thread. Metric points wait per trial and go out as one
+    batch when the trial ends, when they are ``FLUSH_S`` old (live curves for long trials), or before
+    any call that could read them; every other call keeps its place in the order."""
+
+    FLUSH_S = 2.0
 
     def __init__(self) -> None:
         super().__init__(name="hpsearch-mlflow", daemon=True)
         self._queue: queue.Queue = queue.Queue()
         self.errors: list[str] = []
 
-    def call(self, fn: Callable[[], Any]) -> None:
-        self._queue.put(("call", fn))
+    def call(self, fn: Callable[[], Any], flush: str | None = None) -> None:
+        """``fn`` after the pending points of trial ``flush``; ``flush=None``: of every trial; ``""``: none."""
+        self._queue.put(("call", (fn, flush)))
 
     def metrics(self, key: str, points: list) -> None:
         self._queue.put(("metrics", (key, points)))
 
     def flush(self) -> None:
         done = threading.Event()
-        self._queue.put(("call", done.set))
+        self.call(done.set)
         done.wait()
 
     def stop(self) -> None:
@@ -98,21 +103,35 @@ class _Writer(threading.Thread):
         self.join()
 
     def run(self) -> None:
+        pending: dict[str, list] = {}
+        since: dict[str, float] = {}
+
+        def write(keys: list[str]) -> None:
+            for key in keys:
+                if key in pending:
+                    points = pending.pop(key)
+                    since.pop(key, None)
+                    self._guard(lambda k=key, p=points: self.log_points(k, p))
+
         while True:
-            kind, payload = self._queue.get()
-            pending: dict[str, list] = {}
-            while kind == "metrics":
-                pending.setdefault(payload[0], []).extend(payload[1])
-                try:
-                    kind, payload = self._queue.get_nowait()
-                except queue.Empty:
-                    kind, payload = "idle", None
-            for key, points in pending.items():
-                self._guard(lambda k=key, p=points: self.log_points(k, p))
-            if kind == "stop":
+            timeout = max(0.0, min(since.values()) + self.FLUSH_S - time.monotonic()) if since else None
+            try:
+                kind, payload = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                kind, payload = "tick", None
+            if kind == "metrics":
+                key, points = payload
+                pending.setdefault(key, []).extend(points)
+                since.setdefault(key, time.monotonic())
+            elif kind == "call":
+                fn, flush = payload
+                write(list(pending) if flush is None else [flush] if flush else [])
+                self._guard(fn)
+            elif kind == "stop":
+                write(list(pending))
                 return
-            if kind == "call":
-                self._guard(payload)
+            now = time.monotonic()
+            write([k for k, t in since.items() if now - t >= self.FLUSH_S])
 
     log_points: Callable[[str, list], None]  # set by the tracker
 
@@ -274,7 +293,7 @@ class MlflowTracker:
         params, tags = self.describe(config)
         tags = {"hpsearch.trial": rec.name, CONFIG: _config_tag(config), **tags}
         name = self.namer(rec.name, config)
-        self._writer.call(lambda: self._open_trial(rec.trial_id, name, params, tags))
+        self._writer.call(lambda: self._open_trial(rec.trial_id, name, params, tags), flush="")
 
     def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -288,17 +307,17 @@ class MlflowTracker:
         where = {k: v for k, v in (("hpsearch.node_id", rec.node_id), ("hpsearch.device", rec.device)) if v}
 
         def end() -> None:
+            from mlflow.entities import RunTag
+
             run_id = self._run_ids[trial_id]
-            self.client.set_tag(run_id, STATE, state)
-            self.client.set_tag(run_id, "hpsearch.epochs", str(epochs))
-            for key, value in where.items():
-                self.client.set_tag(run_id, key, value)
+            tags = {STATE: state, "hpsearch.epochs": str(epochs), **where}
             if error:
-                self.client.set_tag(run_id, "hpsearch.error", error[:5000])
+                tags["hpsearch.error"] = error[:5000]
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])  # one write, not one per tag
             interrupted = error is not None and error.startswith("interrupted")
             self.client.set_terminated(run_id, "KILLED" if interrupted else RUN_STATUS[state])
 
-        self._writer.call(end)
+        self._writer.call(end, flush=trial_id)  # its last points first
         if not self._warmed:
             self._writer.call(self._warm_up)
 
