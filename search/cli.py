@@ -365,7 +365,8 @@ def _ui(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from search.errors import UsageError
-    from search.report import load_report, print_report, write_report
+    from search.report import load_report
+    from search.report_output import print_report, write_report
 
     if args.top_k < 1:
         raise UsageError([f"--top-k: must be >= 1, got {args.top_k}"])

@@ -90,7 +90,7 @@ def trial_describer(trainable: str) -> Callable[[dict[str, Any]], tuple[dict[str
 def tracker_for(spec: JobSpec, uri: str) -> MlflowTracker:
     """Child runs named by their key choices, recorded as trained; the report written when it ends."""
     from search.naming import run_name
-    from search.report import log_report
+    from search.report_output import log_report
 
     space = spec.search_space
     return MlflowTracker(
