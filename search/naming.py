@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from spaces import Space
-from spaces._schema import Choice, Conditional, Fixed, Float, Int
+from spaces import Space, space_kinds
 
 # Choices whose values name themselves ("selu", "adam", "cosine"): shown bare, in this order.
 _BARE = ("activation", "optimizer", "schedule", "model", "arch", "architecture")
@@ -49,25 +48,13 @@ def _label(key: str) -> str:
     return _ALIASES.get(key.rsplit(".", 1)[-1], key.rsplit(".", 1)[-1])
 
 
-def _kinds(space: Space, prefix: str = "") -> dict[str, str]:
-    """Searched key -> "bare" | "choice" | "int" | "float" (constants are left out)."""
-    out: dict[str, str] = {}
-    for name, param in space.params.items():
-        key = prefix + name
-        if isinstance(param, Fixed):
-            continue
-        if isinstance(param, Conditional):
-            out[key] = "bare" if name in _BARE else "choice"
-            for branch in param.branches.values():
-                for sub, kind in _kinds(branch, f"{key}.").items():
-                    out.setdefault(sub, kind)
-        elif isinstance(param, Choice):
-            strings = all(isinstance(o, str) for o in param.options)
-            out[key] = "bare" if strings and name in _BARE else "choice"
-        elif isinstance(param, Int):
-            out[key] = "int"
-        elif isinstance(param, Float):
-            out[key] = "float"
+def _kinds(space: Space) -> dict[str, str]:
+    """Searched key -> "bare" (a self-naming choice) | "choice" | "int" | "float"."""
+    out = {}
+    for key, kind in space_kinds(space).items():
+        leaf = key.rsplit(".", 1)[-1]
+        strings = kind["kind"] == "choice" and all(isinstance(o, str) for o in kind["options"])
+        out[key] = "bare" if strings and leaf in _BARE else kind["kind"]
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from search.errors import HpsearchError, UsageError
 from search.tracking import CONFIG, PARENT, ROLE, STATE
+from spaces import space_kinds
 
 FINISHED = ("completed", "stopped_early")
 TOP_K = 5
@@ -207,46 +208,6 @@ def parse_param(text: str) -> Any:
     except ValueError:
         return text
     return value if isinstance(value, (int, float, bool)) or value is None else text
-
-
-def space_kinds(space: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """Searched key -> its kind; a key several branches define gets the envelope of their ranges."""
-    from spaces._schema import Choice, Conditional, Fixed, Float, Int
-
-    out: dict[str, dict[str, Any]] = {}
-
-    def merge(key: str, kind: dict[str, Any]) -> None:
-        have = out.get(key)
-        if have is None:
-            out[key] = kind
-        elif have["kind"] == kind["kind"] == "choice":
-            have["options"] += [o for o in kind["options"] if o not in have["options"]]
-        elif have["kind"] == kind["kind"]:
-            have.update(low=min(have["low"], kind["low"]), high=max(have["high"], kind["high"]))
-            have["log"] = have["log"] and kind["log"]
-
-    for name, param in space.params.items():
-        key = prefix + name
-        if isinstance(param, Fixed):
-            continue
-        if isinstance(param, Conditional):
-            merge(key, {"kind": "choice", "options": list(param.branches)})
-            for branch in param.branches.values():
-                for sub, kind in space_kinds(branch, f"{key}.").items():
-                    merge(sub, kind)
-        elif isinstance(param, Choice):
-            merge(key, {"kind": "choice", "options": list(param.options)})
-        elif isinstance(param, (Int, Float)):
-            merge(
-                key,
-                {
-                    "kind": "int" if isinstance(param, Int) else "float",
-                    "low": param.low,
-                    "high": param.high,
-                    "log": param.log,
-                },
-            )
-    return out
 
 
 def load_report(

@@ -5,7 +5,7 @@ Imports neither Ray nor torch; Optuna is imported only when a space is sampled.
 
 from spaces._compile import define_by_run, sample
 from spaces._presets import load_space, preset_names
-from spaces._schema import Choice, Conditional, Fixed, Float, Int, Space, SpaceError, parse_space
+from spaces._schema import Choice, Conditional, Fixed, Float, Int, Space, SpaceError, parse_space, space_kinds
 
 __all__ = [
     "Choice",
@@ -20,4 +20,5 @@ __all__ = [
     "parse_space",
     "preset_names",
     "sample",
+    "space_kinds",
 ]

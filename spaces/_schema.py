@@ -86,7 +86,6 @@ class Space:
                     out.extend(f"{name}.{k}" for k in branch.keys() if f"{name}.{k}" not in out)
         return out
 
-
     def to_data(self) -> dict[str, Any]:
         """The space in the YAML schema's form (``parse_space(space.to_data()) == space``)."""
         out: dict[str, Any] = {}
@@ -97,6 +96,46 @@ class Space:
                 target = target.setdefault(group, {})
             target[leaf] = _param_data(param)
         return out
+
+
+def space_kinds(space: Space, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every searched config key (constants left out) -> ``{"kind": "choice", "options": [...]}`` or
+    ``{"kind": "int" | "float", "low", "high", "log"}``, in declaration order. A key several branches
+    define (``optimizer.lr``) gets the union of their options or the envelope of their ranges."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def merge(key: str, kind: dict[str, Any]) -> None:
+        have = out.get(key)
+        if have is None:
+            out[key] = kind
+        elif have["kind"] == kind["kind"] == "choice":
+            have["options"] += [o for o in kind["options"] if o not in have["options"]]
+        elif have["kind"] == kind["kind"]:
+            have.update(low=min(have["low"], kind["low"]), high=max(have["high"], kind["high"]))
+            have["log"] = have["log"] and kind["log"]
+
+    for name, param in space.params.items():
+        key = prefix + name
+        if isinstance(param, Fixed):
+            continue
+        if isinstance(param, Conditional):
+            merge(key, {"kind": "choice", "options": list(param.branches)})
+            for branch in param.branches.values():
+                for sub, kind in space_kinds(branch, f"{key}.").items():
+                    merge(sub, kind)
+        elif isinstance(param, Choice):
+            merge(key, {"kind": "choice", "options": list(param.options)})
+        elif isinstance(param, (Int, Float)):
+            merge(
+                key,
+                {
+                    "kind": "int" if isinstance(param, Int) else "float",
+                    "low": param.low,
+                    "high": param.high,
+                    "log": param.log,
+                },
+            )
+    return out
 
 
 def _param_data(param: Param) -> Any:
