@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import HpsearchError, UsageError
+from search.errors import UsageError
 from search.tracking import CONFIG, PARENT, ROLE, STATE
 from spaces import space_kinds
 
@@ -81,14 +81,10 @@ class SearchReport:
 def open_store(tracking_uri: str) -> Any:
     """An MlflowClient on an existing store: a SQLite file that is not there is an error, not a new
     empty store (MLflow would create one silently)."""
-    from search.spec import check_tracking_uri
+    from search.spec import check_existing_store
 
-    if problems := check_tracking_uri(tracking_uri):
-        raise _usage(problems)
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri[len("sqlite:///") :])
-        if not path.is_file():
-            raise _usage([f"--tracking-uri: no MLflow store at {path} (run a search first, or pass --tracking-uri)"])
+    if problems := check_existing_store(tracking_uri):
+        raise UsageError(problems)
     from search.tracking import check_reachable
 
     check_reachable(tracking_uri)
@@ -102,20 +98,22 @@ def find_search(client: Any, experiment: str, search_run_id: str | None = None) 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
-        raise _usage([f"EXPERIMENT: no experiment named {experiment!r} (this store has: {', '.join(names) or 'none'})"])
+        raise UsageError(
+            [f"EXPERIMENT: no experiment named {experiment!r} (this store has: {', '.join(names) or 'none'})"]
+        )
     if search_run_id:
         try:
             run = client.get_run(search_run_id)
         except Exception as exc:
-            raise _usage([f"--search: no run {search_run_id!r} in this store"]) from exc
+            raise UsageError([f"--search: no run {search_run_id!r} in this store"]) from exc
         if run.info.experiment_id != exp.experiment_id or run.data.tags.get(ROLE) != "search":
-            raise _usage([f"--search: run {search_run_id!r} is not a search of experiment {experiment!r}"])
+            raise UsageError([f"--search: run {search_run_id!r} is not a search of experiment {experiment!r}"])
         return exp, run
     runs = client.search_runs(
         [exp.experiment_id], f"tags.`{ROLE}` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
     )
     if not runs:
-        raise _usage([f"EXPERIMENT: {experiment!r} holds no hpsearch search (no run tagged {ROLE}=search)"])
+        raise UsageError([f"EXPERIMENT: {experiment!r} holds no hpsearch search (no run tagged {ROLE}=search)"])
     return exp, runs[0]
 
 
@@ -143,21 +141,28 @@ def settings_of(client: Any, parent: Any) -> Settings:
     )
 
 
-def _space_artifact(client: Any, run_id: str) -> Any:
+def read_artifact(client: Any, run_id: str, path: str) -> str | None:
+    """The text of a run's artifact, or None when the run has none at ``path``."""
     import tempfile
-
-    from spaces import SpaceError, parse_space
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = client.download_artifacts(run_id, "space.json", folder)
-        except Exception:  # a parent run without the artifact (written by hand or an older version)
+            return Path(client.download_artifacts(run_id, path, folder)).read_text()
+        except Exception:  # no such artifact (a run written by hand or by an older version)
             return None
-        try:
-            return parse_space(json.loads(Path(path).read_text()))
-        except (SpaceError, ValueError):
-            return None
+
+
+def _space_artifact(client: Any, run_id: str) -> Any:
+    from spaces import SpaceError, parse_space
+
+    text = read_artifact(client, run_id, "space.json")
+    if text is None:
+        return None
+    try:
+        return parse_space(json.loads(text))
+    except (SpaceError, ValueError):
+        return None
 
 
 def trial_rows(client: Any, experiment_id: str, parent_run_id: str, settings: Settings) -> list[TrialRow]:
@@ -419,7 +424,3 @@ def _text(v: Any) -> str:
 
 def _num(x: float) -> str:
     return f"{x:.3g}"
-
-
-def _usage(problems: list[str]) -> HpsearchError:
-    return UsageError(problems)

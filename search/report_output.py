@@ -34,13 +34,13 @@ def write_report(report: SearchReport, folder: Path) -> list[Path]:
     }
     for name, table in tables.items():
         path = folder / name
-        path.write_text(_csv(table))
+        path.write_text(to_csv(table))
         files.append(path)
     files += plot_report(report, folder)
     return files
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     fields = list(dict.fromkeys(k for row in rows for k in row))

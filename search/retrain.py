@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import HpsearchError, UsageError
-from search.report import find_search, open_store, parse_param, report_for
-from search.tracking import CONFIG, PARENT, ROLE, _param_value, flatten
+from search.report import find_search, open_store, parse_param, read_artifact, report_for
+from search.tracking import CONFIG, PARENT, ROLE, flatten, log_metrics, log_params
 
 
 @dataclass
@@ -114,7 +114,7 @@ def retrain(
                 },
             )
             run_id = run.info.run_id
-            _log_params(client, run_id, {**flatten(params), "seed": seed, "epochs": epochs})
+            log_params(client, run_id, {**flatten(params), "seed": seed, "epochs": epochs})
             points: list[Any] = []
             started = time.time()
 
@@ -137,7 +137,7 @@ def retrain(
                 client.set_terminated(run_id, "FAILED")
                 raise
             except Exception as exc:  # a diverged or failing seed is recorded; the others go on
-                _log_points(client, run_id, points)
+                log_metrics(client, run_id, points)
                 client.set_tag(run_id, "hpsearch.error", f"{type(exc).__name__}: {exc}"[:5000])
                 client.set_terminated(run_id, "FAILED")
                 item.runs.append({"seed": seed, "run_id": run_id, "error": f"{type(exc).__name__}: {exc}"})
@@ -148,7 +148,7 @@ def retrain(
             now = int(time.time() * 1000)
             finals = {"test_loss": test_loss, "test_accuracy": test_accuracy, "train_time_s": time.time() - started}
             points += [Metric(k, v, now, epochs) for k, v in finals.items()]
-            _log_points(client, run_id, points)
+            log_metrics(client, run_id, points)
             client.set_terminated(run_id, "FINISHED")
             item.runs.append({"seed": seed, "run_id": run_id, **finals})
             progress(f"{top['trial']} seed={seed}: test_accuracy {test_accuracy:.4f}, test_loss {test_loss:.4f}")
@@ -210,36 +210,16 @@ def _sampled_config(run: Any) -> dict[str, Any]:
 
 
 def _spec_of(client: Any, run_id: str, experiment: str) -> Any:
-    import os
-    import tempfile
-
     from search.spec import load_spec_text
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            text = Path(client.download_artifacts(run_id, "spec.yaml", folder)).read_text()
-        except Exception as exc:
-            raise HpsearchError(f"{experiment}: the search's parent run has no spec.yaml artifact ({exc})") from exc
+    text = read_artifact(client, run_id, "spec.yaml")
+    if text is None:
+        raise HpsearchError(f"{experiment}: the search's parent run {run_id} has no spec.yaml artifact")
     return load_spec_text(text, source=f"{experiment}: spec.yaml of run {run_id}", base_dir=Path.cwd())
 
 
-def _log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, _param_value(v)) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i : i + 100])
-
-
-def _log_points(client: Any, run_id: str, points: list[Any]) -> None:
-    for i in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[i : i + 1000])
-
-
 def _log_summary(client: Any, parent_run_id: str, result: RetrainResult) -> None:
-    import csv
-    import io
+    from search.report_output import to_csv
 
     rows = [
         {
@@ -253,13 +233,8 @@ def _log_summary(client: Any, parent_run_id: str, result: RetrainResult) -> None
         }
         for c in result.configs
     ]
-    out = io.StringIO()
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
     client.log_text(parent_run_id, json.dumps(result.to_json(), indent=2, default=str), "retrain/summary.json")
-    client.log_text(parent_run_id, out.getvalue(), "retrain/summary.csv")
+    client.log_text(parent_run_id, to_csv(rows), "retrain/summary.csv")
     if result.best:
         client.set_tag(parent_run_id, "hpsearch.retrain_best", f"{result.best['trial']} ({result.best['run_id']})")
 

@@ -247,6 +247,16 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> list[str]:
     return []
 
 
+def check_existing_store(uri: str, field: str = "--tracking-uri") -> list[str]:
+    """For commands that read results: the URI is valid and a SQLite store is there (MLflow would
+    otherwise create a new, empty one silently)."""
+    if problems := check_tracking_uri(uri, field):
+        return problems
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        return [f"{field}: no MLflow store at {uri[len('sqlite:///') :]} (run a search first, or pass {field})"]
+    return []
+
+
 def _check_trainable(name: str) -> list[str]:
     if name in BUILTIN:
         return []

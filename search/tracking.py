@@ -372,7 +372,6 @@ class MlflowTracker:
             self._ready.set()
 
     def _open_trial(self, trial_id: str, name: str, config: dict[str, Any], extra_tags: dict[str, str]) -> None:
-        from mlflow.entities import Param
 
         tags = {
             PARENT: self.parent_run_id,
@@ -383,21 +382,34 @@ class MlflowTracker:
         }
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self._run_ids[trial_id] = run.info.run_id
-        params = [Param(k, _param_value(v)) for k, v in flatten(config).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
+        log_params(self.client, run.info.run_id, flatten(config))
 
     def _log_points(self, trial_id: str, points: list) -> None:
-        run_id = self._run_ids[trial_id]
-        for i in range(0, len(points), 1000):
-            self.client.log_batch(run_id, metrics=points[i : i + 1000])
+        log_metrics(self.client, self._run_ids[trial_id], points)
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Params within MLflow's limits: values cut with a marker, at most 100 per request."""
+    from mlflow.entities import Param
+
+    items = [Param(k, _param_value(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(client: Any, run_id: str, points: list) -> None:
+    """Metric points (``mlflow.entities.Metric``), at most 1000 per request."""
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i : i + 1000])
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 14] + "...[truncated]"
 
 
 def _config_tag(config: dict[str, Any]) -> str:
-    text = json.dumps(config, default=str)
-    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 14] + "...[truncated]"
+    return _cut(json.dumps(config, default=str), _MAX_TAG)
 
 
 def _param_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 14] + "...[truncated]"
+    return _cut(value if isinstance(value, str) else json.dumps(value), _MAX_PARAM)

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from search.errors import HpsearchError, UsageError
-from search.spec import check_tracking_uri
+from search.spec import check_existing_store
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_S = 120.0  # the first start on a SQLite store runs MLflow's migrations (~20 s here)
@@ -53,7 +53,7 @@ def plan(
     workers: int = 2,
 ) -> UiPlan:
     """Check the arguments and work out the server's command line (nothing is started)."""
-    problems = check_tracking_uri(tracking_uri)
+    problems = check_existing_store(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         problems.append(f"--tracking-uri: {tracking_uri!r} is already a server; open it in a browser")
     if not 1 <= port <= 65535:
@@ -65,15 +65,12 @@ def plan(
             f"--host: {host!r} would serve every experiment to the network; pass --allow-remote to mean it "
             "(and consider --auth)"
         )
-    store_dir: Path | None = None
-    if tracking_uri.startswith("sqlite:///") and not problems:
-        db = Path(tracking_uri[len("sqlite:///") :])
-        if not db.is_file():
-            problems.append(f"--tracking-uri: no MLflow store at {db} (run a search first, or pass --tracking-uri)")
-        store_dir = db.resolve().parent
     if problems:
         raise UsageError(problems)
 
+    store_dir = (
+        Path(tracking_uri[len("sqlite:///") :]).resolve().parent if tracking_uri.startswith("sqlite:///") else None
+    )
     artifacts = (store_dir or Path.cwd()) / "mlartifacts"
     command = [
         sys.executable,
