@@ -47,8 +47,6 @@ def run_a(
 
     data = w.spec_data(trials, seed)
     data["search"]["scheduler"]["max_epochs"] = max_epochs
-    if os.environ.get("BENCH_CHECKPOINT_EVERY"):  # exploring settings: checkpoint cost
-        data["search"]["checkpoint_every"] = int(os.environ["BENCH_CHECKPOINT_EVERY"])
     if train_samples:
         data["data"]["train_samples"] = train_samples
     spec = load_spec_text(yaml.safe_dump(data), source="benchmark", base_dir=Path.cwd())

@@ -229,9 +229,8 @@ class MlflowTracker:
         """While trials run and this thread idles: import what the end-of-search report needs, so the
         report does not pay for it after the last trial. (Not at start-up: there the CPU goes to the
         trial workers' own start-up, and importing now would delay the first trials.)"""
-        if self.report is None or self._init_error is not None or self._warmed:
+        if self.report is None or self._init_error is not None:
             return
-        self._warmed = True
         import matplotlib
 
         matplotlib.use("Agg")
@@ -318,7 +317,8 @@ class MlflowTracker:
             self.client.set_terminated(run_id, "KILLED" if interrupted else RUN_STATUS[state])
 
         self._writer.call(end, flush=trial_id)  # its last points first
-        if not self._warmed:
+        if not self._warmed:  # once, after the first trial: start-up is over by then
+            self._warmed = True
             self._writer.call(self._warm_up)
 
     def search_restored(self, records: list[TrialRecord]) -> None:

@@ -98,7 +98,7 @@ def tracker_for(spec: JobSpec, uri: str) -> MlflowTracker:
         spec.name,
         describe=trial_describer(spec.trainable),
         namer=lambda short, config: run_name(short, config, space),
-        report=lambda client, parent_run_id: log_report(client, parent_run_id),
+        report=log_report,
     )
 
 

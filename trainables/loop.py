@@ -7,6 +7,7 @@ Built-in trainables: ``train_mlp``, ``train_cnn``, ``train_resnet_transfer``; al
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -88,8 +89,10 @@ def train_model(
     # Mixed precision: autocast the forward pass and the loss; fp16 also scales the loss so small
     # gradients do not underflow. Parameters, optimizer state and evaluation stay float32.
     amp = cfg["amp"]
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "none"
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+        if amp != "none"
+        else contextlib.nullcontext()  # nothing entered per step when mixed precision is off
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     forward = torch.compile(model) if cfg["compile"] else model  # `model` keeps the plain state_dict keys
