@@ -1,0 +1,204 @@
+"""deploy/: the kustomize overlays render, every manifest validates, and what runs is hpsearch's own CLI."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+from search.cli import build_parser
+from search.spec import load_spec_text
+
+from .checks import DEPLOY, KUSTOMIZATIONS, ROOT, pinned, pod_templates, render, validate
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def all_docs():
+    return [(k, d) for k in KUSTOMIZATIONS for d in render(k)]
+
+
+def of_kind(kustomization: str, kind: str) -> list[dict]:
+    return [d for d in render(kustomization) if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_every_manifest_validates_against_the_kubernetes_and_kuberay_schemas(kustomization):
+    docs = render(kustomization)
+    assert docs
+    for doc in docs:
+        try:
+            validate(doc)
+        except jsonschema.ValidationError as exc:
+            pytest.fail(f"{kustomization}: {doc['kind']}/{doc['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d["spec"]["workerGroupSpecs"][0].update(maxReplica=3), "maxReplica"),  # typo'd KubeRay field
+        (lambda d: d["spec"]["authOptions"].update(mode="on"), "mode"),
+        (lambda d: d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(imagePullPolcy="Always"), "imagePullPolcy"),
+        (lambda d: d["spec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}), "num-cpus"),  # not a string
+    ],
+)
+def test_the_kuberay_check_rejects_a_wrong_field(mutate, field):
+    cluster = copy.deepcopy(of_kind("overlays/gpu-cluster", "RayCluster")[0])
+    mutate(cluster)
+    with pytest.raises(jsonschema.ValidationError) as exc:
+        validate(cluster)
+    assert field in str(exc.value)
+
+
+def test_the_kubernetes_check_rejects_a_wrong_field():
+    deployment = copy.deepcopy(of_kind("overlays/dev", "Deployment")[0])
+    deployment["spec"]["template"]["spec"]["containers"][0]["port"] = 5000
+    with pytest.raises(jsonschema.ValidationError):
+        validate(deployment)
+
+
+def test_yamllint_is_clean():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), "-f", "parsable", "docker", "deploy", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_everything_lands_in_the_hpsearch_namespace():
+    for k, doc in all_docs():
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "hpsearch", f"{k}: {doc['kind']}/{doc['metadata']['name']}"
+
+
+def test_images_are_pinned_and_the_project_image_matches_the_overlay():
+    for k, doc in all_docs():
+        for where, template in pod_templates(doc):
+            for c in template["spec"]["containers"] + template["spec"].get("initContainers", []):
+                assert pinned(c["image"]), f"{k}: {where}: {c['image']}"
+                if c["name"].startswith("ray-"):
+                    variant = "gpu" if "gpu-cluster" in k else "cpu"
+                    assert c["image"].endswith(f"hpsearch:0.1.0-{variant}"), (k, c["image"])
+
+
+def test_ray_clusters_use_token_auth_the_installed_ray_and_a_clusterip_dashboard():
+    for k, doc in all_docs():
+        if doc["kind"] not in ("RayCluster", "RayJob"):
+            continue
+        spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+        assert spec["authOptions"] == {"mode": "token", "secretName": "hpsearch-ray-token"}, k
+        assert spec["rayVersion"] == ray.__version__, k
+        head = spec["headGroupSpec"]
+        assert head["serviceType"] == "ClusterIP" and not head.get("enableIngress"), k
+        for where, template in pod_templates(doc):
+            pod = template["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001, where
+            assert not pod.get("hostNetwork"), where
+            for c in pod["containers"]:
+                assert not any("hostPort" in p for p in c.get("ports", [])), where
+    # No Service of any overlay is exposed outside the cluster; the only ingress is MLflow's.
+    for k, doc in all_docs():
+        if doc["kind"] == "Service":
+            assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", (k, doc["metadata"]["name"])
+        if doc["kind"] == "Ingress":
+            backends = {p["backend"]["service"]["name"] for r in doc["spec"]["rules"] for p in r["http"]["paths"]}
+            assert backends == {"mlflow"}, k
+
+
+def test_gpu_workers_ask_for_gpus_and_autoscale_within_bounds():
+    for k in ("overlays/gpu-cluster", "overlays/gpu-cluster/job", "overlays/dev", "overlays/dev/job"):
+        (doc,) = [d for d in render(k) if d["kind"] in ("RayCluster", "RayJob")]
+        spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+        assert spec["enableInTreeAutoscaling"] is True
+        for group in spec["workerGroupSpecs"]:
+            assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], (k, group["groupName"])
+            resources = group["template"]["spec"]["containers"][0]["resources"]
+            if "gpu-cluster" in k:
+                assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
+                assert group["maxReplicas"] == 8
+            else:
+                assert "nvidia.com/gpu" not in resources["limits"], k
+
+
+def test_ray_start_params_are_options_of_the_installed_ray_start():
+    from ray.scripts.scripts import start
+
+    for _k, doc in all_docs():
+        if doc["kind"] not in ("RayCluster", "RayJob"):
+            continue
+        spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+        for params, head in [(spec["headGroupSpec"]["rayStartParams"], True)] + [
+            (w["rayStartParams"], False) for w in spec["workerGroupSpecs"]
+        ]:
+            argv = [f"--{key}={value}" for key, value in params.items()] + (["--head"] if head else ["--address=h:6379"])
+            start.make_context("start", argv)  # raises click.UsageError on an unknown option or a bad value
+
+
+def test_the_rayjob_runs_hpsearch_on_the_spec_from_its_configmap():
+    parser = build_parser()
+    for k in ("overlays/dev/job", "overlays/gpu-cluster/job"):
+        (job,) = of_kind(k, "RayJob")
+        (config_map,) = of_kind(k, "ConfigMap")
+        argv = shlex.split(job["spec"]["entrypoint"])
+        assert argv[0] == "hpsearch", "the job runs the hpsearch console script"
+        args = parser.parse_args(argv[1:])
+        assert args.command == "run" and args.address == "auto"
+        assert args.storage.startswith("s3://"), "every node of the job's cluster must see the search state"
+        assert args.tracking_uri == "http://mlflow:5000"
+        head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+        (mount,) = [m for m in head["containers"][0]["volumeMounts"] if m["name"] == "spec"]
+        (volume,) = [v for v in head["volumes"] if v["name"] == "spec"]
+        assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+        assert str(args.spec) == f"{mount['mountPath']}/spec.yaml"
+        spec = load_spec_text(config_map["data"]["spec.yaml"], source=f"{k} spec.yaml")  # raises SpecError if invalid
+        gpu = "gpu-cluster" in k
+        assert (spec.resources.gpu > 0) == gpu, "GPU trials on the GPU cluster, CPU trials on dev"
+    dev_spec = (DEPLOY / "overlays/dev/job/spec.yaml").read_text()
+    assert dev_spec == (ROOT / "examples/quickstart.yaml").read_text(), "the dev job searches the quickstart"
+
+
+def test_mlflow_serves_artifacts_from_s3_on_postgresql_and_only_ray_pods_and_the_ingress_reach_it():
+    from mlflow.cli import server
+
+    for k in ("overlays/dev", "overlays/gpu-cluster"):
+        (deployment,) = [d for d in of_kind(k, "Deployment") if d["metadata"]["name"] == "mlflow"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        server.make_context("server", list(container["args"]))  # every flag exists in the pinned MLflow
+        assert "--serve-artifacts" in container["args"]
+        assert "--artifacts-destination=s3://mlflow/artifacts" in container["args"]
+        env = {e["name"]: e for e in container["env"]}
+        dsn = env["MLFLOW_BACKEND_STORE_URI"]
+        assert dsn.get("value", "").startswith("postgresql+psycopg://") or dsn["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+        assert ("--app-name=basic-auth" in container["args"]) == ("gpu-cluster" in k)
+        (policy,) = [d for d in of_kind(k, "NetworkPolicy") if d["metadata"]["name"] == "mlflow"]
+        assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        sources = [src for rule in policy["spec"]["ingress"] for src in rule["from"]]
+        assert {"key": "ray.io/cluster", "operator": "Exists"} in sources[0]["podSelector"]["matchExpressions"]
+        assert sources[1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
+        assert len(sources) == 2
+
+
+def test_every_secret_the_manifests_use_is_created_in_the_readme():
+    readme = (DEPLOY / "README.md").read_text().replace("\\\n", " ")
+    created: dict[str, str] = {}
+    for name, rest in re.findall(r"^\s*kubectl -n hpsearch create secret (?:generic|tls) (\S+)(.*)$", readme, re.M):
+        created[name] = created.get(name, "") + rest
+    for k, doc in all_docs():
+        text = yaml.safe_dump(doc)
+        names = set(re.findall(r"secretName: (\S+)", text))
+        names |= {m for m in re.findall(r"secretKeyRef:\n\s+key: \S+\n\s+name: (\S+)", text)}
+        names |= set(re.findall(r"secretRef:\n\s+name: (\S+)", text))
+        for name in names:
+            assert name in created, f"{k}: Secret {name} is used but deploy/README.md does not create it"
+        for key, name in re.findall(r"secretKeyRef:\n\s+key: (\S+)\n\s+name: (\S+)", text):
+            assert key in created[name], f"{k}: Secret {name} needs key {key}; the README does not set it"
