@@ -35,7 +35,8 @@ K8S_DEFS = "https://kubernetes.io/api/_definitions.json"
 def _schema_dir() -> Path:
     base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     versions = sorted(
-        (p for p in base.glob("v*-local-strict")), key=lambda p: tuple(int(x) for x in p.name[1:].split("-")[0].split("."))
+        (p for p in base.glob("v*-local-strict")),
+        key=lambda p: tuple(int(x) for x in p.name[1:].split("-")[0].split(".")),
     )
     wanted = tuple(int(x) for x in K8S_VERSION.split("."))
     fitting = [p for p in versions if tuple(int(x) for x in p.name[1:].split("-")[0].split("."))[:2] <= wanted]
@@ -144,7 +145,12 @@ RAY_JOB_SPEC = _obj(
 _META = {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
 KUBERAY = {
     "RayCluster": _obj(
-        {"apiVersion": {"const": "ray.io/v1"}, "kind": {"const": "RayCluster"}, "metadata": _META, "spec": RAY_CLUSTER_SPEC},
+        {
+            "apiVersion": {"const": "ray.io/v1"},
+            "kind": {"const": "RayCluster"},
+            "metadata": _META,
+            "spec": RAY_CLUSTER_SPEC,
+        },
         ("apiVersion", "kind", "metadata", "spec"),
     ),
     "RayJob": _obj(
@@ -194,7 +200,9 @@ def pod_templates(doc: dict) -> list[tuple[str, dict]]:
         spec = spec["rayClusterSpec"]
     if doc["kind"] in ("RayCluster", "RayJob"):
         found = [(f"{doc['metadata']['name']}/head", spec["headGroupSpec"]["template"])]
-        found += [(f"{doc['metadata']['name']}/{w['groupName']}", w["template"]) for w in spec.get("workerGroupSpecs", [])]
+        found += [
+            (f"{doc['metadata']['name']}/{w['groupName']}", w["template"]) for w in spec.get("workerGroupSpecs", [])
+        ]
         return found
     return []
 

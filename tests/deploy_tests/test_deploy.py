@@ -35,7 +35,9 @@ def test_every_manifest_validates_against_the_kubernetes_and_kuberay_schemas(kus
         try:
             validate(doc)
         except jsonschema.ValidationError as exc:
-            pytest.fail(f"{kustomization}: {doc['kind']}/{doc['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+            pytest.fail(
+                f"{kustomization}: {doc['kind']}/{doc['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}"
+            )
 
 
 @pytest.mark.parametrize(
@@ -43,7 +45,10 @@ def test_every_manifest_validates_against_the_kubernetes_and_kuberay_schemas(kus
     [
         (lambda d: d["spec"]["workerGroupSpecs"][0].update(maxReplica=3), "maxReplica"),  # typo'd KubeRay field
         (lambda d: d["spec"]["authOptions"].update(mode="on"), "mode"),
-        (lambda d: d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(imagePullPolcy="Always"), "imagePullPolcy"),
+        (
+            lambda d: d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(imagePullPolcy="Always"),
+            "imagePullPolcy",
+        ),
         (lambda d: d["spec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}), "num-cpus"),  # not a string
     ],
 )
@@ -67,7 +72,18 @@ def test_yamllint_is_clean():
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), "-f", "parsable", "docker", "deploy", "examples"],
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "-c",
+            str(ROOT / ".yamllint.yaml"),
+            "-f",
+            "parsable",
+            "docker",
+            "deploy",
+            "examples",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -140,7 +156,9 @@ def test_ray_start_params_are_options_of_the_installed_ray_start():
         for params, head in [(spec["headGroupSpec"]["rayStartParams"], True)] + [
             (w["rayStartParams"], False) for w in spec["workerGroupSpecs"]
         ]:
-            argv = [f"--{key}={value}" for key, value in params.items()] + (["--head"] if head else ["--address=h:6379"])
+            argv = [f"--{key}={value}" for key, value in params.items()] + (
+                ["--head"] if head else ["--address=h:6379"]
+            )
             start.make_context("start", argv)  # raises click.UsageError on an unknown option or a bad value
 
 
@@ -178,7 +196,10 @@ def test_mlflow_serves_artifacts_from_s3_on_postgresql_and_only_ray_pods_and_the
         assert "--artifacts-destination=s3://mlflow/artifacts" in container["args"]
         env = {e["name"]: e for e in container["env"]}
         dsn = env["MLFLOW_BACKEND_STORE_URI"]
-        assert dsn.get("value", "").startswith("postgresql+psycopg://") or dsn["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+        assert (
+            dsn.get("value", "").startswith("postgresql+psycopg://")
+            or dsn["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+        )
         assert ("--app-name=basic-auth" in container["args"]) == ("gpu-cluster" in k)
         (policy,) = [d for d in of_kind(k, "NetworkPolicy") if d["metadata"]["name"] == "mlflow"]
         assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]

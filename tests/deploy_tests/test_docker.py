@@ -95,11 +95,7 @@ def test_what_the_image_copies_is_in_the_build_context():
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     text = (DOCKER / "Dockerfile").read_text()
-    sources = [
-        part
-        for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M)
-        for part in line.split()[:-1]
-    ]
+    sources = [part for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M) for part in line.split()[:-1]]
     for source in sources:
         assert (ROOT / source).exists(), source
         assert source.rstrip("/") in kept, f".dockerignore leaves {source} out of the build context"
@@ -143,7 +139,16 @@ def test_the_stack_refuses_to_start_without_its_secrets(env):
 
 def test_services_health_checks_and_volumes(compose):
     services = compose["services"]
-    assert set(services) == {"ray-head", "ray-worker", "ray-worker-cpu", "mlflow", "postgres", "minio", "minio-init", "hpsearch"}
+    assert set(services) == {
+        "ray-head",
+        "ray-worker",
+        "ray-worker-cpu",
+        "mlflow",
+        "postgres",
+        "minio",
+        "minio-init",
+        "hpsearch",
+    }
     for name in ("ray-head", "mlflow", "postgres", "minio"):
         test = services[name]["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name

@@ -1,15 +1,20 @@
-"""`hpsearch ui` as a user runs it: started, read until it prints an experiment's link, stopped with
-Ctrl-C, and checked to leave no server process behind."""
+"""Real servers the integration tests start on 127.0.0.1 and stop by their own pids: `hpsearch ui` as a
+user runs it (read until it prints an experiment's link, stopped with Ctrl-C, no server process left
+behind) and PostgreSQL."""
 
+import glob
+import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 
 import psutil
 
-from tests.conftest import start_hpsearch
+from tests.conftest import apt_install, start_hpsearch
 
 
 def free_port() -> int:
@@ -54,3 +59,52 @@ def running_ui(*args, cwd, experiment: str, timeout_s: float = 150):
             proc.kill()
         for leftover in server_processes(port):
             leftover.kill()
+
+
+def _bindir() -> str:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        apt_install("postgresql")
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert found, "PostgreSQL is not installed and could not be installed with apt-get"
+    return os.path.dirname(found[-1])
+
+
+@contextmanager
+def running_postgres(user: str = "postgres", database: str = "mlflow"):
+    """A real PostgreSQL server on 127.0.0.1 (trust auth), a database owned by ``user``; yields its URI.
+    Stopped by the postmaster's own pid."""
+    bindir = _bindir()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
+    folder = tempfile.mkdtemp(prefix="hpsearch-pg-")
+    if as_postgres:
+        shutil.chown(folder, "postgres", "postgres")
+    data = os.path.join(folder, "data")
+    subprocess.run(
+        [*as_postgres, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [*as_postgres, f"{bindir}/postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", folder],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while subprocess.run(
+            [f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+        ).returncode:
+            assert time.time() < deadline and server.poll() is None, "PostgreSQL did not start"
+            time.sleep(0.3)
+        where = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+        if user != "postgres":
+            subprocess.run([f"{bindir}/createuser", *where, user], check=True)
+        subprocess.run([f"{bindir}/createdb", *where, "-O", user, database], check=True)
+        yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
+    finally:
+        pid_file = os.path.join(data, "postmaster.pid")
+        if os.path.exists(pid_file):  # the postmaster's own pid (runuser forks it)
+            with open(pid_file) as f:
+                os.kill(int(f.readline()), signal.SIGINT)  # fast shutdown
+        server.wait(60)
+        shutil.rmtree(folder, ignore_errors=True)
