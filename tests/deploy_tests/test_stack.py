@@ -38,9 +38,7 @@ def process(argv: list[str], env: dict[str, str], log: Path):
     # As in the image (ENV PATH=/opt/venv/bin:$PATH): `python` of a Ray job is the environment's own.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
     finally:
