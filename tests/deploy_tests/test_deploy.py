@@ -201,6 +201,10 @@ def test_mlflow_serves_artifacts_from_s3_on_postgresql_and_only_ray_pods_and_the
             or dsn["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
         )
         assert ("--app-name=basic-auth" in container["args"]) == ("gpu-cluster" in k)
+        allowed = next(a for a in container["args"] if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+        assert {"mlflow", "mlflow:*"} <= set(allowed), "the Ray pods reach it as mlflow:5000"
+        for ingress in of_kind(k, "Ingress"):  # MLflow's DNS-rebinding guard must admit the ingress host
+            assert {rule["host"] for rule in ingress["spec"]["rules"]} <= set(allowed)
         (policy,) = [d for d in of_kind(k, "NetworkPolicy") if d["metadata"]["name"] == "mlflow"]
         assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
         sources = [src for rule in policy["spec"]["ingress"] for src in rule["from"]]

@@ -228,3 +228,47 @@ def test_cli_service_and_documented_commands_are_hpsearch_command_lines(compose)
     for line in commands:
         argv = shlex.split(line.split("  #")[0])
         parser.parse_args(argv)  # SystemExit(2) on a command line hpsearch would refuse
+
+
+def test_the_build_context_the_dockerfile_copies_makes_a_complete_hpsearch_wheel(tmp_path):
+    """What `pip install /src` does in the image, on exactly the files the Dockerfile copies to /src."""
+    import shutil
+    import zipfile
+
+    text = (DOCKER / "Dockerfile").read_text()
+    src = tmp_path / "src"
+    src.mkdir()
+    for line in re.findall(r"^COPY (?!--from)(.+) /src/?(\S*)$", text, re.M):
+        sources, target = line[0].split(), line[1]
+        for source in sources:
+            origin = ROOT / source
+            dest = src / (target or origin.name)
+            if origin.is_dir():
+                shutil.copytree(origin, dest, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(origin, dest)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("hpsearch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for package in ("search", "spaces", "trainables"):
+        assert f"{package}/__init__.py" in names
+    presets = {p.name for p in (ROOT / "spaces" / "presets").glob("*.yaml")}
+    assert presets and presets <= {Path(n).name for n in names if n.startswith("spaces/presets/")}
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "hpsearch = search.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
