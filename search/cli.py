@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="name of the run directory under --storage (default NAME-TIMESTAMP)")
 
     p = sub.add_parser("resume", help="continue an interrupted search (a run directory, or a job with --address)")
-    p.add_argument("target", help="the search's run directory (printed as 'tune state'), or a job id")
+    p.add_argument(
+        "target",
+        help="the search's run directory (printed as 'tune state'; a folder or a storage URI such as s3://...), or a job id",
+    )
     p.add_argument(
         "--address",
         help="with a run directory: a Ray cluster to join (host:6379); with a job id: "
@@ -286,8 +289,9 @@ def _resume(args: argparse.Namespace) -> int:
     from search.jobs import prepare_auth
 
     prepare_auth()
-    target = Path(args.target)
-    if not target.is_dir():
+    remote = "://" in args.target  # a run directory in a storage URI (s3://...)
+    target = args.target if remote else Path(args.target)
+    if not remote and not target.is_dir():
         from search import jobs
 
         job_id = jobs.resume(args.address, args.target)

@@ -207,14 +207,13 @@ def resume_search(
 
     from search.spec import load_spec_text
 
-    run_dir = str(run_dir) if "://" in str(run_dir) else str(Path(run_dir).expanduser().resolve())
-    meta_path = Path(run_dir) / META_FILE
-    if "://" in run_dir:
-        raise HpsearchError(f"resume from a URI needs a local copy of {META_FILE}; got {run_dir!r}")
-    if not meta_path.is_file():
+    run_dir = str(run_dir).rstrip("/") if "://" in str(run_dir) else str(Path(run_dir).expanduser().resolve())
+    meta_path = f"{run_dir}/{META_FILE}"
+    text = read_text(meta_path)
+    if text is None:
         raise SpecError([f"RUN_DIR: {run_dir!r} is not a search's run directory (no {META_FILE})"])
-    meta = json.loads(meta_path.read_text())
-    spec = load_spec_text(meta["spec"], source=str(meta_path))
+    meta = json.loads(text)
+    spec = load_spec_text(meta["spec"], source=meta_path)
     uri = meta["tracking_uri"]
     check_reachable(uri)
     tracker = tracker_for(spec, uri)
@@ -249,16 +248,40 @@ META_FILE = "hpsearch.json"
 
 
 def _write_run_meta(run_dir: str, spec: JobSpec, uri: str, tracker: MlflowTracker) -> None:
-    if "://" in run_dir:
-        return  # remote storage: resume needs the local run directory of the driver that ran it
     meta = {
         "spec": spec.source_text,
         "tracking_uri": uri,
         "experiment_id": tracker.experiment_id,
         "parent_run_id": tracker.parent_run_id,
     }
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_text(f"{run_dir.rstrip('/')}/{META_FILE}", json.dumps(meta, indent=2))
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a small file to a local path or a storage URI (s3://, gs://, ...: where Tune keeps its state)."""
+    if "://" not in location:
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        Path(location).write_text(text)
+        return
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def read_text(location: str) -> str | None:
+    """The text of a small file at a local path or a storage URI; None if there is none."""
+    if "://" not in location:
+        return Path(location).read_text() if Path(location).is_file() else None
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
 
 
 def trainable_for(spec: JobSpec) -> Any:

@@ -5,13 +5,15 @@ and environment are read from docker/compose.yaml (interpolated with docker/.env
 real processes on 127.0.0.1, with only the service names and ports translated (postgres:5432, minio:9000,
 mlflow:5000, ray-head:6379 -> 127.0.0.1:free ports; 0.0.0.0 -> 127.0.0.1) and each Ray node pinned to
 127.0.0.1. MinIO's stand-in is moto's S3 server; PostgreSQL and MLflow and Ray are the real ones. Then a
-search is submitted the way docker/README.md says, and the test checks where everything landed:
-runs in PostgreSQL (through MLflow), artifacts in the `mlflow` bucket, Tune's state in the `hpsearch` one.
+search is submitted the way docker/README.md says, stopped part-way and resumed from its state in S3,
+and the test checks where everything landed: runs in PostgreSQL (through MLflow), artifacts in the
+`mlflow` bucket, Tune's state in the `hpsearch` one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,15 +136,28 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
             )
         )
 
-        # The search, submitted as docker/README.md says (token from the env file, cluster-side URIs).
+        # The search, submitted as docker/README.md says (token from the env file, cluster-side URIs);
+        # stopped part-way and resumed from its state in S3, as on a real stack after a failure.
         data = yaml.safe_load(QUICKSTART.read_text())
         data["name"] = "stack-digits"
-        data["search"].update(num_trials=4, max_concurrent=2)
-        data["search"]["scheduler"]["max_epochs"] = 2
+        data["search"].update(num_trials=24, max_concurrent=2)
+        data["search"]["scheduler"]["max_epochs"] = 6
         spec = write_spec(tmp_path / "spec.yaml", data)
         client_env = {"RAY_AUTH_TOKEN": env["RAY_AUTH_TOKEN"]}
         address = f"http://127.0.0.1:{ports['dashboard']}"
         tracking = translate("http://mlflow:5000", ports)
+
+        def status(job: str) -> str:
+            out = hpsearch("status", job, "--address", address, cwd=tmp_path, env=client_env)
+            return out.stdout + out.stderr
+
+        def wait(job: str, done, timeout_s: float = 300) -> str:
+            deadline = time.time() + timeout_s
+            while not done(text := status(job)):
+                assert time.time() < deadline, text
+                time.sleep(1)
+            return text
+
         deadline = time.time() + 60  # the worker node joins a few seconds after the head answers
         while time.time() < deadline:
             nodes = subprocess.run(
@@ -168,15 +183,25 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         )
         assert submit.returncode == 0, submit.stdout + submit.stderr
         job_id = submit.stdout.strip().splitlines()[-1]
-        logs = hpsearch("logs", job_id, "--address", address, "--follow", cwd=tmp_path, env=client_env, timeout=600)
-        status = hpsearch("status", job_id, "--address", address, cwd=tmp_path, env=client_env)
-        assert "SUCCEEDED" in status.stdout, status.stdout + status.stderr + logs.stdout[-3000:]
+        wait(job_id, lambda s: int((re.search(r"trials done (\d+)/", s) or [0, "0"])[1]) >= 4)
+        stop = hpsearch("stop", job_id, "--address", address, cwd=tmp_path, env=client_env)
+        assert stop.returncode == 0 and stop.stdout.strip().endswith("STOPPED"), stop.stdout + stop.stderr
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="hpsearch", Prefix=f"searches/{job_id}/")["Contents"]]
+        assert f"searches/{job_id}/hpsearch.json" in keys  # what `hpsearch resume` reads, in S3
 
-        # Runs: in PostgreSQL, read back through the MLflow server.
+        resumed = hpsearch("resume", job_id, "--address", address, cwd=tmp_path, env=client_env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        final = wait(
+            resumed.stdout.strip().splitlines()[-1], lambda s: any(k in s for k in ("SUCCEEDED", "FAILED", "STOPPED"))
+        )
+        assert "SUCCEEDED" in final and "trials done 24/24" in final, final
+
+        # Runs: in PostgreSQL, read back through the MLflow server; one run per trial, none twice.
         server = MlflowClient(tracking)
         experiment = server.get_experiment_by_name("stack-digits")
-        runs = server.search_runs([experiment.experiment_id])
-        assert sorted(r.data.tags["hpsearch.role"] for r in runs) == ["search"] + ["trial"] * 4
+        runs = server.search_runs([experiment.experiment_id], max_results=1000)
+        assert sorted(r.data.tags["hpsearch.role"] for r in runs) == ["search"] + ["trial"] * 24
+        assert len({r.data.tags["hpsearch.trial_id"] for r in runs if r.data.tags["hpsearch.role"] == "trial"}) == 24
         parent = next(r for r in runs if r.data.tags["hpsearch.role"] == "search")
         assert parent.info.status == "FINISHED"
         # Artifacts: the report went through the server's proxy into the `mlflow` bucket.
@@ -184,4 +209,6 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         assert any(k.endswith(f"{parent.info.run_id}/artifacts/report/report.json") for k in keys), keys[:20]
         # Ray Tune's search state: in the `hpsearch` bucket, under the job's run directory.
         tune = s3.list_objects_v2(Bucket="hpsearch", Prefix=f"searches/{job_id}/").get("Contents", [])
-        assert any(o["Key"].endswith(".json") for o in tune), [o["Key"] for o in tune][:20]
+        assert any(o["Key"].endswith(".json") and "experiment_state" in o["Key"] for o in tune), [
+            o["Key"] for o in tune
+        ][:20]
