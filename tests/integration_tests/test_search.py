@@ -102,6 +102,10 @@ def test_search_records_parent_and_children_in_mlflow(ray_session, tmp_path):
         (trial_dir,) = [d for d in result.run_dir.iterdir() if d.is_dir() and rec.trial_id in d.name]
         checkpoints = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
         assert len(checkpoints) == (1 if rec.state == "completed" else 0), (rec.state, checkpoints)
+        # Results live in MLflow; Tune's own per-trial loggers (JSON, CSV, TensorBoard) are off.
+        assert not [
+            p.name for p in trial_dir.iterdir() if p.name.startswith(("events.out", "progress.csv", "result.json"))
+        ]
 
 
 def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path):
