@@ -213,7 +213,10 @@ def resume_search(
 
     run_dir = str(run_dir).rstrip("/") if "://" in str(run_dir) else str(Path(run_dir).expanduser().resolve())
     meta_path = f"{run_dir}/{META_FILE}"
-    text = read_text(meta_path)
+    try:
+        text = read_text(meta_path)
+    except OSError as exc:  # a storage URI that cannot be read (credentials, endpoint, bucket)
+        raise HpsearchError(f"cannot read {meta_path}: {str(exc).splitlines()[0]}") from exc
     if text is None:
         raise SpecError([f"RUN_DIR: {run_dir!r} is not a search's run directory (no {META_FILE})"])
     meta = json.loads(text)

@@ -145,3 +145,18 @@ def test_a_tracking_store_that_cannot_be_opened_ends_the_search(tmp_path, quicks
     assert result.returncode == 1
     assert f"cannot use MLflow tracking store {uri}: FileNotFoundError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_resume_from_a_storage_uri_that_cannot_be_read_is_one_line(tmp_path):
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens there
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    out = hpsearch("resume", "s3://no-bucket/searches/some-run", cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot read s3://no-bucket/searches/some-run/hpsearch.json" in lines[0]
