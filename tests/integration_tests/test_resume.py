@@ -13,11 +13,14 @@ from search.tuner import SNAPSHOT_S
 from tests.conftest import hpsearch, start_hpsearch, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Enough trials that the search cannot finish before it is killed (3 snapshot periods in): short
+# digits trials run at ~10 per second here, so 400 take ~40 s.
+TRIALS = 400
 
 
 def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     quickstart_data["name"] = "resume-digits"
-    quickstart_data["search"]["num_trials"] = 150
+    quickstart_data["search"]["num_trials"] = TRIALS
     spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
     driver = start_hpsearch("run", spec, cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
@@ -29,7 +32,7 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
             line = driver.stdout.readline()
             assert line.startswith("["), line
             done += 1
-        assert done < 150
+        assert done < TRIALS
         ray_processes = driver_tree = psutil.Process(driver.pid).children(recursive=True)
         killed_at = time.time()
         driver.send_signal(signal.SIGKILL)
@@ -49,22 +52,22 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     uri = json.loads((run_dir / "hpsearch.json").read_text())["tracking_uri"]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("resume-digits")
-    before = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'", max_results=1000)
-    assert len(before) < 150 and any(r.info.status == "RUNNING" for r in before)
+    before = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'", max_results=2000)
+    assert len(before) < TRIALS and any(r.info.status == "RUNNING" for r in before)
 
     resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed:" in resumed.stdout and "[150/150]" in resumed.stdout
+    assert "resumed:" in resumed.stdout and f"[{TRIALS}/{TRIALS}]" in resumed.stdout
 
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    runs = client.search_runs([exp.experiment_id], max_results=2000)
     (parent,) = [r for r in runs if r.data.tags["hpsearch.role"] == "search"]
     children = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
     assert parent.info.status == "FINISHED"
-    assert len(children) == 150  # the total stays num_trials
-    assert len({c.data.tags["hpsearch.trial_id"] for c in children}) == 150  # no trial run twice
-    assert len({c.info.run_name for c in children}) == 150
+    assert len(children) == TRIALS  # the total stays num_trials
+    assert len({c.data.tags["hpsearch.trial_id"] for c in children}) == TRIALS  # no trial run twice
+    assert len({c.info.run_name for c in children}) == TRIALS
     assert all(c.info.status == "FINISHED" for c in children)
-    assert parent.data.metrics["trials_completed"] + parent.data.metrics["trials_stopped_early"] == 150
+    assert parent.data.metrics["trials_completed"] + parent.data.metrics["trials_stopped_early"] == TRIALS
     # Trials that finished before the last snapshot were not run again: their runs are the same runs.
     # Only those that finished in the last snapshot period before the kill are re-run (their runs replaced).
     kept = {c.info.run_id for c in children}
