@@ -38,8 +38,15 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
-        if driver.poll() is None:
+        if driver.poll() is None:  # the test failed before its kill: stop the driver and its Ray, by pid
+            leftovers = psutil.Process(driver.pid).children(recursive=True)
             driver.kill()
+            for p in leftovers:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(leftovers, timeout=30)
     # the local Ray this driver started is orphaned now: stop its processes, by pid
     for p in driver_tree:
         try:
