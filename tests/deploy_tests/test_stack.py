@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -25,8 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from search.ui import stop
 from tests.conftest import QUICKSTART, hpsearch, write_spec
-from tests.integration_tests.servers import free_port, running_postgres
+from tests.integration_tests.servers import free_port, running_postgres, wait_job
 
 from .checks import DOCKER, env_file, load_compose
 
@@ -44,13 +44,7 @@ def process(argv: list[str], env: dict[str, str], log: Path):
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc, timeout_s=60)  # `hpsearch ui`'s own: SIGTERM to the session's group, then SIGKILL
 
 
 def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
@@ -147,17 +141,6 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         address = f"http://127.0.0.1:{ports['dashboard']}"
         tracking = translate("http://mlflow:5000", ports)
 
-        def status(job: str) -> str:
-            out = hpsearch("status", job, "--address", address, cwd=tmp_path, env=client_env)
-            return out.stdout + out.stderr
-
-        def wait(job: str, done, timeout_s: float = 300) -> str:
-            deadline = time.time() + timeout_s
-            while not done(text := status(job)):
-                assert time.time() < deadline, text
-                time.sleep(1)
-            return text
-
         deadline = time.time() + 60  # the worker node joins a few seconds after the head answers
         while time.time() < deadline:
             nodes = subprocess.run(
@@ -183,7 +166,7 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         )
         assert submit.returncode == 0, submit.stdout + submit.stderr
         job_id = submit.stdout.strip().splitlines()[-1]
-        wait(job_id, lambda s: int((re.search(r"trials done (\d+)/", s) or [0, "0"])[1]) >= 4)
+        wait_job(job_id, lambda s: int((re.search(r"trials done (\d+)/", s) or [0, "0"])[1]) >= 4, address, client_env)
         stop = hpsearch("stop", job_id, "--address", address, cwd=tmp_path, env=client_env)
         assert stop.returncode == 0 and stop.stdout.strip().endswith("STOPPED"), stop.stdout + stop.stderr
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="hpsearch", Prefix=f"searches/{job_id}/")["Contents"]]
@@ -191,8 +174,12 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
 
         resumed = hpsearch("resume", job_id, "--address", address, cwd=tmp_path, env=client_env)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        final = wait(
-            resumed.stdout.strip().splitlines()[-1], lambda s: any(k in s for k in ("SUCCEEDED", "FAILED", "STOPPED"))
+        final = wait_job(
+            resumed.stdout.strip().splitlines()[-1],
+            lambda s: any(k in s for k in ("SUCCEEDED", "FAILED", "STOPPED")),
+            address,
+            client_env,
+            timeout=300,
         )
         assert "SUCCEEDED" in final and "trials done 24/24" in final, final
 

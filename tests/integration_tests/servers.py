@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import psutil
 
-from tests.conftest import apt_install, start_hpsearch
+from tests.conftest import apt_install, hpsearch, start_hpsearch
 
 
 def free_port() -> int:
@@ -108,3 +108,15 @@ def running_postgres(user: str = "postgres", database: str = "mlflow"):
                 os.kill(int(f.readline()), signal.SIGINT)  # fast shutdown
         server.wait(60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_job(job: str, until, address: str, env: dict | None = None, timeout: float = 240) -> str:
+    """Poll `hpsearch status JOB` until ``until(its output)``; return that output."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = hpsearch("status", job, "--address", address, env=env)
+        assert out.returncode == 0, out.stderr
+        if until(out.stdout):
+            return out.stdout
+        time.sleep(1.0)
+    raise AssertionError(f"job {job} did not get there in {timeout} s: {out.stdout}")

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import hpsearch as run_cli
 from tests.conftest import write_spec
+from tests.integration_tests.servers import wait_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DASHBOARD = "http://127.0.0.1:8266"
@@ -63,14 +64,7 @@ def small_spec(tmp_path, quickstart_data, name, trials, epochs=3):
 
 
 def wait_status(job, until, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        out = hpsearch("status", job, "--address", DASHBOARD)
-        assert out.returncode == 0, out.stderr
-        if until(out.stdout):
-            return out.stdout
-        time.sleep(1.0)
-    raise AssertionError(f"job {job} did not get there in {timeout} s: {out.stdout}")
+    return wait_job(job, until, DASHBOARD, env=HOME, timeout=timeout)
 
 
 def runs(uri, name):

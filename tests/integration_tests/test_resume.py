@@ -18,6 +18,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TRIALS = 400
 
 
+def kill_all(processes: list) -> None:
+    for p in processes:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+
+
 def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     quickstart_data["name"] = "resume-digits"
     quickstart_data["search"]["num_trials"] = TRIALS
@@ -33,27 +42,16 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
             assert line.startswith("["), line
             done += 1
         assert done < TRIALS
-        ray_processes = driver_tree = psutil.Process(driver.pid).children(recursive=True)
+        driver_tree = psutil.Process(driver.pid).children(recursive=True)
         killed_at = time.time()
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
         if driver.poll() is None:  # the test failed before its kill: stop the driver and its Ray, by pid
-            leftovers = psutil.Process(driver.pid).children(recursive=True)
+            driver_tree = psutil.Process(driver.pid).children(recursive=True)
             driver.kill()
-            for p in leftovers:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(leftovers, timeout=30)
-    # the local Ray this driver started is orphaned now: stop its processes, by pid
-    for p in driver_tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(ray_processes, timeout=30)
+            kill_all(driver_tree)
+    kill_all(driver_tree)  # the local Ray this driver started is orphaned now: stop its processes, by pid
 
     (run_dir,) = (tmp_path / "hpsearch_results").iterdir()
     uri = json.loads((run_dir / "hpsearch.json").read_text())["tracking_uri"]
