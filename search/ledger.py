@@ -17,6 +17,8 @@ from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from trainables.tune_adapter import EARLIER
+
 STATES = ("completed", "stopped_early", "diverged", "failed")
 _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
     "done",
@@ -26,6 +28,7 @@ _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
     "epoch",
     "node_id",
     "device",
+    EARLIER,
 }
 
 
@@ -94,13 +97,15 @@ class Ledger(Callback):
             listener.trial_started(rec)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        """One Tune result may carry several epochs (``earlier_epochs``, then its own): each is one step."""
         rec = self.records[trial.trial_id]
-        step = int(result.get("training_iteration", rec.epochs + 1))
-        metrics = reported_metrics(result)
-        rec.epochs, rec.metrics = step, metrics
         rec.node_id, rec.device = result.get("node_id", rec.node_id), result.get("device", rec.device)
-        for listener in self.listeners:
-            listener.trial_result(rec, step, metrics)
+        for epoch in [*result.get(EARLIER, ()), result]:
+            step = int(epoch.get("epoch", epoch.get("training_iteration", rec.epochs + 1)))
+            metrics = reported_metrics(epoch)
+            rec.epochs, rec.metrics = step, metrics
+            for listener in self.listeners:
+                listener.trial_result(rec, step, metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self.records[trial.trial_id]

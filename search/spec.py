@@ -87,6 +87,10 @@ class SearchSpec(_Strict):
     # ... and at least this many seconds between two checkpoints of a trial (its last epoch always is one):
     # short epochs do not pay a checkpoint each; a crash loses at most this much of a trial's training
     checkpoint_min_interval_s: float = Field(10.0, ge=0)
+    # Epochs shorter than this reach Tune (and MLflow) together, at most this many seconds apart, and
+    # always at ASHA's rung epochs and a trial's last: each Tune result is a round trip the trial waits
+    # for. 0 = every epoch on its own.
+    report_interval_s: float = Field(1.0, ge=0)
 
 
 class ResourcesSpec(_Strict):

@@ -58,7 +58,7 @@ def asha_scheduler(spec: JobSpec) -> Any:
 
     s = spec.search.scheduler
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr="epoch",  # not training_iteration: one Tune result may carry several epochs
         max_t=s.max_epochs,
         grace_period=s.grace_period,
         reduction_factor=s.reduction_factor,
@@ -294,7 +294,9 @@ def read_text(location: str) -> str | None:
 def trainable_for(spec: JobSpec) -> Any:
     from ray import tune
 
-    from trainables.tune_adapter import run_trial
+    from trainables.tune_adapter import asha_milestones, run_trial
+
+    s = spec.search.scheduler
 
     return tune.with_resources(
         tune.with_parameters(
@@ -306,6 +308,8 @@ def trainable_for(spec: JobSpec) -> Any:
             threads=max(1, int(spec.resources.cpu)),
             checkpoint_every=spec.search.checkpoint_every,
             checkpoint_min_interval_s=spec.search.checkpoint_min_interval_s,
+            milestones=asha_milestones(s.max_epochs, s.grace_period, s.reduction_factor),
+            report_interval_s=spec.search.report_interval_s,
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )

@@ -12,3 +12,10 @@ def scripted(config, data, epochs, report, seed=0):
     if outcome == "diverge":
         raise TrialDiverged("loss became non-finite in epoch 1 (scripted)")
     train_mlp(mlp_config, data, epochs, report, seed)
+
+
+def fails_after(config, data, epochs, report, seed=0):
+    """Reports ``config["good_epochs"]`` epochs (no ``epoch`` key: hpsearch counts them), then fails."""
+    for epoch in range(1, config["good_epochs"] + 1):
+        report({"val_accuracy": epoch / 100, "val_loss": 1.0 / epoch})
+    raise RuntimeError(f"scripted failure after epoch {config['good_epochs']}")

@@ -25,7 +25,7 @@ SPACE = {
 }
 
 
-def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_startup=4, grace_period=1):
+def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_startup=4, grace_period=1, **search):
     return parse_spec(
         {
             "name": name,
@@ -34,9 +34,10 @@ def make_spec(name, num_trials, max_epochs, space=SPACE, trainable="mlp", n_star
             "space": space,
             "search": {
                 "num_trials": num_trials,
-                "max_concurrent": 2,
+                "max_concurrent": search.pop("max_concurrent", 2),
                 "sampler": {"seed": 0, "n_startup_trials": n_startup},
                 "scheduler": {"max_epochs": max_epochs, "grace_period": grace_period, "reduction_factor": 3},
+                **search,
             },
         }
     )
@@ -141,6 +142,53 @@ def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path
     assert parent.data.metrics["trials_failed"] == result.counts["failed"]
     # the searcher (Optuna) was told these trials failed
     assert result.searcher_states["FAIL"] == result.counts["failed"] + result.counts["diverged"]
+
+
+def test_epochs_sent_together_give_the_same_search_as_one_result_per_epoch(ray_session, tmp_path):
+    """Batching epochs into one Tune result (at ASHA's rungs 1, 3, 9 and the last epoch) changes no
+    decision: one trial at a time, same seeds, the same trials stop at the same epochs with the same
+    metrics as with a Tune result per epoch, and MLflow has every epoch of each."""
+    outcomes = []
+    for interval in (0.0, 60.0):
+        spec = make_spec(
+            f"it-batch-{interval:g}", num_trials=8, max_epochs=10, max_concurrent=1, report_interval_s=interval
+        )
+        uri = f"sqlite:///{tmp_path / f'mlruns-{interval:g}.db'}"
+        result = run_search(spec, tracking_uri=uri, storage=tmp_path / f"runs-{interval:g}", quiet=True)
+        records = sorted(result.records, key=lambda r: r.index)
+        client = MlflowClient(uri)
+        _, by_role = runs_by_role(client, spec.name)
+        steps = {
+            c.data.tags["hpsearch.trial"]: sorted(m.step for m in client.get_metric_history(c.info.run_id, "val_loss"))
+            for c in by_role["trial"]
+        }
+        assert all(steps[r.name] == list(range(1, r.epochs + 1)) for r in records), steps
+        outcomes.append([(r.config, r.state, r.epochs, r.metrics["val_accuracy"]) for r in records])
+    per_epoch, batched = outcomes
+    assert batched == per_epoch
+    assert {state for _, state, _, _ in batched} == {"completed", "stopped_early"}
+    assert {epochs for _, _, epochs, _ in batched} >= {1, 10}  # stopped at a rung, and ran to the end
+
+
+def test_epochs_not_yet_sent_when_a_trial_fails_still_reach_mlflow(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    space = {"good_epochs": 5}
+    spec = make_spec(  # only the rungs (1, 3, 9) and the last epoch would send: epochs 4 and 5 wait
+        "it-fail-late",
+        1,
+        9,
+        space=space,
+        trainable="tests.integration_tests.helpers:fails_after",
+        report_interval_s=60.0,
+    )
+    result = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+    (rec,) = result.records
+    assert rec.state == "failed" and "scripted failure after epoch 5" in rec.error and rec.epochs == 5
+    client = MlflowClient(uri)
+    _, by_role = runs_by_role(client, "it-fail-late")
+    (child,) = by_role["trial"]
+    history = client.get_metric_history(child.info.run_id, "val_accuracy")
+    assert sorted((m.step, m.value) for m in history) == [(e, e / 100) for e in range(1, 6)]
 
 
 def test_a_diverging_config_ends_diverged_and_the_search_goes_on(ray_session, tmp_path):

@@ -88,3 +88,17 @@ def test_a_local_folder_is_not_a_shared_filesystem(tmp_path):
     from search.tuner import shared_filesystem
 
     assert not shared_filesystem(str(tmp_path / "not" / "yet" / "there"))
+
+
+def test_a_result_carrying_several_epochs_is_one_step_each():
+    recorder = Recorder()
+    ledger = Ledger(max_epochs=9, metric="val_accuracy", mode="max", listeners=[recorder])
+    t = trial("a")
+    ledger.on_trial_start(0, [], t)
+    earlier = [{"epoch": 2, "val_accuracy": 0.2, "lr": 0.1}, {"epoch": 3, "val_accuracy": 0.3, "lr": 0.1}]
+    result = {"epoch": 4, "val_accuracy": 0.4, "lr": 0.1, "training_iteration": 2, "earlier_epochs": earlier}
+    ledger.on_trial_result(0, [], t, {"epoch": 1, "val_accuracy": 0.1, "training_iteration": 1})
+    ledger.on_trial_result(0, [], t, result)
+    assert [e[2] for e in recorder.events if e[0] == "result"] == [1, 2, 3, 4]
+    rec = ledger.records["a"]
+    assert rec.epochs == 4 and rec.metrics == {"val_accuracy": 0.4, "lr": 0.1}
