@@ -125,3 +125,23 @@ def test_train_samples_caps_the_train_split_only():
     data = load_data({"dataset": "digits", "train_samples": 100})
     full = load_data({"dataset": "digits"})
     assert len(data.train_y) == 100 and len(data.val_y) == len(full.val_y) and torch.equal(data.test_y, full.test_y)
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from trainables.data import digits
+
+    x, y = digits()
+    bunch = load_digits()
+    assert x.shape == (1797, 1, 8, 8) and x.dtype == np.float32 and y.dtype == np.int64
+    assert np.array_equal(x[:, 0] * 16.0, bunch.images) and np.array_equal(y, bunch.target)
+    code = (
+        "import sys; from trainables.data import load_data; s = load_data({'dataset': 'digits'}); "
+        "print(len(s.train_y) + len(s.val_y) + len(s.test_y), 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1797", "False"]
