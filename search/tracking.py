@@ -41,6 +41,53 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
 
 
+def new_sqlite_store(tracking_uri: str, cache: Path | None = None) -> bool:
+    """Create the SQLite file of a ``sqlite:///`` store that does not exist yet from a copy of an
+    empty store MLflow itself migrated (kept per MLflow version in ``~/.cache/hpsearch``), instead of
+    MLflow running its ~60 schema migrations for each new file (~1.4 s of CPU against ~0.1 s to copy,
+    taken from the trials' start-up). The copy has no Default experiment: MLflow adds it on opening,
+    with this store's artifact location. Returns whether it created the file."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return False
+    target = Path(tracking_uri[len("sqlite:///") :])
+    if target.exists() or not target.parent.is_dir():
+        return False
+    import os
+    import shutil
+    import sqlite3
+    import tempfile
+
+    import mlflow
+
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if not template.is_file():
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".db")
+        except OSError:  # no writable cache (a read-only home): MLflow creates the store as usual
+            return False
+        os.close(fd)
+        os.unlink(tmp)
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", str(cache / "unused-artifacts"))
+        store.engine.dispose()
+        with sqlite3.connect(tmp) as db:
+            db.execute("DELETE FROM experiments")
+        os.replace(tmp, template)  # atomic: a concurrent search sees the whole template or none
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    shutil.copyfile(template, tmp)
+    try:
+        os.link(tmp, target)  # never over a store another process created meanwhile
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -349,6 +396,7 @@ class MlflowTracker:
             from mlflow import MlflowClient
             from mlflow.entities import Param
 
+            new_sqlite_store(self.tracking_uri)
             self.client = MlflowClient(self.tracking_uri)
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
