@@ -82,7 +82,10 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
             low = min(v for _, v in best) if report.mode == "max" else max(v for _, v in best)
             ax.scatter(bad, [low] * len(bad), marker="x", color="tab:red", label="diverged / failed")
     ax.set(xlabel="trial (start order)", ylabel=metric, title=f"{report.experiment}: optimization history")
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no finished trial: nothing to label (only failures)
+        ax.legend(loc="best", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished trial", transform=ax.transAxes, ha="center", va="center")
     save(fig, "optimization_history.png")
 
     # Parameter importance
