@@ -140,6 +140,10 @@ class _Writer(threading.Thread):
     def metrics(self, key: str, points: list) -> None:
         self._queue.put(("metrics", (key, points)))
 
+    def take(self, key: str, fn: Callable[[list], Any]) -> None:
+        """``fn(points)`` with the pending points of ``key``, which it writes itself (in its own request)."""
+        self._queue.put(("take", (key, fn)))
+
     def flush(self) -> None:
         done = threading.Event()
         self.call(done.set)
@@ -174,6 +178,11 @@ class _Writer(threading.Thread):
                 fn, flush = payload
                 write(list(pending) if flush is None else [flush] if flush else [])
                 self._guard(fn)
+            elif kind == "take":
+                key, fn = payload
+                points = pending.pop(key, [])
+                since.pop(key, None)
+                self._guard(lambda fn=fn, points=points: fn(points))
             elif kind == "stop":
                 write(list(pending))
                 return
@@ -352,18 +361,22 @@ class MlflowTracker:
         trial_id, state, error, epochs = rec.trial_id, rec.state, rec.error, rec.epochs
         where = {k: v for k, v in (("hpsearch.node_id", rec.node_id), ("hpsearch.device", rec.device)) if v}
 
-        def end() -> None:
+        def end(points: list) -> None:
             from mlflow.entities import RunTag
 
             run_id = self._run_ids[trial_id]
             tags = {STATE: state, "hpsearch.epochs": str(epochs), **where}
             if error:
                 tags["hpsearch.error"] = error[:5000]
-            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])  # one write, not one per tag
+            # Its last points and its end tags in one write (MLflow: <= 1000 points, 100 tags per request).
+            if len(points) + len(tags) > 1000:
+                log_metrics(self.client, run_id, points)
+                points = []
+            self.client.log_batch(run_id, metrics=points, tags=[RunTag(k, v) for k, v in tags.items()])
             interrupted = error is not None and error.startswith("interrupted")
             self.client.set_terminated(run_id, "KILLED" if interrupted else RUN_STATUS[state])
 
-        self._writer.call(end, flush=trial_id)  # its last points first
+        self._writer.take(trial_id, end)
         if not self._warmed:  # once, after the first trial: start-up is over by then
             self._warmed = True
             self._writer.call(self._warm_up)
