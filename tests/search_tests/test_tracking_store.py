@@ -57,3 +57,28 @@ def test_without_a_writable_cache_mlflow_creates_the_store_itself(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     assert not new_sqlite_store(uri, cache=blocked / "hpsearch")
     assert MlflowClient(uri).get_experiment("0").name == "Default"
+
+
+def test_a_trial_ends_with_its_points_and_tags_written_also_past_mlflows_request_limit(tmp_path):
+    from search.ledger import TrialRecord
+    from search.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    tracker = MlflowTracker(uri, "limits")
+    tracker.start("search", params={}, tags={}, artifacts={})
+    short, long = TrialRecord(1, "a", {"lr": 0.1}), TrialRecord(2, "b", {"lr": 0.2})
+    for rec, epochs in ((short, 3), (long, 600)):  # 600 epochs x 2 metrics: more than 1000 points in one end
+        tracker.trial_started(rec)
+        for step in range(1, epochs + 1):
+            tracker.trial_result(rec, step, {"val_loss": 1.0 / step, "val_accuracy": step / epochs})
+        rec.state, rec.epochs = "completed", epochs
+        tracker.trial_ended(rec)
+    assert tracker.finish("FINISHED", {}, {}, {}, {}) == []
+    client = MlflowClient(uri)
+    runs = {r.data.tags.get("hpsearch.trial"): r for r in client.search_runs([tracker.experiment_id])}
+    for name, epochs in (("t001", 3), ("t002", 600)):
+        run = runs[name]
+        assert run.info.status == "FINISHED" and run.data.tags["hpsearch.trial_state"] == "completed"
+        assert run.data.tags["hpsearch.epochs"] == str(epochs)
+        for key in ("val_loss", "val_accuracy"):
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(1, epochs + 1))
