@@ -60,18 +60,32 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120
 
 
 def translate(value: str, ports: dict[str, int]) -> str:
+    # Port flags are whole arguments: matched as substrings, "--port=5000" would also rewrite an
+    # already translated "--port=50001" (a free port that happens to start with 5000).
+    flags = {
+        "--port=6379": f"--port={ports['gcs']}",
+        "--dashboard-port=8265": f"--dashboard-port={ports['dashboard']}",
+        "--port=5000": f"--port={ports['mlflow']}",
+    }
+    if value in flags:
+        return flags[value]
     for old, new in [
         ("postgres:5432", f"127.0.0.1:{ports['postgres']}"),
         ("http://minio:9000", f"http://127.0.0.1:{ports['minio']}"),
         ("http://mlflow:5000", f"http://127.0.0.1:{ports['mlflow']}"),
         ("ray-head:6379", f"127.0.0.1:{ports['gcs']}"),
-        ("--port=6379", f"--port={ports['gcs']}"),
-        ("--dashboard-port=8265", f"--dashboard-port={ports['dashboard']}"),
-        ("--port=5000", f"--port={ports['mlflow']}"),
         ("=0.0.0.0", "=127.0.0.1"),
     ]:
         value = value.replace(old, new)
     return value
+
+
+def test_translate_rewrites_whole_port_flags_only():
+    ports = {"gcs": 50001, "dashboard": 50002, "mlflow": 58483, "postgres": 1, "minio": 2}
+    assert translate("--port=6379", ports) == "--port=50001"
+    assert translate("--port=5000", ports) == "--port=58483"
+    assert translate("--address=ray-head:6379", ports) == "--address=127.0.0.1:50001"
+    assert translate("http://mlflow:5000/x", ports) == "http://127.0.0.1:58483/x"
 
 
 def service(compose: dict, name: str, ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
@@ -152,6 +166,8 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
             if nodes.stdout.count("state: ALIVE") >= 2:
                 break
             time.sleep(1)
+        else:
+            raise AssertionError(f"the worker node did not join:\n{log.read_text()[-3000:]}")
         submit = hpsearch(
             "submit",
             spec,
