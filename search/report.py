@@ -385,14 +385,14 @@ def marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str
 
 
 def rung_milestones(settings: Settings) -> list[int]:
-    """ASHA's rungs (Ray's ASHAScheduler: grace * rf^k below max_t), then max_t (completed)."""
-    out, rung = [], float(settings.grace_period)
-    while settings.max_epochs and rung < settings.max_epochs:
-        out.append(int(rung))
-        rung *= settings.reduction_factor
-    if settings.max_epochs:
-        out.append(settings.max_epochs)
-    return sorted(set(out))
+    """The epochs where ASHA decides (the first epoch at or past each of its rungs: the same
+    ``asha_milestones`` the trials batch their results by), then max_t (completed)."""
+    from trainables.tune_adapter import asha_milestones
+
+    if not settings.max_epochs:
+        return []
+    rungs = asha_milestones(settings.max_epochs, settings.grace_period, settings.reduction_factor)
+    return sorted({math.ceil(m) for m in rungs if m < settings.max_epochs} | {settings.max_epochs})
 
 
 def rung_stats(rows: list[TrialRow], settings: Settings, sign: float) -> list[dict[str, Any]]:

@@ -97,6 +97,8 @@ def test_rung_milestones_match_asha():
     assert rung_milestones(_settings()) == [1, 3, 9]
     assert rung_milestones(_settings(max_epochs=10)) == [1, 3, 9, 10]
     assert rung_milestones(_settings(max_epochs=20, grace_period=2, reduction_factor=2)) == [2, 4, 8, 16, 20]
+    # a fractional rung (2.5, 6.25) is decided at the first epoch past it, where the trials send their results
+    assert rung_milestones(_settings(max_epochs=12, grace_period=1, reduction_factor=2.5)) == [1, 3, 7, 12]
 
 
 def _rows(n=40, seed=0):
