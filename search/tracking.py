@@ -157,11 +157,14 @@ class _Writer(threading.Thread):
         pending: dict[str, list] = {}
         since: dict[str, float] = {}
 
+        def take(key: str) -> list:
+            since.pop(key, None)
+            return pending.pop(key, [])
+
         def write(keys: list[str]) -> None:
             for key in keys:
                 if key in pending:
-                    points = pending.pop(key)
-                    since.pop(key, None)
+                    points = take(key)
                     self._guard(lambda k=key, p=points: self.log_points(k, p))
 
         while True:
@@ -180,8 +183,7 @@ class _Writer(threading.Thread):
                 self._guard(fn)
             elif kind == "take":
                 key, fn = payload
-                points = pending.pop(key, [])
-                since.pop(key, None)
+                points = take(key)
                 self._guard(lambda fn=fn, points=points: fn(points))
             elif kind == "stop":
                 write(list(pending))

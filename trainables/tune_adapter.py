@@ -154,8 +154,9 @@ def run_trial(
     def report(metrics: dict[str, float], state: dict[str, Any] | None = None) -> None:
         nonlocal done, last_checkpoint
         done += 1
-        due = batch.add({**metrics, "epoch": int(metrics.get("epoch", done))})
-        if state is not None and metrics.get("epoch") != epochs:
+        epoch = int(metrics.get("epoch", done))
+        due = batch.add({**metrics, "epoch": epoch})
+        if state is not None and epoch != epochs:  # a trial's last epoch is always checkpointed
             if time.monotonic() - last_checkpoint < checkpoint_min_interval_s:
                 state = None  # too soon after the last one: writing it would cost more than it saves
         if state is not None:  # a checkpoint goes with the result of its own epoch
