@@ -204,19 +204,22 @@ def _stop(records: list[dict], with_children: bool, timeout_s: float = 20) -> in
                 procs += [c for c in p.children(recursive=True) if c.pid not in seen and not seen.add(c.pid)]
             except psutil.NoSuchProcess:
                 pass
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    signal_all(procs, "terminate")
     _, survivors = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in survivors:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    signal_all(survivors, "kill")
     psutil.wait_procs(survivors, timeout=5)
     return len(procs)
+
+
+def signal_all(procs: list, how: str) -> None:
+    """``terminate`` or ``kill`` each ``psutil.Process``; those already gone are skipped."""
+    import psutil
+
+    for p in procs:
+        try:
+            getattr(p, how)()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def down(state_file: Path = DEFAULT_STATE) -> int:

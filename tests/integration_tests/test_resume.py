@@ -9,6 +9,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
+from search.cluster import signal_all
 from search.tuner import SNAPSHOT_S
 from tests.conftest import hpsearch, start_hpsearch, write_spec
 
@@ -19,11 +20,7 @@ TRIALS = 400
 
 
 def kill_all(processes: list) -> None:
-    for p in processes:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    signal_all(processes, "kill")
     psutil.wait_procs(processes, timeout=30)
 
 
