@@ -1,30 +1,69 @@
-# `make run`: set up .venv (if needed) and run the quickstart search.
-# `make test`: set up .venv (if needed) and run the whole test suite (slow tests included).
+# `make run`: set up .venv (what running needs) and run the quickstart search.
+# `make test`: set up .venv (with the test and lint tools), lint, type-check and run every test (slow ones too).
+# Everything installs from constraints.txt: the exact set of versions hpsearch is tested with.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.hpsearch-installed
+PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
+RUN_STAMP := $(VENV)/.hpsearch-run
+DEV_STAMP := $(VENV)/.hpsearch-dev
+PACKAGES := search spaces trainables
+# Another interpreter by version (compat): on PATH, else a pyenv installation.
+find_python = $(shell command -v python$(1) 2>/dev/null || ls -d $$(pyenv root 2>/dev/null || echo ~/.pyenv)/versions/$(1).*/bin/python$(1) 2>/dev/null | tail -1)
 
-.PHONY: run test lint install clean
+.PHONY: run test test-fast lint typecheck compat compat-one install install-dev constraints clean
 
-install: $(STAMP)
+install: $(RUN_STAMP)
+install-dev: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) -e .
+	touch $@
 
-run: $(STAMP)
+$(DEV_STAMP): $(RUN_STAMP)
+	$(PIP) -e '.[dev]'
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/hpsearch run examples/quickstart.yaml
 
-test: $(STAMP)
-	$(BIN)/ruff check spaces search trainables tests benchmarks
+test: lint
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
-	$(BIN)/ruff check spaces search trainables tests benchmarks
-	$(BIN)/ruff format --check spaces search trainables tests benchmarks
+# The tests not marked slow (a few minutes).
+test-fast: $(DEV_STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check $(PACKAGES) tests benchmarks
+	$(BIN)/ruff format --check $(PACKAGES) tests benchmarks
+	$(MAKE) --no-print-directory typecheck
+
+# mypy sees the package as Python imports it: a tree of links named as the installed package
+# (search/ -> hpsearch/, spaces/ -> hpsearch/spaces/, trainables/ -> hpsearch/trainables/).
+typecheck: $(DEV_STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck
+	cp -rs $(CURDIR)/search build/typecheck/hpsearch
+	cp -rs $(CURDIR)/spaces build/typecheck/hpsearch/spaces
+	cp -rs $(CURDIR)/trainables build/typecheck/hpsearch/trainables
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p hpsearch
+
+# The quickstart and the fast tests on Python 3.12 and 3.13, each in a venv of its own.
+compat:
+	$(MAKE) --no-print-directory compat-one PYVER=3.12
+	$(MAKE) --no-print-directory compat-one PYVER=3.13
+
+compat-one:
+	@test -n "$(call find_python,$(PYVER))" || { echo "python$(PYVER) not found"; exit 1; }
+	$(MAKE) --no-print-directory run test-fast VENV=.venv-py$(PYVER) PYTHON=$(call find_python,$(PYVER)) \
+		PYTEST_ADDOPTS="-p no:cacheprovider"
+
+# Regenerate constraints.txt from the current .venv (after changing a version on purpose).
+constraints: $(DEV_STAMP)
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^hpsearch'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
 
 clean:
-	rm -rf hpsearch_results mlruns.db mlartifacts .pytest_cache
+	rm -rf hpsearch_results mlruns.db mlartifacts .pytest_cache build

@@ -41,9 +41,9 @@ def run_a(
     trials: int, seed: int, folder: Path, max_epochs: int = w.MAX_EPOCHS, train_samples: int | None = None
 ) -> dict:
     import yaml
-
-    from search.spec import load_spec_text
-    from search.tuner import init_ray, run_search
+    from hpsearch.raysetup import init_ray
+    from hpsearch.run import run_search
+    from hpsearch.spec import load_spec_text
 
     data = w.spec_data(trials, seed)
     data["search"]["scheduler"]["max_epochs"] = max_epochs
@@ -149,8 +149,7 @@ def run_tune(trials: int, seed: int, folder: Path, reuse_actors: bool) -> dict:
 def run_optuna(trials: int, seed: int, folder: Path) -> dict:
     import optuna
     import torch
-
-    from trainables.loop import TrialDiverged
+    from hpsearch.trainables.loop import TrialDiverged
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -97,7 +97,7 @@ def fit(
     """hpsearch's custom-trainable contract (checkpoints and resume like the built-ins); each result
     also carries ``compute_s``: the time this trial spent training so far, without the time its
     ``report`` calls took (handing results and checkpoints to the orchestrator is overhead)."""
-    from trainables.loop import train_model
+    from hpsearch.trainables.loop import train_model
 
     started = time.perf_counter()
     reporting = 0.0
@@ -114,6 +114,6 @@ def fit(
 
 @lru_cache(maxsize=1)
 def digits() -> Any:
-    from trainables.data import load_data
+    from hpsearch.trainables.data import load_data
 
     return load_data({"dataset": "digits", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0})

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     # (Ray passes the driver's sys.path on to the trial workers).
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from search.errors import HpsearchError, SpecError
+    from hpsearch.errors import HpsearchError, SpecError
 
     try:
         if args.command == "validate":
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from search.spec import load_spec
+    from hpsearch.spec import load_spec
 
     spec = load_spec(args.spec)
     print(
@@ -186,19 +186,19 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _space(args: argparse.Namespace) -> int:
-    import spaces
-    from search.errors import SpecError, UsageError
+    from hpsearch import spaces
+    from hpsearch.errors import SpecError, UsageError
 
     if args.space_command == "presets":
         for name in spaces.preset_names():
             print(name)
         return EXIT_OK
     if args.n < 1:
-        raise UsageError([f"-n: must be >= 1, got {args.n}"])
+        raise UsageError([("-n", f"must be >= 1, got {args.n}")])
     ref = args.space
     try:
         if ref.endswith((".yaml", ".yml")) and Path(ref).is_file() and _is_job_spec(Path(ref)):
-            from search.spec import load_spec
+            from hpsearch.spec import load_spec
 
             space = load_spec(ref).search_space
         else:
@@ -224,14 +224,14 @@ def _load(spec_arg: Path):
     """A spec file, or ``env:VAR`` (how a submitted job hands its spec to the driver)."""
     import os
 
-    from search.errors import SpecError
-    from search.spec import load_spec, load_spec_text
+    from hpsearch.errors import SpecError
+    from hpsearch.spec import load_spec, load_spec_text
 
     text = str(spec_arg)
     if text.startswith("env:"):
         var = text[4:]
         if var not in os.environ:
-            raise SpecError([f"spec: environment variable {var} is not set"])
+            raise SpecError([("spec", f"environment variable {var} is not set")])
         return load_spec_text(os.environ[var], source=text, base_dir=Path.cwd())
     return load_spec(spec_arg)
 
@@ -239,11 +239,11 @@ def _load(spec_arg: Path):
 def _run(args: argparse.Namespace) -> int:
     import signal
 
-    from search.errors import UsageError
-    from search.spec import check_tracking_uri
+    from hpsearch.errors import UsageError
+    from hpsearch.tracking.store import check_tracking_uri
 
     if args.address:
-        from search.jobs import prepare_auth
+        from hpsearch.jobs import prepare_auth
 
         prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
     spec = _load(args.spec)  # validated before anything starts
@@ -251,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(problems)
     # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    from search.tuner import run_search
+    from hpsearch.run import run_search
 
     result = run_search(
         spec,
@@ -266,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _outcome(result) -> int:
-    from search.summary import print_summary
+    from hpsearch.summary import print_summary
 
     print_summary(result)
     if result.status != "FINISHED":
@@ -286,38 +286,38 @@ def _outcome(result) -> int:
 def _resume(args: argparse.Namespace) -> int:
     import signal
 
-    from search.jobs import prepare_auth
+    from hpsearch.jobs import prepare_auth
 
     prepare_auth()
     remote = "://" in args.target  # a run directory in a storage URI (s3://...)
     target = args.target if remote else Path(args.target)
     if not remote and not target.is_dir():
-        from search import jobs
+        from hpsearch import jobs
 
         job_id = jobs.resume(args.address, args.target)
         print(f"resuming {args.target} as job {job_id}: hpsearch logs {job_id} --follow")
         print(job_id)
         return EXIT_OK
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    from search.tuner import resume_search
+    from hpsearch.resume import resume_search
 
     address = args.address if args.address and not args.address.startswith("http") else None
     return _outcome(resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs))
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from search import jobs
+    from hpsearch import jobs
 
     jobs.prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
 
     if args.command == "submit":
-        from search.spec import check_tracking_uri
-        from search.tracking import default_tracking_uri
+        from hpsearch.tracking import default_tracking_uri
+        from hpsearch.tracking.store import check_tracking_uri
 
         spec = _load(args.spec)  # a bad spec is never submitted
         uri = args.tracking_uri or spec.tracking.uri or default_tracking_uri()
         if problems := check_tracking_uri(uri):
-            from search.errors import SpecError
+            from hpsearch.errors import SpecError
 
             raise SpecError(problems)
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -354,13 +354,13 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
-    from search.tracking import default_tracking_uri
+    from hpsearch.tracking import default_tracking_uri
 
     return args.tracking_uri or default_tracking_uri()
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from search import ui
+    from hpsearch.review import ui
 
     uri = _tracking_uri(args)
     plan = ui.plan(uri, args.host, args.port, args.allow_remote, args.auth, args.workers)
@@ -368,12 +368,12 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from search.errors import UsageError
-    from search.report import load_report
-    from search.report_output import print_report, write_report
+    from hpsearch.errors import UsageError
+    from hpsearch.review.report import load_report
+    from hpsearch.review.report_output import print_report, write_report
 
     if args.top_k < 1:
-        raise UsageError([f"--top-k: must be >= 1, got {args.top_k}"])
+        raise UsageError([("--top-k", f"must be >= 1, got {args.top_k}")])
     report = load_report(_tracking_uri(args), args.experiment, args.search, top_k=args.top_k)
     if args.out:
         write_report(report, args.out)
@@ -387,7 +387,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from search.retrain import print_retrain, retrain
+    from hpsearch.review.retrain import print_retrain, retrain
 
     quiet = args.format == "json"
     result = retrain(
@@ -408,12 +408,12 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from search import cluster
+    from hpsearch import cluster
 
     state_file = args.state_file or cluster.DEFAULT_STATE
     if args.cluster_command == "up":
         if args.workers < 0 or args.num_cpus < 1 or args.num_gpus < 0:
-            from search.errors import UsageError
+            from hpsearch.errors import UsageError
 
             raise UsageError(
                 [

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.errors import HpsearchError
+from hpsearch.errors import HpsearchError
 
 DEFAULT_STATE = Path("~/.hpsearch/cluster.json")
 
@@ -35,7 +35,7 @@ def _ray_bin() -> str:
 
 
 def _env() -> dict[str, str]:
-    # `python` on the cluster must be this environment's (job drivers run `python -m search`).
+    # `python` on the cluster must be this environment's (job drivers run `python -m hpsearch`).
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -92,7 +92,7 @@ def up(
     if "RAY_AUTH_MODE" not in os.environ:
         # Token authentication, as Ray 2.60 recommends: `ray start` turns it on only with a token at
         # hand, so make sure there is one (~/.ray/auth_token, unless RAY_AUTH_TOKEN(_PATH) gives it).
-        from search.jobs import token_available
+        from hpsearch.jobs import token_available
 
         if not token_available():
             subprocess.run(

@@ -1,6 +1,24 @@
-"""The exception hierarchy of hpsearch."""
+"""The exception hierarchy of hpsearch, and the one shape of a problem with user input."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+
+class Problem(NamedTuple):
+    """One problem with user input: the field path it belongs to (``search.num_trials``,
+    ``space.optimizer[sgd].lr``, ``--port``; ``""`` for the input as a whole) and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def problems_of(items: Iterable[tuple[str, str]]) -> list[Problem]:
+    return [Problem(*item) for item in items]
 
 
 class HpsearchError(Exception):
@@ -8,15 +26,15 @@ class HpsearchError(Exception):
 
 
 class SpecError(HpsearchError, ValueError):
-    """A job spec (or a space, a CLI argument) is invalid; ``problems`` lists each ``path: message``."""
+    """A job spec (or a space, a CLI argument) is invalid; ``problems`` lists every :class:`Problem`."""
 
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
+    what = "invalid job spec"
+
+    def __init__(self, problems: Iterable[tuple[str, str]], source: str | None = None):
+        self.problems = problems_of(problems)
         self.source = source
         head = f"{self.what} {source}" if source else self.what
         super().__init__(f"{head}:\n" + "\n".join(f"  {p}" for p in self.problems))
-
-    what = "invalid job spec"
 
 
 class UsageError(SpecError):

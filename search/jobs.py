@@ -1,6 +1,6 @@
 """Search jobs on a Ray cluster through Ray's Jobs API: submit, status, logs, stop, list.
 
-The job's driver is ``python -m search run`` on the cluster; the spec travels in the job's
+The job's driver is ``python -m hpsearch run`` on the cluster; the spec travels in the job's
 runtime environment. Ray clusters started by Ray 2.60 use token authentication: with a token
 available (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) and
 ``RAY_AUTH_MODE`` unset, hpsearch sets ``RAY_AUTH_MODE=token`` for you.
@@ -9,7 +9,6 @@ available (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``)
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shlex
 import time
@@ -17,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.errors import HpsearchError, SpecError, UsageError
-from search.spec import JobSpec
+from hpsearch.errors import HpsearchError, SpecError, UsageError
+from hpsearch.progress import RECORDS_ENV
+from hpsearch.protocol import PROGRESS_PREFIX, Progress
+from hpsearch.spec import JobSpec
+from hpsearch.tracking.tags import JOB_MARK, JOB_NAME, JOB_RESUMES, JOB_RUN_DIR, JOB_TRACKING_URI
 
 SPEC_ENV = "HPSEARCH_SPEC_YAML"
-_PROGRESS = re.compile(r"^\[\s*(\d+)/(\d+)\].*?best (\S+)", re.MULTILINE)
 AUTH_HINT = (
     "set RAY_AUTH_MODE=token and give the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
     "RAY_AUTH_TOKEN_PATH (on the head node: `ray get-auth-token`)"
@@ -49,9 +50,9 @@ def prepare_auth() -> None:
 def resolve_address(address: str | None) -> str:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        raise UsageError(["--address: required (or set RAY_ADDRESS), e.g. http://127.0.0.1:8265"])
+        raise UsageError([("--address", "required (or set RAY_ADDRESS), e.g. http://127.0.0.1:8265")])
     if not address.startswith(("http://", "https://")):
-        raise UsageError([f"--address: the Jobs API address is http(s)://HEAD:8265, got {address!r}"])
+        raise UsageError([("--address", f"the Jobs API address is http(s)://HEAD:8265, got {address!r}")])
     return address
 
 
@@ -84,7 +85,7 @@ def _call(fn: Any, *args: Any) -> Any:
 
 def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, cwd: Path) -> str:
     """Submit the (validated) spec as a Ray job; return the job id."""
-    from trainables import BUILTIN
+    from hpsearch.trainables import BUILTIN
 
     jobs = client(address)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -101,9 +102,10 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
         "RAY_JOB_STOP_SIGNAL": "SIGINT",
         "RAY_JOB_STOP_WAIT_TIME_S": "60",
         "PYTHONUNBUFFERED": "1",
+        RECORDS_ENV: "1",  # the driver prints Progress records: `hpsearch status` reads them
     }
     entrypoint = (
-        f"python -m search run env:{SPEC_ENV} --address auto --tracking-uri {shlex.quote(tracking_uri)} "
+        f"python -m hpsearch run env:{SPEC_ENV} --address auto --tracking-uri {shlex.quote(tracking_uri)} "
         f"--storage {shlex.quote(storage)} --run-name {job_id}"
     )
     run_dir = f"{storage.rstrip('/')}/{job_id}"
@@ -113,10 +115,10 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
             submission_id=job_id,
             runtime_env={**runtime_env, "env_vars": env},
             metadata={
-                "hpsearch": "1",
-                "hpsearch.name": spec.name,
-                "hpsearch.tracking_uri": tracking_uri,
-                "hpsearch.run_dir": run_dir,
+                JOB_MARK: "1",
+                JOB_NAME: spec.name,
+                JOB_TRACKING_URI: tracking_uri,
+                JOB_RUN_DIR: run_dir,
             },
         )
     )
@@ -136,7 +138,7 @@ def user_module_path(trainable: str, cwd: Path) -> str:
     if origin:
         path = Path(origin)
         return str(path.parent if path.name == "__init__.py" else path)
-    raise SpecError([f"trainable: cannot find the module {top!r} to send with the job (looked in {cwd})"])
+    raise SpecError([("trainable", f"cannot find the module {top!r} to send with the job (looked in {cwd})")])
 
 
 @dataclass
@@ -151,12 +153,16 @@ class JobView:
 
 
 def progress_of(logs: str) -> tuple[str, str]:
-    """``("12/30", "0.9721")`` from the last progress line of a search's log, or ``("-", "-")``."""
-    found = _PROGRESS.findall(logs)
-    if not found:
+    """``("12/30", "0.9721")`` from the last :class:`Progress` record of a search's log, or ``("-", "-")``."""
+    found = Progress.last_in(logs)
+    if found is None:
         return "-", "-"
-    done, total, best = found[-1]
-    return f"{done}/{total}", best.rstrip(")") if best != "-" else "-"
+    return f"{found.done}/{found.total}", "-" if found.best is None else f"{found.best:.4f}"
+
+
+def without_records(text: str) -> str:
+    """A job's log as a user reads it: the machine-readable progress records left out."""
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith(PROGRESS_PREFIX))
 
 
 def view(jobs: Any, info: Any) -> JobView:
@@ -167,7 +173,7 @@ def view(jobs: Any, info: Any) -> JobView:
     meta = info.metadata or {}
     return JobView(
         job_id,
-        meta.get("hpsearch.name", "-"),
+        meta.get(JOB_NAME, "-"),
         str(info.status.value if hasattr(info.status, "value") else info.status),
         started,
         done,
@@ -183,20 +189,25 @@ def status(address: str | None, job_id: str) -> JobView:
 
 def list_jobs(address: str | None) -> list[JobView]:
     jobs = client(address)
-    infos = [i for i in _call(jobs.list_jobs) if (i.metadata or {}).get("hpsearch") == "1"]
+    infos = [i for i in _call(jobs.list_jobs) if (i.metadata or {}).get(JOB_MARK) == "1"]
     return [view(jobs, i) for i in sorted(infos, key=lambda i: i.start_time or 0)]
 
 
 def logs(address: str | None, job_id: str, follow: bool) -> None:
     jobs = client(address)
     if not follow:
-        print(_call(jobs.get_job_logs, job_id), end="")
+        print(without_records(_call(jobs.get_job_logs, job_id)), end="")
         return
     import asyncio
 
     async def tail() -> None:
+        partial = ""  # a chunk may end mid-line: records are recognised on whole lines
         async for chunk in jobs.tail_job_logs(job_id):
-            print(chunk, end="", flush=True)
+            whole, _, partial = (partial + chunk).rpartition("\n")
+            if whole:
+                print(without_records(whole + "\n"), end="", flush=True)
+        if partial:
+            print(without_records(partial), end="", flush=True)
 
     _call(lambda: asyncio.run(tail()))
 
@@ -219,12 +230,12 @@ def resume(address: str | None, job_id: str) -> str:
     jobs = client(address)
     info = _call(jobs.get_job_info, job_id)
     meta = info.metadata or {}
-    if "hpsearch.run_dir" not in meta:
-        raise UsageError([f"JOB: {job_id!r} is not an hpsearch job (no run directory in its metadata)"])
+    if JOB_RUN_DIR not in meta:
+        raise UsageError([("JOB", f"{job_id!r} is not an hpsearch job (no run directory in its metadata)")])
     new_id = f"{job_id}-resume-{secrets.token_hex(2)}"
     _call(
         lambda: jobs.submit_job(
-            entrypoint=f"python -m search resume {shlex.quote(meta['hpsearch.run_dir'])} --address auto",
+            entrypoint=f"python -m hpsearch resume {shlex.quote(meta[JOB_RUN_DIR])} --address auto",
             submission_id=new_id,
             runtime_env={
                 **(
@@ -236,9 +247,10 @@ def resume(address: str | None, job_id: str) -> str:
                     "RAY_JOB_STOP_SIGNAL": "SIGINT",
                     "RAY_JOB_STOP_WAIT_TIME_S": "60",
                     "PYTHONUNBUFFERED": "1",
+                    RECORDS_ENV: "1",
                 },
             },
-            metadata={**meta, "hpsearch.resumes": job_id},
+            metadata={**meta, JOB_RESUMES: job_id},
         )
     )
     return new_id

@@ -11,13 +11,12 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from hpsearch.protocol import EARLIER, TrialDiverged
 from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
-
-from trainables.tune_adapter import EARLIER
 
 STATES = ("completed", "stopped_early", "diverged", "failed")
 _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
@@ -68,6 +67,11 @@ def reported_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 class Ledger(Callback):
+    """The search's trial records, kept by Tune's callbacks and saved with Tune's experiment state."""
+
+    restored: ClassVar[Ledger | None] = None
+    """The ledger Tune unpickled last (``Tuner.restore``): how a resumed search gets hold of it."""
+
     def __init__(self, max_epochs: int, metric: str, mode: str, listeners: list[Listener]):
         self.max_epochs, self.metric, self.mode = max_epochs, metric, mode
         self.listeners = listeners
@@ -86,6 +90,10 @@ class Ledger(Callback):
         # Tune pickles its callbacks with the experiment state; listeners hold threads and
         # streams and are re-attached by whoever restores the search.
         return {**self.__dict__, "listeners": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        Ledger.restored = self
 
     # Tune callbacks -------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -113,9 +121,9 @@ class Ledger(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self.records[trial.trial_id]
-        error = _trial_error(trial)
-        rec.error = error
-        self._end(rec, "diverged" if "TrialDiverged" in error else "failed")
+        cause = trial_error(trial)
+        rec.error = cause.text
+        self._end(rec, "diverged" if cause.diverged else "failed")
 
     def interrupt_running(self) -> None:
         """End the trials still in flight when the search itself stops (Ctrl-C, a driver error)."""
@@ -147,8 +155,17 @@ class Ledger(Callback):
         return max(candidates, key=lambda r: sign * r.metrics[self.metric], default=None)
 
 
-def _trial_error(trial: Any) -> str:
-    """``Type: message`` of the exception that ended the trial.
+@dataclass(frozen=True)
+class TrialError:
+    """Why a trial ended with an error: ``Type: message`` of the exception, and whether the trainable
+    said its config diverged (it raised :class:`~hpsearch.protocol.TrialDiverged`)."""
+
+    text: str
+    diverged: bool = False
+
+
+def trial_error(trial: Any) -> TrialError:
+    """The exception that ended ``trial`` (a Tune ``Trial``).
 
     Tune writes it to the trial's local folder before calling back (the copy in the storage
     path appears only after the next sync), so read it from there.
@@ -158,11 +175,11 @@ def _trial_error(trial: Any) -> str:
         if path and os.path.exists(path):
             with open(path, "rb") as f:
                 err = cloudpickle.load(f)
-            cause = getattr(err, "cause", None) or err
-            return f"{type(cause).__name__}: {cause}"
+            cause = getattr(err, "cause", None) or err  # a RayTaskError carries the trainable's exception
+            return TrialError(f"{type(cause).__name__}: {cause}", isinstance(cause, TrialDiverged))
         if trial.error_file and os.path.exists(trial.error_file):
             with open(trial.error_file) as f:
-                return f.read()[-5000:]
-        return "unknown error (Tune recorded no error file)"
+                return TrialError(f.read()[-5000:])
+        return TrialError("unknown error (Tune recorded no error file)")
     except Exception as exc:  # reading the error must not break the search; say what happened
-        return f"error details unavailable ({type(exc).__name__}: {exc})"
+        return TrialError(f"error details unavailable ({type(exc).__name__}: {exc})")

@@ -1,19 +1,34 @@
-"""A line per finished trial instead of Ray's raw log flood."""
+"""A line per finished trial instead of Ray's raw log flood; in a job, also a :class:`Progress` record
+that ``hpsearch status`` and ``hpsearch list`` read back."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
-from search.ledger import Ledger, TrialRecord
+from hpsearch.ledger import Ledger, TrialRecord
+from hpsearch.protocol import Progress
+
+RECORDS_ENV = "HPSEARCH_PROGRESS_RECORDS"
 
 
 class ProgressPrinter:
-    def __init__(self, ledger: Callable[[], Ledger], num_trials: int, max_epochs: int, stream: TextIO = sys.stdout):
-        """``ledger`` returns the search's ledger (a resumed search gets Tune's restored one)."""
+    def __init__(
+        self,
+        ledger: Callable[[], Ledger],
+        num_trials: int,
+        max_epochs: int,
+        stream: TextIO = sys.stdout,
+        records: bool | None = None,
+    ):
+        """``ledger`` returns the search's ledger (a resumed search gets Tune's restored one);
+        ``records``: also print a :class:`Progress` record per trial (default: when running as a job,
+        ``HPSEARCH_PROGRESS_RECORDS=1``)."""
         self.get_ledger, self.num_trials, self.max_epochs, self.stream = ledger, num_trials, max_epochs, stream
+        self.records = os.environ.get(RECORDS_ENV) == "1" if records is None else records
         self.started = time.time()
 
     @property
@@ -49,3 +64,6 @@ class ProgressPrinter:
             file=self.stream,
             flush=True,
         )
+        if self.records:
+            value = best.metrics[metric] if best else None
+            print(Progress(done, self.num_trials, value).line(), file=self.stream, flush=True)

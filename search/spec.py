@@ -8,26 +8,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from hpsearch import spaces
+from hpsearch.errors import Problem, SpecError
+from hpsearch.tracking.store import check_tracking_uri
+from hpsearch.trainables import BUILTIN
+from hpsearch.trainables import config as trainable_config
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
-
-import spaces
-from search.errors import SpecError
-from trainables import BUILTIN
-from trainables import config as trainable_config
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 BUILTIN_METRICS = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
-TRACKING_SCHEMES = (
-    "sqlite:///",
-    "http://",
-    "https://",
-    "file:",
-    "postgresql://",
-    "postgresql+",
-    "mysql://",
-    "mysql+",
-    "databricks",
-)
 
 
 class _Strict(BaseModel):
@@ -136,11 +125,11 @@ def load_spec(path: str | Path) -> JobSpec:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise SpecError([f"cannot read spec file: {exc.strerror or exc}"], source=str(path)) from exc
+        raise SpecError([("", f"cannot read spec file: {exc.strerror or exc}")], source=str(path)) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError([f"not valid YAML: {exc}"], source=str(path)) from exc
+        raise SpecError([("", f"not valid YAML: {exc}")], source=str(path)) from exc
     spec = parse_spec(data, base_dir=path.parent, source=str(path))
     spec._source_text = text
     return spec
@@ -151,7 +140,7 @@ def load_spec_text(text: str, source: str, base_dir: Path | None = None) -> JobS
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError([f"not valid YAML: {exc}"], source=source) from exc
+        raise SpecError([("", f"not valid YAML: {exc}")], source=source) from exc
     spec = parse_spec(data, base_dir=base_dir, source=source)
     spec._source_text = text
     return spec
@@ -159,8 +148,10 @@ def load_spec_text(text: str, source: str, base_dir: Path | None = None) -> JobS
 
 def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = None) -> JobSpec:
     if not isinstance(data, dict):
-        raise SpecError([f"the spec must be a mapping of keys (name, data, space, search, ...), got {data!r}"], source)
-    problems: list[str] = []
+        raise SpecError(
+            [("", f"the spec must be a mapping of keys (name, data, space, search, ...), got {data!r}")], source
+        )
+    problems: list[Problem] = []
     data = _normalise_data(data, base_dir, problems)
     spec: JobSpec | None = None
     try:
@@ -185,14 +176,16 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     if trainable in BUILTIN and isinstance(metric, str):
         if metric not in BUILTIN_METRICS:
             problems.append(
-                f"search.metric: the {trainable} trainable reports {', '.join(BUILTIN_METRICS)}, got {metric!r}"
+                Problem(
+                    "search.metric", f"the {trainable} trainable reports {', '.join(BUILTIN_METRICS)}, got {metric!r}"
+                )
             )
         elif mode in ("max", "min") and mode != BUILTIN_METRICS[metric]:
-            problems.append(f"search.mode: {metric} should be {BUILTIN_METRICS[metric]}imised, got {mode!r}")
+            problems.append(Problem("search.mode", f"{metric} should be {BUILTIN_METRICS[metric]}imised, got {mode!r}"))
     scheduler = search.get("scheduler") if isinstance(search.get("scheduler"), dict) else {}
     grace, max_epochs = scheduler.get("grace_period", 1), scheduler.get("max_epochs")
     if isinstance(grace, int) and isinstance(max_epochs, int) and grace > max_epochs:
-        problems.append(f"search.scheduler.grace_period: must be <= max_epochs ({max_epochs}), got {grace}")
+        problems.append(Problem("search.scheduler.grace_period", f"must be <= max_epochs ({max_epochs}), got {grace}"))
     uri = (data.get("tracking") or {}).get("uri") if isinstance(data.get("tracking"), dict) else None
     if isinstance(uri, str):
         problems.extend(check_tracking_uri(uri, "tracking.uri"))
@@ -206,7 +199,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     return spec
 
 
-def _normalise_data(data: dict, base_dir: Path | None, problems: list[str]) -> dict:
+def _normalise_data(data: dict, base_dir: Path | None, problems: list[Problem]) -> dict:
     """``{npz: path}`` -> ``{dataset: npz, path: <absolute>}``; relative paths are relative to the spec."""
     d = data.get("data")
     if not isinstance(d, dict):
@@ -214,7 +207,7 @@ def _normalise_data(data: dict, base_dir: Path | None, problems: list[str]) -> d
     d = dict(d)
     if "npz" in d:
         if "dataset" in d or "path" in d:
-            problems.append("data: give either {npz: path} or {dataset: npz, path: path}, not both")
+            problems.append(Problem("data", "give either {npz: path} or {dataset: npz, path: path}, not both"))
         d["dataset"], d["path"] = "npz", d.pop("npz")
     for key in ("path", "root"):
         if isinstance(d.get(key), str):
@@ -223,80 +216,73 @@ def _normalise_data(data: dict, base_dir: Path | None, problems: list[str]) -> d
     return {**data, "data": d}
 
 
-def _check_data_files(d: DataSpec) -> list[str]:
-    from trainables.files import missing_files
+def _check_data_files(d: DataSpec) -> list[Problem]:
+    from hpsearch.trainables.files import missing_files
 
     if d.dataset == "npz":
         if d.path is None:
-            return ["data.path: required for dataset npz (or write data: {npz: path})"]
+            return [Problem("data.path", "required for dataset npz (or write data: {npz: path})")]
         if not Path(d.path).is_file():
-            return [f"data.npz: file not found: {d.path!r}"]
+            return [Problem("data.npz", f"file not found: {d.path!r}")]
     if d.dataset in ("fashion_mnist", "cifar10") and not d.download:
         missing = missing_files(d.dataset, d.root)
         if missing:
             root = d.root or "~/.cache/hpsearch/data (the default)"
             return [
-                f"data.root: {d.dataset} files not found under {root!r} (missing {missing[0]}"
-                f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}); set data.download: true "
-                "where there is internet, or point data.root at a folder holding them"
+                Problem(
+                    "data.root",
+                    f"{d.dataset} files not found under {root!r} (missing {missing[0]}"
+                    f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}); set data.download: true "
+                    "where there is internet, or point data.root at a folder holding them",
+                )
             ]
     if d.dataset == "synthetic" and d.shape is not None and (len(d.shape) not in (1, 3) or min(d.shape) < 1):
-        return [f"data.shape: must be [features] or [channels, height, width] of positive sizes, got {d.shape}"]
+        return [
+            Problem("data.shape", f"must be [features] or [channels, height, width] of positive sizes, got {d.shape}")
+        ]
     return []
 
 
-def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> list[str]:
-    if not uri.startswith(TRACKING_SCHEMES):
-        return [f"{field}: must start with one of {', '.join(TRACKING_SCHEMES)}, got {uri!r}"]
-    return []
-
-
-def check_existing_store(uri: str, field: str = "--tracking-uri") -> list[str]:
-    """For commands that read results: the URI is valid and a SQLite store is there (MLflow would
-    otherwise create a new, empty one silently)."""
-    if problems := check_tracking_uri(uri, field):
-        return problems
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        return [f"{field}: no MLflow store at {uri[len('sqlite:///') :]} (run a search first, or pass {field})"]
-    return []
-
-
-def _check_trainable(name: str) -> list[str]:
+def _check_trainable(name: str) -> list[Problem]:
     if name in BUILTIN:
         return []
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
-        return [f"trainable: must be a built-in ({', '.join(BUILTIN)}) or 'pkg.module:function', got {name!r}"]
+        return [
+            Problem("trainable", f"must be a built-in ({', '.join(BUILTIN)}) or 'pkg.module:function', got {name!r}")
+        ]
     module, _, attr = name.partition(":")
     try:
         fn = getattr(importlib.import_module(module), attr, None)
     except ImportError as exc:
-        return [f"trainable: cannot import module {module!r}: {exc}"]
+        return [Problem("trainable", f"cannot import module {module!r}: {exc}")]
     if not callable(fn):
-        return [f"trainable: {module!r} has no function {attr!r}"]
+        return [Problem("trainable", f"{module!r} has no function {attr!r}")]
     return []
 
 
-def check_space_for(trainable: str, space: spaces.Space, path: str = "space") -> list[str]:
+def check_space_for(trainable: str, space: spaces.Space, path: str = "space") -> list[Problem]:
     """Every key the space can produce must be a key of the built-in trainable, every value usable."""
     keys = trainable_config.KEYS[trainable]
-    problems: list[str] = []
+    problems: list[Problem] = []
 
     def walk(sp: spaces.Space, prefix: str, branch_of: tuple[str, str] | None) -> None:
         for name, param in sp.params.items():
             key = prefix + name
             where = f"{path}.{key}" if branch_of is None else f"{path}.{branch_of[0]}.{branch_of[1]}.{name}"
             if key not in keys:
-                problems.append(f"{where}: unknown parameter for the {trainable} trainable (known: {', '.join(keys)})")
+                problems.append(
+                    Problem(where, f"unknown parameter for the {trainable} trainable (known: {', '.join(keys)})")
+                )
                 continue
             when = keys[key].when
             if branch_of is not None and (when is None or when[0] != branch_of[0] or branch_of[1] not in when[1]):
-                problems.append(f"{where}: does not apply when {branch_of[0]} is {branch_of[1]!r}")
+                problems.append(Problem(where, f"does not apply when {branch_of[0]} is {branch_of[1]!r}"))
                 continue
             if isinstance(param, spaces.Conditional):
                 for branch, sub in param.branches.items():
                     problem = trainable_config.check_value(keys, key, branch)
                     if problem:
-                        problems.append(f"{path}.{problem}")
+                        problems.append(Problem(f"{path}.{key}", problem))
                     else:
                         walk(sub, f"{key}.", (key, branch))
                 continue
@@ -309,7 +295,7 @@ def check_space_for(trainable: str, space: spaces.Space, path: str = "space") ->
             for value in values:
                 problem = trainable_config.check_value(keys, key, value)
                 if problem:
-                    problems.append(f"{where}: {problem.split(': ', 1)[1]}")
+                    problems.append(Problem(where, problem))
                     break
 
     walk(space, "", None)
@@ -334,7 +320,7 @@ _MESSAGES = {
 }
 
 
-def _format_pydantic(exc: ValidationError) -> list[str]:
+def _format_pydantic(exc: ValidationError) -> list[Problem]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -346,5 +332,5 @@ def _format_pydantic(exc: ValidationError) -> list[str]:
             msg = _MESSAGES[kind].format(**ctx)
         else:
             msg = err["msg"][:1].lower() + err["msg"][1:]
-        out.append(f"{loc}: {msg}" if kind == "missing" else f"{loc}: {msg}, got {err['input']!r}")
+        out.append(Problem(loc, msg if kind == "missing" else f"{msg}, got {err['input']!r}"))
     return out

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from hpsearch.ledger import STATES
+from hpsearch.review.ui import runs_url
+from hpsearch.run import SearchResult
+from hpsearch.tracking.store import default_tracking_uri
+from hpsearch.tracking.tracker import RUN_STATUS
 from rich.console import Console
 from rich.table import Table
-
-from search.ledger import STATES
-from search.tracking import RUN_STATUS, default_tracking_uri
-from search.tuner import SearchResult
-from search.ui import runs_url
 
 
 def _uri_flag(tracking_uri: str) -> str:

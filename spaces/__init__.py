@@ -3,9 +3,9 @@
 Imports neither Ray nor torch; Optuna is imported only when a space is sampled.
 """
 
-from spaces._compile import define_by_run, sample
-from spaces._presets import load_space, preset_names
-from spaces._schema import Choice, Conditional, Fixed, Float, Int, Space, SpaceError, parse_space, space_kinds
+from hpsearch.spaces._compile import define_by_run, sample
+from hpsearch.spaces._presets import load_space, preset_names
+from hpsearch.spaces._schema import Choice, Conditional, Fixed, Float, Int, Space, SpaceError, parse_space, space_kinds
 
 __all__ = [
     "Choice",

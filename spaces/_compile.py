@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from spaces._schema import Choice, Conditional, Fixed, Float, Int, Space
+from hpsearch.spaces._schema import Choice, Conditional, Fixed, Float, Int, Space
 
 if TYPE_CHECKING:  # optuna is imported lazily: the schema is usable without it
     import optuna

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from spaces._schema import Space, SpaceError, parse_space
+from hpsearch.spaces._schema import Space, SpaceError, parse_space
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -24,19 +23,19 @@ def load_space(ref: Any, base_dir: Path | None = None, path: str = "space") -> S
     if isinstance(ref, dict):
         return parse_space(ref, path)
     if not isinstance(ref, str) or not ref:
-        raise SpaceError([f"{path}: must be a preset name, a YAML file path or a mapping, got {ref!r}"])
+        raise SpaceError([(path, f"must be a preset name, a YAML file path or a mapping, got {ref!r}")])
     preset = PRESET_DIR / f"{ref}.yaml"
     if "/" not in ref and not ref.endswith((".yaml", ".yml")):
         if not preset.is_file():
-            raise SpaceError([f"{path}: unknown preset {ref!r} (available: {', '.join(preset_names())})"])
+            raise SpaceError([(path, f"unknown preset {ref!r} (available: {', '.join(preset_names())})")])
         return parse_space(yaml.safe_load(preset.read_text()), f"{path}[{ref}]")
     file = Path(ref).expanduser()
     if not file.is_absolute() and base_dir is not None:
         file = base_dir / file
     if not file.is_file():
-        raise SpaceError([f"{path}: space file not found: {str(file)!r}"])
+        raise SpaceError([(path, f"space file not found: {str(file)!r}")])
     try:
         data = yaml.safe_load(file.read_text())
     except yaml.YAMLError as exc:
-        raise SpaceError([f"{path}: {file} is not valid YAML: {exc}"]) from exc
+        raise SpaceError([(path, f"{file} is not valid YAML: {exc}")]) from exc
     return parse_space(data, f"{path}[{file.name}]")

@@ -19,18 +19,21 @@ sees all of them at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union
+
+from hpsearch.errors import Problem, problems_of
 
 Scalar = Union[str, int, float, bool, None]
 _TYPE_KEYS = ("float", "int", "choice", "value")
 
 
 class SpaceError(ValueError):
-    """A search space is invalid; ``problems`` holds one ``path: message`` line per problem."""
+    """A search space is invalid; ``problems`` holds one :class:`~hpsearch.errors.Problem` per problem."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+    def __init__(self, problems: Iterable[tuple[str, str]]):
+        self.problems = problems_of(problems)
         super().__init__("invalid search space:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
@@ -158,30 +161,30 @@ def _param_data(param: Param) -> Any:
 
 def parse_space(data: Any, path: str = "space") -> Space:
     """Parse a YAML-shaped mapping into a :class:`Space`; raise :class:`SpaceError` listing all problems."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     space = _parse_mapping(data, path, problems, prefix="")
     if not problems and not space.params:
-        problems.append(f"{path}: must define at least one parameter, got an empty mapping")
+        problems.append(Problem(path, "must define at least one parameter, got an empty mapping"))
     if problems:
         raise SpaceError(problems)
     return space
 
 
-def _parse_mapping(data: Any, path: str, problems: list[str], prefix: str) -> Space:
+def _parse_mapping(data: Any, path: str, problems: list[Problem], prefix: str) -> Space:
     if not isinstance(data, dict):
-        problems.append(f"{path}: must be a mapping of parameter names, got {data!r}")
+        problems.append(Problem(path, f"must be a mapping of parameter names, got {data!r}"))
         return Space()
     params: dict[str, Param] = {}
     for key, value in data.items():
         if not isinstance(key, str) or not key or "." in key or "[" in key:
-            problems.append(f"{path}: parameter names must be non-empty strings without '.' or '[', got {key!r}")
+            problems.append(Problem(path, f"parameter names must be non-empty strings without '.' or '[', got {key!r}"))
             continue
         sub = f"{path}.{key}"
         if isinstance(value, dict) and not any(k in value for k in _TYPE_KEYS):
             # A plain mapping groups its parameters under a dotted prefix.
             group = _parse_mapping(value, sub, problems, prefix="")
             if not value:
-                problems.append(f"{sub}: an empty mapping defines no parameter")
+                problems.append(Problem(sub, "an empty mapping defines no parameter"))
             for name, param in group.params.items():
                 params[f"{prefix}{key}.{name}"] = param
             continue
@@ -191,22 +194,27 @@ def _parse_mapping(data: Any, path: str, problems: list[str], prefix: str) -> Sp
     return Space(params)
 
 
-def _parse_param(value: Any, path: str, problems: list[str]) -> Param | None:
+def _parse_param(value: Any, path: str, problems: list[Problem]) -> Param | None:
     if not isinstance(value, dict):
         if isinstance(value, list):
-            problems.append(f"{path}: a list is ambiguous; write {{choice: {value!r}}} for a choice, got {value!r}")
+            problems.append(
+                Problem(path, f"a list is ambiguous; write {{choice: {value!r}}} for a choice, got {value!r}")
+            )
             return None
         return Fixed(value)
     kinds = [k for k in _TYPE_KEYS if k in value]
     if len(kinds) > 1:
-        problems.append(f"{path}: give exactly one of {', '.join(_TYPE_KEYS)}, got {', '.join(kinds)}")
+        problems.append(Problem(path, f"give exactly one of {', '.join(_TYPE_KEYS)}, got {', '.join(kinds)}"))
         return None
     kind = kinds[0]
     allowed = {"float": {"float", "log", "step"}, "int": {"int", "log", "step"}}.get(kind, {kind})
     unknown = sorted(str(k) for k in value if k not in allowed)
     if unknown:
         problems.append(
-            f"{path}: unknown key(s) {', '.join(unknown)} for a {kind} parameter (allowed: {', '.join(sorted(allowed))})"
+            Problem(
+                path,
+                f"unknown key(s) {', '.join(unknown)} for a {kind} parameter (allowed: {', '.join(sorted(allowed))})",
+            )
         )
         return None
     if kind == "value":
@@ -216,7 +224,7 @@ def _parse_param(value: Any, path: str, problems: list[str]) -> Param | None:
     return _parse_range(kind, value, path, problems)
 
 
-def _parse_range(kind: str, value: dict, path: str, problems: list[str]) -> Param | None:
+def _parse_range(kind: str, value: dict, path: str, problems: list[Problem]) -> Param | None:
     bounds, log, step = value[kind], value.get("log", False), value.get("step")
     number = (int,) if kind == "int" else (int, float)
     if (
@@ -225,24 +233,28 @@ def _parse_range(kind: str, value: dict, path: str, problems: list[str]) -> Para
         or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)
     ):
         problems.append(
-            f"{path}: {kind} needs [low, high] as two {'integers' if kind == 'int' else 'numbers'}, got {bounds!r}"
+            Problem(
+                path, f"{kind} needs [low, high] as two {'integers' if kind == 'int' else 'numbers'}, got {bounds!r}"
+            )
         )
         return None
     low, high = bounds
     start = len(problems)
     if kind == "float" and not all(math.isfinite(b) for b in bounds):
-        problems.append(f"{path}: bounds must be finite, got [{low}, {high}]")
+        problems.append(Problem(path, f"bounds must be finite, got [{low}, {high}]"))
     if low > high:
-        problems.append(f"{path}: low must be <= high, got low={low}, high={high}")
+        problems.append(Problem(path, f"low must be <= high, got low={low}, high={high}"))
     if not isinstance(log, bool):
-        problems.append(f"{path}.log: must be true or false, got {log!r}")
+        problems.append(Problem(f"{path}.log", f"must be true or false, got {log!r}"))
     elif log and low <= 0:
-        problems.append(f"{path}: a log range needs low > 0, got low={low}")
+        problems.append(Problem(path, f"a log range needs low > 0, got low={low}"))
     if step is not None:
         if not isinstance(step, number) or isinstance(step, bool) or step <= 0:
-            problems.append(f"{path}.step: must be a positive {'integer' if kind == 'int' else 'number'}, got {step!r}")
+            problems.append(
+                Problem(f"{path}.step", f"must be a positive {'integer' if kind == 'int' else 'number'}, got {step!r}")
+            )
         elif log is True and (kind == "float" or step != 1):
-            problems.append(f"{path}: step cannot be combined with log, got step={step}")
+            problems.append(Problem(path, f"step cannot be combined with log, got step={step}"))
     if len(problems) > start:
         return None
     if kind == "int":
@@ -250,32 +262,32 @@ def _parse_range(kind: str, value: dict, path: str, problems: list[str]) -> Para
     return Float(float(low), float(high), log=log, step=None if step is None else float(step))
 
 
-def _parse_choice(options: Any, path: str, problems: list[str]) -> Param | None:
+def _parse_choice(options: Any, path: str, problems: list[Problem]) -> Param | None:
     if isinstance(options, list):
         if not options:
-            problems.append(f"{path}: choice needs at least one option, got []")
+            problems.append(Problem(path, "choice needs at least one option, got []"))
             return None
         bad = [o for o in options if not isinstance(o, (str, int, float, bool)) and o is not None]
         if bad:
-            problems.append(f"{path}: choice options must be strings, numbers, booleans or null, got {bad[0]!r}")
+            problems.append(Problem(path, f"choice options must be strings, numbers, booleans or null, got {bad[0]!r}"))
             return None
         if len(set(map(repr, options))) != len(options):
-            problems.append(f"{path}: choice options must be distinct, got {options!r}")
+            problems.append(Problem(path, f"choice options must be distinct, got {options!r}"))
             return None
         return Choice(tuple(options))
     if isinstance(options, dict):
         if not options:
-            problems.append(f"{path}: choice needs at least one option, got {{}}")
+            problems.append(Problem(path, "choice needs at least one option, got {}"))
             return None
         branches: dict[str, Space] = {}
         for name, sub in options.items():
             bpath = f"{path}.{name}"
             if not isinstance(name, str):
-                problems.append(f"{path}: conditional branch names must be strings, got {name!r}")
+                problems.append(Problem(path, f"conditional branch names must be strings, got {name!r}"))
             elif sub is None or sub == {}:
                 branches[name] = Space()
             else:
                 branches[name] = _parse_mapping(sub, bpath, problems, prefix="")
         return Conditional(branches)
-    problems.append(f"{path}: choice needs a list of options or a mapping of branches, got {options!r}")
+    problems.append(Problem(path, f"choice needs a list of options or a mapping of branches, got {options!r}"))
     return None

@@ -6,9 +6,9 @@ with the signature ``fn(config: dict, data: Splits, epochs: int, report, seed: i
 """
 
 BUILTIN = {
-    "mlp": "trainables.loop:train_mlp",
-    "cnn": "trainables.loop:train_cnn",
-    "resnet_transfer": "trainables.loop:train_resnet_transfer",
+    "mlp": "hpsearch.trainables.loop:train_mlp",
+    "cnn": "hpsearch.trainables.loop:train_cnn",
+    "resnet_transfer": "hpsearch.trainables.loop:train_resnet_transfer",
 }
 
 __all__ = ["BUILTIN"]

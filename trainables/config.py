@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from hpsearch.errors import Problem
+
 
 class ConfigError(ValueError):
     """A trial config names an unknown key or holds a value the trainable cannot use."""
@@ -212,25 +214,25 @@ KEYS: dict[str, dict[str, Key]] = {
 
 
 def check_value(keys: dict[str, Key], key: str, value: Any) -> str | None:
-    """A problem ``key: message`` if ``value`` cannot be used for ``key``, else None."""
+    """What is wrong with ``value`` for ``key`` (a message), or None if it can be used."""
     spec = keys[key]
     if value is None and spec.nullable:
         return None
     if spec.kind == "choice":
-        return None if value in spec.choices else f"{key}: must be one of {', '.join(spec.choices)}, got {value!r}"
+        return None if value in spec.choices else f"must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.kind == "bool":
-        return None if isinstance(value, bool) else f"{key}: must be true or false, got {value!r}"
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
     if spec.kind == "str":
-        return None if isinstance(value, str) else f"{key}: must be a string, got {value!r}"
+        return None if isinstance(value, str) else f"must be a string, got {value!r}"
     integer = spec.kind == "int"
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        return f"{key}: must be {'an integer' if integer else 'a number'}, got {value!r}"
+        return f"must be {'an integer' if integer else 'a number'}, got {value!r}"
     if not math.isfinite(value):
-        return f"{key}: must be finite, got {value!r}"
+        return f"must be finite, got {value!r}"
     if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
-        return f"{key}: must be {'>' if spec.low_open else '>='} {spec.low:g}, got {value!r}"
+        return f"must be {'>' if spec.low_open else '>='} {spec.low:g}, got {value!r}"
     if spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high):
-        return f"{key}: must be {'<' if spec.high_open else '<='} {spec.high:g}, got {value!r}"
+        return f"must be {'<' if spec.high_open else '<='} {spec.high:g}, got {value!r}"
     return None
 
 
@@ -243,21 +245,21 @@ def _unchosen(keys: dict[str, Key], key: str, config: dict[str, Any]) -> Any:
     return None if chosen in when[1] else chosen
 
 
-def check_config(trainable: str, config: dict[str, Any]) -> list[str]:
+def check_config(trainable: str, config: dict[str, Any]) -> list[Problem]:
     """All problems of a flat trial config: unknown keys, bad values, keys of a choice not taken."""
     keys = KEYS[trainable]
-    problems = []
+    problems: list[Problem] = []
     for key, value in config.items():
         if key not in keys:
-            problems.append(f"{key}: unknown key for the {trainable} trainable (known: {', '.join(sorted(keys))})")
+            problems.append(Problem(key, f"unknown key for the {trainable} trainable (known: {', '.join(sorted(keys))})"))
             continue
         chosen = _unchosen(keys, key, config)
         if chosen is not None:
-            problems.append(f"{key}: does not apply when {keys[key].when[0]} is {chosen!r}")
+            problems.append(Problem(key, f"does not apply when {keys[key].when[0]} is {chosen!r}"))
             continue
         problem = check_value(keys, key, value)
         if problem:
-            problems.append(problem)
+            problems.append(Problem(key, problem))
     return problems
 
 
@@ -270,7 +272,7 @@ def resolve(trainable: str, config: dict[str, Any]) -> dict[str, Any]:
     """
     problems = check_config(trainable, config)
     if problems:
-        raise ConfigError(f"invalid {trainable} config: " + "; ".join(problems))
+        raise ConfigError(f"invalid {trainable} config: " + "; ".join(map(str, problems)))
     keys = KEYS[trainable]
     out: dict[str, Any] = {}
     for key, spec in keys.items():

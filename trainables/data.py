@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from trainables.files import DATASETS, DEFAULT_ROOT
+from hpsearch.trainables.files import DATASETS, DEFAULT_ROOT
 
 
 class DataError(ValueError):

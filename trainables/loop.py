@@ -14,21 +14,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hpsearch.protocol import TrialDiverged
+from hpsearch.trainables.augment import augment
+from hpsearch.trainables.config import TrainConfig
+from hpsearch.trainables.data import Splits
+from hpsearch.trainables.models import BUILDERS, TransferResNet
+from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
+from hpsearch.trainables.schedules import LRSchedule
 from torch import nn
-
-from trainables.augment import augment
-from trainables.config import TrainConfig
-from trainables.data import Splits
-from trainables.models import BUILDERS, TransferResNet
-from trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
-from trainables.schedules import LRSchedule
 
 Report = Callable[..., None]  # report(metrics) or report(metrics, state): state is a checkpoint to keep
 _CHECK_EVERY = 25  # steps between divergence checks within an epoch (each one syncs with the device)
-
-
-class TrialDiverged(RuntimeError):
-    """The loss became NaN or infinite: the config diverged (not a bug in the code)."""
 
 
 def train_model(

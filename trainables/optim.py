@@ -6,9 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from hpsearch.trainables.config import TrainConfig
 from torch import nn
-
-from trainables.config import TrainConfig
 
 
 def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from trainables.config import TrainConfig
+from hpsearch.trainables.config import TrainConfig
 
 
 class LRSchedule:

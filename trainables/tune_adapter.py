@@ -3,28 +3,23 @@
 torch is imported inside the trial, not at module import: the Tune driver, which only
 references ``run_trial``, does not pay for importing it.
 
-Epochs reach Tune in batches (:class:`EpochBatch`): each Tune result is a round trip to the driver
-(the trial waits for it), which costs as much as a short epoch. A result is sent at every epoch
-where ASHA decides (its rungs), at the last epoch, with every checkpoint, and otherwise when
-``report_interval_s`` has passed since the previous one; it carries the epochs before it in
-``earlier_epochs``, so every epoch's metrics still reach MLflow. Epochs longer than the interval
-are each sent as they end, as without batching.
+Epochs reach Tune in batches (:class:`hpsearch.protocol.EpochBatch`, the protocol both sides share).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from trainables import BUILTIN
+from hpsearch.protocol import EpochBatch
+from hpsearch.trainables import BUILTIN
 
 if TYPE_CHECKING:
-    from trainables.data import Splits
+    from hpsearch.trainables.data import Splits
 
 
 def resolve_trainable(name: str) -> Callable[..., None]:
@@ -37,54 +32,9 @@ def resolve_trainable(name: str) -> Callable[..., None]:
 @lru_cache(maxsize=4)
 def _data_on_device(data_json: str, device: str) -> Splits:
     # With actor reuse one worker process runs many trials: load and place the data once.
-    from trainables.data import load_data
+    from hpsearch.trainables.data import load_data
 
     return load_data(json.loads(data_json)).to(device)
-
-
-EARLIER = "earlier_epochs"  # result key: the metrics of the epochs a result carries besides its own
-
-
-def asha_milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
-    """The epochs where Ray's ``ASHAScheduler`` (one bracket) decides: ``grace * rf**k`` for as many
-    rungs as Ray makes (its formula, ``int(log(max_t / grace) / log(rf) + 1)``), ascending."""
-    rungs = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor**k for k in range(rungs)]
-
-
-class EpochBatch:
-    """Collects per-epoch metrics; ``add`` says when they must go to Tune: an ASHA milestone was
-    reached (so ASHA decides on exactly the epoch it would without batching), the last epoch, or
-    ``interval_s`` since the last send. ``take`` returns one Tune result: the newest epoch's
-    metrics with the earlier ones under ``EARLIER``."""
-
-    def __init__(
-        self,
-        epochs: int,
-        milestones: Iterable[float] = (),
-        interval_s: float = 0.0,
-        clock: Callable[[], float] = time.monotonic,
-        sent_epoch: int = 0,
-    ):
-        self.epochs, self.milestones, self.interval_s, self.clock = epochs, sorted(milestones), interval_s, clock
-        self.pending: list[dict[str, Any]] = []
-        self.sent_epoch = sent_epoch  # the last epoch Tune has seen (a restored trial: its checkpoint's)
-        self.sent_at = clock()
-
-    def add(self, metrics: dict[str, Any]) -> bool:
-        self.pending.append(metrics)
-        epoch = metrics["epoch"]
-        return (
-            epoch >= self.epochs
-            or any(self.sent_epoch < m <= epoch for m in self.milestones)
-            or self.clock() - self.sent_at >= self.interval_s
-        )
-
-    def take(self) -> dict[str, Any]:
-        *earlier, last = self.pending
-        self.pending = []
-        self.sent_epoch, self.sent_at = last["epoch"], self.clock()
-        return {**last, EARLIER: earlier} if earlier else dict(last)
 
 
 def trial_device() -> str:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, cli_env
+from tests.helpers import ROOT, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -10,9 +10,8 @@ import jsonschema
 import pytest
 import ray
 import yaml
-
-from search.cli import build_parser
-from search.spec import load_spec_text
+from hpsearch.cli import build_parser
+from hpsearch.spec import load_spec_text
 
 from .checks import DEPLOY, KUSTOMIZATIONS, ROOT, pinned, pod_templates, render, validate
 

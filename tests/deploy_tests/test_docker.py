@@ -11,8 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from search.cli import build_parser
+from hpsearch.cli import build_parser
 
 from .checks import DOCKER, ROOT, compose_variables, dockerfile_images, env_file, interpolate, load_compose, pinned
 
@@ -20,13 +19,13 @@ DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "mlflow.Dockerfile"]
 HADOLINT = Path(sys.executable).with_name("hadolint")
 
 
-def pyproject_pins() -> dict[str, str]:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def constraint_pins() -> dict[str, str]:
+    """The versions hpsearch is tested with (constraints.txt, what `make` installs)."""
     pins = {}
-    for dep in deps:
-        m = re.match(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s;,]+)", dep)
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        m = re.match(r"([A-Za-z0-9_.-]+)==([^\s;,]+)", line)
         if m:
-            pins[m.group(1).lower()] = m.group(3)
+            pins[m.group(1).lower()] = m.group(2)
     return pins
 
 
@@ -69,10 +68,10 @@ def test_the_gpu_image_is_a_cuda_runtime_matching_torch_and_cpu_is_a_build_arg()
 
 
 def test_python_pins_in_the_images_are_the_projects():
-    pins = pyproject_pins()
+    pins = constraint_pins()
     main = (DOCKER / "Dockerfile").read_text()
     assert f"torch=={pins['torch']}" in main and f"torchvision=={pins['torchvision']}" in main
-    assert "pip install --no-cache-dir /src" in main  # the rest from pyproject.toml's own pins
+    assert "pip install --no-cache-dir -c /tmp/constraints.txt /src" in main  # the rest at the tested versions
     assert "ARG PYTHON_VERSION=3.11." in main
     mlflow = (DOCKER / "mlflow.Dockerfile").read_text()
     for package in ("mlflow", "psycopg"):
@@ -104,7 +103,7 @@ def test_what_the_image_copies_is_in_the_build_context():
 
 def test_the_image_command_is_the_hpsearch_console_script():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["hpsearch"] == "search.cli:main"
+    assert scripts["hpsearch"] == "hpsearch.cli:main"
     assert 'CMD ["hpsearch", "--help"]' in (DOCKER / "Dockerfile").read_text()
 
 
@@ -266,9 +265,11 @@ def test_the_build_context_the_dockerfile_copies_makes_a_complete_hpsearch_wheel
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("hpsearch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for package in ("search", "spaces", "trainables"):
+    for package in ("hpsearch", "hpsearch/spaces", "hpsearch/trainables", "hpsearch/tracking", "hpsearch/review"):
         assert f"{package}/__init__.py" in names
+    assert "hpsearch/py.typed" in names
+    assert not [n for n in names if n.split("/")[0] in ("search", "spaces", "trainables")], "one top-level package"
     presets = {p.name for p in (ROOT / "spaces" / "presets").glob("*.yaml")}
-    assert presets and presets <= {Path(n).name for n in names if n.startswith("spaces/presets/")}
+    assert presets and presets <= {Path(n).name for n in names if n.startswith("hpsearch/spaces/presets/")}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "hpsearch = search.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "hpsearch = hpsearch.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

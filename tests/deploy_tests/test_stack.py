@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hpsearch.review.ui import stop
 
-from search.ui import stop
-from tests.conftest import QUICKSTART, hpsearch, write_spec
+from tests.helpers import QUICKSTART, hpsearch, write_spec
 from tests.integration_tests.servers import free_port, running_postgres, wait_job
 
 from .checks import DOCKER, env_file, load_compose

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +15,7 @@ def ray_session():
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from search.tuner import init_ray
+    from hpsearch.raysetup import init_ray
 
     init_ray(None, num_cpus=2)
     yield

@@ -1,6 +1,6 @@
 """A user-style custom trainable for integration tests: it ends the way its config says."""
 
-from trainables.loop import TrialDiverged, train_mlp
+from hpsearch.trainables.loop import TrialDiverged, train_mlp
 
 
 def scripted(config, data, epochs, report, seed=0):

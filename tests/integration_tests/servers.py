@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import psutil
 
-from tests.conftest import apt_install, hpsearch, start_hpsearch
+from tests.helpers import apt_install, hpsearch, start_hpsearch
 
 
 def free_port() -> int:

@@ -8,8 +8,8 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import hpsearch as run_cli
-from tests.conftest import write_spec
+from tests.helpers import hpsearch as run_cli
+from tests.helpers import write_spec
 from tests.integration_tests.servers import wait_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -159,7 +159,7 @@ def test_a_custom_trainable_travels_with_the_job(cluster, tmp_path):
     (tmp_path / "mymodels").mkdir()
     (tmp_path / "mymodels" / "__init__.py").write_text("")
     (tmp_path / "mymodels" / "train.py").write_text(
-        "from trainables.loop import train_model\n\n"
+        "from hpsearch.trainables.loop import train_model\n\n"
         "def fit(config, data, epochs, report, seed=0):\n"
         "    train_model('mlp', {'units': config['width']}, data, epochs, report, seed)\n"
     )

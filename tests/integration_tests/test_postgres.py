@@ -8,7 +8,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import QUICKSTART, hpsearch, write_spec
+from tests.helpers import QUICKSTART, hpsearch, write_spec
 from tests.integration_tests.servers import running_postgres, running_ui
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -7,13 +7,14 @@ import time
 
 import psutil
 import pytest
+from hpsearch.cluster import signal_all
+from hpsearch.raysetup import snapshot_interval_s
 from mlflow import MlflowClient
 
-from search.cluster import signal_all
-from search.tuner import SNAPSHOT_S
-from tests.conftest import hpsearch, start_hpsearch, write_spec
+from tests.helpers import hpsearch, start_hpsearch, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SNAPSHOT_S = snapshot_interval_s()
 # Enough trials that the search cannot finish before it is killed (3 snapshot periods in): short
 # digits trials run at ~10 per second here, so 400 take ~40 s.
 TRIALS = 400

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICKSTART, hpsearch, start_hpsearch, write_spec
+from tests.helpers import QUICKSTART, hpsearch, start_hpsearch, write_spec
 
 
 def ray_session_marker() -> str | None:

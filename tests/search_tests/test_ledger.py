@@ -1,6 +1,6 @@
-from types import SimpleNamespace
+from hpsearch.ledger import Ledger, reported_metrics
 
-from search.ledger import Ledger, reported_metrics
+from tests.helpers import fake_trial
 
 
 class Recorder:
@@ -18,7 +18,7 @@ class Recorder:
 
 
 def trial(trial_id, **config):
-    return SimpleNamespace(trial_id=trial_id, config=config, pickled_error_file=None, error_file=None)
+    return fake_trial(trial_id, **config)
 
 
 def report(ledger, t, epoch, acc):
@@ -72,22 +72,6 @@ def test_min_mode_and_reported_metrics():
         "val_loss": 1.0,
         "lr": 0.1,
     }
-
-
-def test_job_progress_is_read_from_the_last_progress_line():
-    from search.jobs import progress_of
-
-    logs = "[2026-11-22 08:00:00,000 W 1 1] noise\n[ 1/30] t001 completed ... | best 0.8 (t001) |  3s\n"
-    logs += "[12/30] t012 stopped_early ... | running 2, stopped 5, best 0.9721 (t007) |  9s\n"
-    assert progress_of(logs) == ("12/30", "0.9721")
-    assert progress_of("Runtime env is setting up.\n") == ("-", "-")
-    assert progress_of("[ 1/30] t001 failed ... | running 1, stopped 0, best - |  3s\n") == ("1/30", "-")
-
-
-def test_a_local_folder_is_not_a_shared_filesystem(tmp_path):
-    from search.tuner import shared_filesystem
-
-    assert not shared_filesystem(str(tmp_path / "not" / "yet" / "there"))
 
 
 def test_a_result_carrying_several_epochs_is_one_step_each():

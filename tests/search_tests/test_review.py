@@ -3,12 +3,11 @@
 import random
 
 import pytest
-
-import spaces
-from search import ui
-from search.errors import SpecError
-from search.naming import format_value, run_name
-from search.report import (
+from hpsearch import spaces
+from hpsearch.errors import SpecError
+from hpsearch.review import ui
+from hpsearch.review.naming import format_value, run_name
+from hpsearch.review.report import (
     Settings,
     TrialRow,
     build_report,
@@ -18,8 +17,9 @@ from search.report import (
     rung_milestones,
     space_kinds,
 )
-from search.tracking import _param_value
-from tests.conftest import hpsearch
+from hpsearch.tracking.tracker import _param_value
+
+from tests.helpers import hpsearch
 
 SPACE = spaces.parse_space(
     {
@@ -221,10 +221,9 @@ def test_ui_report_retrain_refuse_a_missing_store(tmp_path):
 
 
 def test_long_values_are_cut_with_a_marker_never_an_aborted_log(tmp_path):
+    from hpsearch.ledger import TrialRecord
+    from hpsearch.tracking.tracker import MlflowTracker
     from mlflow import MlflowClient
-
-    from search.ledger import TrialRecord
-    from search.tracking import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     tracker = MlflowTracker(uri, "long-values")

@@ -1,14 +1,14 @@
 import pytest
+from hpsearch.errors import SpecError
+from hpsearch.spec import load_spec, parse_spec
 
-from search.errors import SpecError
-from search.spec import load_spec, parse_spec
-from tests.conftest import QUICKSTART, write_spec
+from tests.helpers import QUICKSTART, write_spec
 
 
 def problems_of(data):
     with pytest.raises(SpecError) as info:
         parse_spec(data)
-    return info.value.problems
+    return [str(p) for p in info.value.problems]
 
 
 def test_quickstart_is_valid():
@@ -124,8 +124,9 @@ def test_data_forms_and_files(tmp_path, quickstart_data):
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
     (problem,) = info.value.problems
-    assert problem.startswith(f"data.root: fashion_mnist files not found under '{tmp_path / 'data'}'")
-    assert "download: true" in problem
+    assert problem.path == "data.root"
+    assert str(problem).startswith(f"data.root: fashion_mnist files not found under '{tmp_path / 'data'}'")
+    assert "download: true" in problem.message
     quickstart_data["data"]["download"] = True  # nothing to check before the download
     load_spec(write_spec(tmp_path / "spec.yaml", quickstart_data))
 

@@ -2,9 +2,8 @@
 
 import sqlite3
 
+from hpsearch.tracking.store import new_sqlite_store
 from mlflow import MlflowClient
-
-from search.tracking import new_sqlite_store
 
 
 def schema(path):
@@ -60,8 +59,8 @@ def test_without_a_writable_cache_mlflow_creates_the_store_itself(tmp_path):
 
 
 def test_a_trial_ends_with_its_points_and_tags_written_also_past_mlflows_request_limit(tmp_path):
-    from search.ledger import TrialRecord
-    from search.tracking import MlflowTracker
+    from hpsearch.ledger import TrialRecord
+    from hpsearch.tracking.tracker import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     tracker = MlflowTracker(uri, "limits")

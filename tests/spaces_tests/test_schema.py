@@ -2,15 +2,14 @@ import json
 
 import optuna
 import pytest
-
-import spaces
-from spaces import Choice, Conditional, Fixed, Float, Int, SpaceError, parse_space
+from hpsearch import spaces
+from hpsearch.spaces import Choice, Conditional, Fixed, Float, Int, SpaceError, parse_space
 
 
 def problems_of(data):
     with pytest.raises(SpaceError) as info:
         parse_space(data)
-    return info.value.problems
+    return [str(p) for p in info.value.problems]
 
 
 def test_parses_every_parameter_type():

@@ -6,9 +6,8 @@ import struct
 import numpy as np
 import pytest
 import torch
-
-from trainables.data import DataError, load_data
-from trainables.files import missing_files
+from hpsearch.trainables.data import DataError, load_data
+from hpsearch.trainables.files import missing_files
 
 
 def write_idx(path, array):
@@ -131,16 +130,15 @@ def test_digits_are_scikit_learns_read_without_importing_it():
     import subprocess
     import sys
 
+    from hpsearch.trainables.data import digits
     from sklearn.datasets import load_digits
-
-    from trainables.data import digits
 
     x, y = digits()
     bunch = load_digits()
     assert x.shape == (1797, 1, 8, 8) and x.dtype == np.float32 and y.dtype == np.int64
     assert np.array_equal(x[:, 0] * 16.0, bunch.images) and np.array_equal(y, bunch.target)
     code = (
-        "import sys; from trainables.data import load_data; s = load_data({'dataset': 'digits'}); "
+        "import sys; from hpsearch.trainables.data import load_data; s = load_data({'dataset': 'digits'}); "
         "print(len(s.train_y) + len(s.val_y) + len(s.test_y), 'sklearn' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

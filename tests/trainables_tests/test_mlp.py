@@ -1,12 +1,11 @@
 import pytest
 import torch
+from hpsearch.trainables.config import ConfigError, TrainConfig
+from hpsearch.trainables.data import load_data
+from hpsearch.trainables.loop import TrialDiverged, evaluate, train_mlp
+from hpsearch.trainables.models import build_mlp
+from hpsearch.trainables.optim import build_optimizer, clip_gradients
 from torch import nn
-
-from trainables.config import ConfigError, TrainConfig
-from trainables.data import load_data
-from trainables.loop import TrialDiverged, evaluate, train_mlp
-from trainables.models import build_mlp
-from trainables.optim import build_optimizer, clip_gradients
 
 
 def MLPConfig(**kw):  # noqa: N802 - reads like the config it builds

@@ -4,15 +4,14 @@ import math
 
 import pytest
 import torch
+from hpsearch.trainables.augment import random_crop, random_hflip
+from hpsearch.trainables.config import ConfigError, TrainConfig, overrides, resolve
+from hpsearch.trainables.data import load_data, synthetic
+from hpsearch.trainables.loop import _unfreeze, evaluate, train_model
+from hpsearch.trainables.models import ResidualBlock, TransferResNet, build_cnn, build_mlp
+from hpsearch.trainables.optim import apply_max_norm, build_optimizer, penalty
+from hpsearch.trainables.schedules import LRSchedule
 from torch import nn
-
-from trainables.augment import random_crop, random_hflip
-from trainables.config import ConfigError, TrainConfig, overrides, resolve
-from trainables.data import load_data, synthetic
-from trainables.loop import _unfreeze, evaluate, train_model
-from trainables.models import ResidualBlock, TransferResNet, build_cnn, build_mlp
-from trainables.optim import apply_max_norm, build_optimizer, penalty
-from trainables.schedules import LRSchedule
 
 
 def cfg(trainable="mlp", **config):
@@ -357,7 +356,7 @@ def test_hflip_mirrors_about_half_the_images():
 
 def test_cnn_trains_with_augmentation_on_image_tensors():
     x, y = synthetic(300, [3, 16, 16], 3, seed=0)
-    from trainables.data import split, standardise
+    from hpsearch.trainables.data import split, standardise
 
     data = standardise(split(x, y, 0.2, 0.0, 0))
     reports = []
@@ -378,7 +377,7 @@ def test_cnn_trains_with_augmentation_on_image_tensors():
 @pytest.fixture(scope="module")
 def tiny_images():
     x, y = synthetic(96, [3, 32, 32], 4, seed=1)
-    from trainables.data import split, standardise
+    from hpsearch.trainables.data import split, standardise
 
     return standardise(split(x, y, 0.25, 0.0, 0))
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from search.errors import HpsearchError, UsageError
-from search.spec import check_existing_store
+from hpsearch.errors import HpsearchError, Problem, UsageError
+from hpsearch.tracking.store import check_existing_store
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_S = 120.0  # the first start on a SQLite store runs MLflow's migrations (~20 s here)
@@ -55,15 +55,18 @@ def plan(
     """Check the arguments and work out the server's command line (nothing is started)."""
     problems = check_existing_store(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
-        problems.append(f"--tracking-uri: {tracking_uri!r} is already a server; open it in a browser")
+        problems.append(Problem("--tracking-uri", f"{tracking_uri!r} is already a server; open it in a browser"))
     if not 1 <= port <= 65535:
-        problems.append(f"--port: must be 1..65535, got {port}")
+        problems.append(Problem("--port", f"must be 1..65535, got {port}"))
     if workers < 1:
-        problems.append(f"--workers: must be >= 1, got {workers}")
+        problems.append(Problem("--workers", f"must be >= 1, got {workers}"))
     if not is_loopback(host) and not allow_remote:
         problems.append(
-            f"--host: {host!r} would serve every experiment to the network; pass --allow-remote to mean it "
-            "(and consider --auth)"
+            Problem(
+                "--host",
+                f"{host!r} would serve every experiment to the network; pass --allow-remote to mean it "
+                "(and consider --auth)",
+            )
         )
     if problems:
         raise UsageError(problems)
@@ -181,9 +184,8 @@ def runs_url(base: str, experiment_id: str, metric: str | None = None, mode: str
 
 
 def experiment_links(tracking_uri: str, url: str) -> list[str]:
+    from hpsearch.tracking.tags import ROLE
     from mlflow import MlflowClient
-
-    from search.tracking import ROLE
 
     try:
         client = MlflowClient(tracking_uri)

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import UsageError
-from search.tracking import CONFIG, PARENT, ROLE, STATE
-from spaces import space_kinds
+from hpsearch.errors import UsageError
+from hpsearch.spaces import space_kinds
+from hpsearch.tracking.tags import CONFIG, EPOCHS, PARENT, ROLE, STATE, STATUS, TRIAL
 
 FINISHED = ("completed", "stopped_early")
 TOP_K = 5
@@ -81,11 +81,11 @@ class SearchReport:
 def open_store(tracking_uri: str) -> Any:
     """An MlflowClient on an existing store: a SQLite file that is not there is an error, not a new
     empty store (MLflow would create one silently)."""
-    from search.spec import check_existing_store
+    from hpsearch.tracking.store import check_existing_store
 
     if problems := check_existing_store(tracking_uri):
         raise UsageError(problems)
-    from search.tracking import check_reachable
+    from hpsearch.tracking import check_reachable
 
     check_reachable(tracking_uri)
     from mlflow import MlflowClient
@@ -105,15 +105,15 @@ def find_search(client: Any, experiment: str, search_run_id: str | None = None) 
         try:
             run = client.get_run(search_run_id)
         except Exception as exc:
-            raise UsageError([f"--search: no run {search_run_id!r} in this store"]) from exc
+            raise UsageError([("--search", f"no run {search_run_id!r} in this store")]) from exc
         if run.info.experiment_id != exp.experiment_id or run.data.tags.get(ROLE) != "search":
-            raise UsageError([f"--search: run {search_run_id!r} is not a search of experiment {experiment!r}"])
+            raise UsageError([("--search", f"run {search_run_id!r} is not a search of experiment {experiment!r}")])
         return exp, run
     runs = client.search_runs(
         [exp.experiment_id], f"tags.`{ROLE}` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
     )
     if not runs:
-        raise UsageError([f"EXPERIMENT: {experiment!r} holds no hpsearch search (no run tagged {ROLE}=search)"])
+        raise UsageError([("EXPERIMENT", f"{experiment!r} holds no hpsearch search (no run tagged {ROLE}=search)")])
     return exp, runs[0]
 
 
@@ -154,7 +154,7 @@ def read_artifact(client: Any, run_id: str, path: str) -> str | None:
 
 
 def _space_artifact(client: Any, run_id: str) -> Any:
-    from spaces import SpaceError, parse_space
+    from hpsearch.spaces import SpaceError, parse_space
 
     text = read_artifact(client, run_id, "space.json")
     if text is None:
@@ -169,7 +169,7 @@ def trial_rows(client: Any, experiment_id: str, parent_run_id: str, settings: Se
     rows = []
     for run in children(client, experiment_id, parent_run_id):
         tags, metric = run.data.tags, settings.metric
-        short = tags.get("hpsearch.trial") or (run.info.run_name or "").split(" ")[0]
+        short = tags.get(TRIAL) or (run.info.run_name or "").split(" ")[0]
         state = tags.get(STATE, "running")
         config = _config_of(run, settings)
         value = run.data.metrics.get(metric)
@@ -184,7 +184,7 @@ def trial_rows(client: Any, experiment_id: str, parent_run_id: str, settings: Se
                 run_name=run.info.run_name or short,
                 run_id=run.info.run_id,
                 state=state,
-                epochs=int(tags.get("hpsearch.epochs", str(len(history)))),
+                epochs=int(tags.get(EPOCHS, str(len(history)))),
                 value=value if value is None or math.isfinite(value) else None,
                 config=config,
                 history=history,
@@ -234,7 +234,7 @@ def report_for(client: Any, parent: Any, top_k: int = TOP_K, experiment: Any = N
         experiment_id=experiment.experiment_id,
         search_run_id=parent.info.run_id,
         search_run_name=parent.info.run_name or "",
-        status=parent.data.tags.get("hpsearch.status", parent.info.status),
+        status=parent.data.tags.get(STATUS, parent.info.status),
         top_k=top_k,
     )
 
@@ -387,7 +387,7 @@ def marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str
 def rung_milestones(settings: Settings) -> list[int]:
     """The epochs where ASHA decides (the first epoch at or past each of its rungs: the same
     ``asha_milestones`` the trials batch their results by), then max_t (completed)."""
-    from trainables.tune_adapter import asha_milestones
+    from hpsearch.protocol import asha_milestones
 
     if not settings.max_epochs:
         return []

@@ -1,8 +1,7 @@
 """Batched epochs: which epochs go to Tune together, and that ASHA still decides on its own epochs."""
 
 import pytest
-
-from trainables.tune_adapter import EARLIER, EpochBatch, asha_milestones
+from hpsearch.protocol import EARLIER, EpochBatch, asha_milestones
 
 
 class Clock:

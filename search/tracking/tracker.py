@@ -1,91 +1,26 @@
-"""MLflow tracking: one parent run per search, one child run per trial (see README, "MLflow layout").
-
-All MLflow calls run on one background thread, in order: the Tune driver only enqueues, so
-tracking costs the search loop nothing, and per-epoch metrics are sent in batches.
-"""
+"""The search mirrored into MLflow: one parent run per search, one child run per trial (README,
+"MLflow layout"). Every MLflow call runs on the tracking thread (:class:`~hpsearch.tracking.writer.Writer`)."""
 
 from __future__ import annotations
 
 import json
-import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from search.errors import TrackingError
-from search.ledger import TrialRecord
+from hpsearch.errors import TrackingError
+from hpsearch.ledger import TrialRecord
+from hpsearch.tracking.store import artifact_location, new_sqlite_store
+from hpsearch.tracking.tags import CONFIG, DEVICE, EPOCHS, ERROR, NODE_ID, PARENT, ROLE, STATE, STATUS, TRIAL, TRIAL_ID
+from hpsearch.tracking.writer import Writer
 
-ROLE, STATE, PARENT = "hpsearch.role", "hpsearch.trial_state", "mlflow.parentRunId"
-CONFIG = "hpsearch.config"  # the config exactly as sampled (JSON); params hold it as trained
 # MLflow run status per trial state. Stopped early is a normal outcome of the search (ASHA did its
 # job), not a failure: MLflow's UI draws KILLED runs with the red failure icon, so it is FINISHED and
 # the tag ``hpsearch.trial_state`` tells it from a completed run. KILLED means interrupted.
 RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "failed": "FAILED"}
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
 _MAX_TAG = 8000  # ... and on a tag value's
-
-
-def default_tracking_uri(cwd: Path | None = None) -> str:
-    return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlruns.db'}"
-
-
-def artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """For a SQLite store, artifacts live next to the database (``mlartifacts/<experiment>``), wherever
-    the search runs from (a submitted job's working directory is temporary); servers decide their own."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = Path(tracking_uri[len("sqlite:///") :])
-    return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
-
-
-def new_sqlite_store(tracking_uri: str, cache: Path | None = None) -> bool:
-    """Create the SQLite file of a ``sqlite:///`` store that does not exist yet from a copy of an
-    empty store MLflow itself migrated (kept per MLflow version in ``~/.cache/hpsearch``), instead of
-    MLflow running its ~60 schema migrations for each new file (~1.4 s of CPU against ~0.1 s to copy,
-    taken from the trials' start-up). The copy has no Default experiment: MLflow adds it on opening,
-    with this store's artifact location. Returns whether it created the file."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return False
-    target = Path(tracking_uri[len("sqlite:///") :])
-    if target.exists() or not target.parent.is_dir():
-        return False
-    import os
-    import shutil
-    import sqlite3
-    import tempfile
-
-    import mlflow
-
-    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
-    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
-    if not template.is_file():
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".db")
-        except OSError:  # no writable cache (a read-only home): MLflow creates the store as usual
-            return False
-        os.close(fd)
-        os.unlink(tmp)
-        store = SqlAlchemyStore(f"sqlite:///{tmp}", str(cache / "unused-artifacts"))
-        store.engine.dispose()
-        with sqlite3.connect(tmp) as db:
-            db.execute("DELETE FROM experiments")
-        os.replace(tmp, template)  # atomic: a concurrent search sees the whole template or none
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    shutil.copyfile(template, tmp)
-    try:
-        os.link(tmp, target)  # never over a store another process created meanwhile
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
-    return True
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -96,110 +31,6 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, before anything starts, when an MLflow server does not answer
-    (MLflow's own client retries for minutes)."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    url = tracking_uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):  # a server with auth: it answers, credentials are MLflow's business
-            return
-        raise TrackingError(f"MLflow server {tracking_uri} answered {exc.code} on {url}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(
-            f"MLflow server {tracking_uri} is not reachable ({reason}); start it or pass another --tracking-uri"
-        ) from exc
-
-
-class _Writer(threading.Thread):
-    """Runs MLflow calls in order on its own thread. Metric points wait per trial and go out as one
-    batch when the trial ends, when they are ``FLUSH_S`` old (live curves for long trials), or before
-    any call that could read them; every other call keeps its place in the order."""
-
-    FLUSH_S = 2.0
-
-    def __init__(self) -> None:
-        super().__init__(name="hpsearch-mlflow", daemon=True)
-        self._queue: queue.Queue = queue.Queue()
-        self.errors: list[str] = []
-
-    def call(self, fn: Callable[[], Any], flush: str | None = None) -> None:
-        """``fn`` after the pending points of trial ``flush``; ``flush=None``: of every trial; ``""``: none."""
-        self._queue.put(("call", (fn, flush)))
-
-    def metrics(self, key: str, points: list) -> None:
-        self._queue.put(("metrics", (key, points)))
-
-    def take(self, key: str, fn: Callable[[list], Any]) -> None:
-        """``fn(points)`` with the pending points of ``key``, which it writes itself (in its own request)."""
-        self._queue.put(("take", (key, fn)))
-
-    def flush(self) -> None:
-        done = threading.Event()
-        self.call(done.set)
-        done.wait()
-
-    def stop(self) -> None:
-        self._queue.put(("stop", None))
-        self.join()
-
-    def run(self) -> None:
-        pending: dict[str, list] = {}
-        since: dict[str, float] = {}
-
-        def take(key: str) -> list:
-            since.pop(key, None)
-            return pending.pop(key, [])
-
-        def write(keys: list[str]) -> None:
-            for key in keys:
-                if key in pending:
-                    points = take(key)
-                    self._guard(lambda k=key, p=points: self.log_points(k, p))
-
-        while True:
-            timeout = max(0.0, min(since.values()) + self.FLUSH_S - time.monotonic()) if since else None
-            try:
-                kind, payload = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                kind, payload = "tick", None
-            if kind == "metrics":
-                key, points = payload
-                pending.setdefault(key, []).extend(points)
-                since.setdefault(key, time.monotonic())
-            elif kind == "call":
-                fn, flush = payload
-                write(list(pending) if flush is None else [flush] if flush else [])
-                self._guard(fn)
-            elif kind == "take":
-                key, fn = payload
-                points = take(key)
-                self._guard(lambda fn=fn, points=points: fn(points))
-            elif kind == "stop":
-                write(list(pending))
-                return
-            now = time.monotonic()
-            write([k for k, t in since.items() if now - t >= self.FLUSH_S])
-
-    log_points: Callable[[str, list], None]  # set by the tracker
-
-    def _guard(self, fn: Callable[[], Any]) -> None:
-        try:
-            fn()
-        except Exception as exc:  # tracking must not take the search down; it is reported at the end
-            message = f"{type(exc).__name__}: {exc}"
-            self.errors.append(message)
-            print(f"hpsearch: MLflow write failed: {message}", file=sys.stderr)
 
 
 class MlflowTracker:
@@ -228,7 +59,7 @@ class MlflowTracker:
         self._init_error: BaseException | None = None
         self.points_reported = 0
         self._warmed = False
-        self._writer = _Writer()
+        self._writer = Writer()
         self._writer.log_points = self._log_points
 
     # Lifecycle (driver thread) ---------------------------------------------------------
@@ -259,9 +90,9 @@ class MlflowTracker:
                 self.client = MlflowClient(self.tracking_uri)
                 self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
                 self.client.update_run(parent_run_id, status="RUNNING")
-                self.client.set_tag(parent_run_id, "hpsearch.status", "RUNNING")
+                self.client.set_tag(parent_run_id, STATUS, "RUNNING")
                 for run in self._children():
-                    trial_id = run.data.tags.get("hpsearch.trial_id")
+                    trial_id = run.data.tags.get(TRIAL_ID)
                     if trial_id:
                         self._run_ids[trial_id] = run.info.run_id
             except BaseException as exc:
@@ -348,7 +179,7 @@ class MlflowTracker:
         self.check()  # a store that cannot be used stops the search at its first trial
         config = dict(rec.config)
         params, tags = self.describe(config)
-        tags = {"hpsearch.trial": rec.name, CONFIG: _config_tag(config), **tags}
+        tags = {TRIAL: rec.name, CONFIG: _config_tag(config), **tags}
         name = self.namer(rec.name, config)
         self._writer.call(lambda: self._open_trial(rec.trial_id, name, params, tags), flush="")
 
@@ -361,15 +192,15 @@ class MlflowTracker:
 
     def trial_ended(self, rec: TrialRecord) -> None:
         trial_id, state, error, epochs = rec.trial_id, rec.state, rec.error, rec.epochs
-        where = {k: v for k, v in (("hpsearch.node_id", rec.node_id), ("hpsearch.device", rec.device)) if v}
+        where = {k: v for k, v in ((NODE_ID, rec.node_id), (DEVICE, rec.device)) if v}
 
         def end(points: list) -> None:
             from mlflow.entities import RunTag
 
             run_id = self._run_ids[trial_id]
-            tags = {STATE: state, "hpsearch.epochs": str(epochs), **where}
+            tags = {STATE: state, EPOCHS: str(epochs), **where}
             if error:
-                tags["hpsearch.error"] = error[:5000]
+                tags[ERROR] = error[:5000]
             # Its last points and its end tags in one write (MLflow: <= 1000 points, 100 tags per request).
             if len(points) + len(tags) > 1000:
                 log_metrics(self.client, run_id, points)
@@ -400,8 +231,8 @@ class MlflowTracker:
                     run_id = self._run_ids[trial_id]
                     self.client.update_run(run_id, status="RUNNING")
                     self.client.set_tag(run_id, STATE, "running")
-                    if "hpsearch.error" in self.client.get_run(run_id).data.tags:  # "interrupted" no longer holds
-                        self.client.delete_tag(run_id, "hpsearch.error")
+                    if ERROR in self.client.get_run(run_id).data.tags:  # "interrupted" no longer holds
+                        self.client.delete_tag(run_id, ERROR)
 
         self._writer.call(restore)
 
@@ -440,7 +271,7 @@ class MlflowTracker:
             PARENT: self.parent_run_id,
             ROLE: "trial",
             STATE: "running",
-            "hpsearch.trial_id": trial_id,
+            TRIAL_ID: trial_id,
             **extra_tags,
         }
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)

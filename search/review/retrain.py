@@ -15,9 +15,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import HpsearchError, UsageError
-from search.report import find_search, open_store, parse_param, read_artifact, report_for
-from search.tracking import CONFIG, PARENT, ROLE, flatten, log_metrics, log_params
+from hpsearch.errors import HpsearchError, UsageError
+from hpsearch.review.report import find_search, open_store, parse_param, read_artifact, report_for
+from hpsearch.tracking.tags import (
+    BEST_MODEL,
+    CONFIG,
+    DEVICE,
+    ERROR,
+    PARENT,
+    RETRAIN_BEST,
+    ROLE,
+    SEED,
+    SOURCE_RUN_ID,
+    SOURCE_TRIAL,
+)
+from hpsearch.tracking.tracker import flatten, log_metrics, log_params
 
 
 @dataclass
@@ -66,9 +78,9 @@ def retrain(
     progress: Any = print,
 ) -> RetrainResult:
     if top_k < 1 or seeds < 1:
-        raise UsageError([f"--top-k/--seeds: must be >= 1, got {top_k}/{seeds}"])
+        raise UsageError([("--top-k/--seeds", f"must be >= 1, got {top_k}/{seeds}")])
     if epochs is not None and epochs < 1:
-        raise UsageError([f"--epochs: must be >= 1, got {epochs}"])
+        raise UsageError([("--epochs", f"must be >= 1, got {epochs}")])
     client = open_store(tracking_uri)
     exp, parent = find_search(client, experiment, search_run_id)
     spec = _spec_of(client, parent.info.run_id, experiment)
@@ -80,11 +92,10 @@ def retrain(
 
     import mlflow
     import torch
-
-    from search.tuner import trial_describer
-    from trainables.data import load_data
-    from trainables.loop import evaluate
-    from trainables.tune_adapter import resolve_trainable
+    from hpsearch.run import trial_describer
+    from hpsearch.trainables.data import load_data
+    from hpsearch.trainables.loop import evaluate
+    from hpsearch.trainables.tune_adapter import resolve_trainable
 
     device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
     data = load_data(spec.data.model_dump(), merge_val=True).to(device)
@@ -105,10 +116,10 @@ def retrain(
                 tags={
                     PARENT: parent.info.run_id,
                     ROLE: "retrain",
-                    "hpsearch.source_trial": top["trial"],
-                    "hpsearch.source_run_id": top["run_id"],
-                    "hpsearch.seed": str(seed),
-                    "hpsearch.device": device,
+                    SOURCE_TRIAL: top["trial"],
+                    SOURCE_RUN_ID: top["run_id"],
+                    SEED: str(seed),
+                    DEVICE: device,
                     CONFIG: json.dumps(config, default=str),
                     **tags,
                 },
@@ -138,7 +149,7 @@ def retrain(
                 raise
             except Exception as exc:  # a diverged or failing seed is recorded; the others go on
                 log_metrics(client, run_id, points)
-                client.set_tag(run_id, "hpsearch.error", f"{type(exc).__name__}: {exc}"[:5000])
+                client.set_tag(run_id, ERROR, f"{type(exc).__name__}: {exc}"[:5000])
                 client.set_terminated(run_id, "FAILED")
                 item.runs.append({"seed": seed, "run_id": run_id, "error": f"{type(exc).__name__}: {exc}"})
                 progress(f"{top['trial']} seed={seed}: FAILED ({type(exc).__name__}: {exc})")
@@ -179,7 +190,7 @@ def retrain(
             metric: seed_run[metric],
         }
         chosen.update(_log_model(mlflow, tracking_uri, seed_run["run_id"], model.cpu(), data, register))
-        client.set_tag(seed_run["run_id"], "hpsearch.best_model", "true")
+        client.set_tag(seed_run["run_id"], BEST_MODEL, "true")
     result = RetrainResult(experiment, parent.info.run_id, metric, mode, epochs, configs, chosen)
     _log_summary(client, parent.info.run_id, result)
     return result
@@ -210,7 +221,7 @@ def _sampled_config(run: Any) -> dict[str, Any]:
 
 
 def _spec_of(client: Any, run_id: str, experiment: str) -> Any:
-    from search.spec import load_spec_text
+    from hpsearch.spec import load_spec_text
 
     text = read_artifact(client, run_id, "spec.yaml")
     if text is None:
@@ -219,7 +230,7 @@ def _spec_of(client: Any, run_id: str, experiment: str) -> Any:
 
 
 def _log_summary(client: Any, parent_run_id: str, result: RetrainResult) -> None:
-    from search.report_output import to_csv
+    from hpsearch.review.report_output import to_csv
 
     rows = [
         {
@@ -236,7 +247,7 @@ def _log_summary(client: Any, parent_run_id: str, result: RetrainResult) -> None
     client.log_text(parent_run_id, json.dumps(result.to_json(), indent=2, default=str), "retrain/summary.json")
     client.log_text(parent_run_id, to_csv(rows), "retrain/summary.csv")
     if result.best:
-        client.set_tag(parent_run_id, "hpsearch.retrain_best", f"{result.best['trial']} ({result.best['run_id']})")
+        client.set_tag(parent_run_id, RETRAIN_BEST, f"{result.best['trial']} ({result.best['run_id']})")
 
 
 def print_retrain(result: RetrainResult, console: Any = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from spaces import Space, space_kinds
+from hpsearch.spaces import Space, space_kinds
 
 # Choices whose values name themselves ("selu", "adam", "cosine"): shown bare, in this order.
 _BARE = ("activation", "optimizer", "schedule", "model", "arch", "architecture")

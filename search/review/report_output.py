@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from search.report import TOP_K, SearchReport, _text, report_for
+from hpsearch.review.report import TOP_K, SearchReport, _text, report_for
 
 
 # Writing -------------------------------------------------------------------------------------------

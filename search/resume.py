@@ -1,0 +1,69 @@
+"""Continue an interrupted search from its run directory (``hpsearch resume RUN_DIR``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpsearch import raysetup, rundir
+from hpsearch.errors import HpsearchError
+from hpsearch.ledger import Ledger
+from hpsearch.run import Search, SearchResult, execute, tracker_for, trainable_for
+from hpsearch.searcher import SpaceSearch
+from hpsearch.spec import load_spec_text
+from hpsearch.tracking.store import check_reachable
+
+if TYPE_CHECKING:
+    from ray.tune import Tuner
+
+
+def resume_search(
+    run_dir: str | Path, address: str | None = None, quiet: bool = False, ray_logs: bool = False
+) -> SearchResult:
+    """Continue an interrupted search: Tune's state (trials, their checkpoints, the Optuna searcher)
+    and the same MLflow parent run, without duplicate trial runs.
+
+    Args:
+        run_dir: the search's run directory (a folder or a storage URI such as ``s3://...``).
+        address: a Ray cluster to join; default a fresh local Ray.
+        quiet: no progress line per trial.
+        ray_logs: also show Ray's own logs.
+
+    Raises:
+        SpecError: ``run_dir`` is not a search's run directory.
+        HpsearchError: the run directory cannot be read, or Tune has no state to restore there.
+        TrackingError: the search's MLflow store cannot be used.
+    """
+    from ray import tune
+
+    raysetup.configure_tune()
+    location = rundir.normalise(run_dir)
+    meta = rundir.read_meta(location)
+    spec = load_spec_text(meta.spec, source=f"{location}/{rundir.META_FILE}")
+    check_reachable(meta.tracking_uri)
+    tracker = tracker_for(spec, meta.tracking_uri)
+    if meta.experiment_id is None or meta.parent_run_id is None:
+        raise HpsearchError(f"{location}/{rundir.META_FILE} names no MLflow run to continue")
+    tracker.reopen(meta.experiment_id, meta.parent_run_id)
+    ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
+    search = Search(spec, meta.tracking_uri, location, tracker, ledger)
+
+    def make_tuner(search: Search) -> Tuner:
+        if not tune.Tuner.can_restore(location):
+            raise HpsearchError(f"Ray Tune has no restorable state in {location}")
+        Ledger.restored = SpaceSearch.restored = None
+        tuner = tune.Tuner.restore(
+            location,
+            trainable=trainable_for(spec),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+        # The restored Tuner carries our ledger and searcher, unpickled from its state: their records
+        # and Optuna study come back with them, so the search continues with those objects.
+        if Ledger.restored is None or SpaceSearch.restored is None:
+            raise HpsearchError(f"the Tune state in {location} was not written by hpsearch (no ledger or searcher)")
+        search.ledger, search.searcher = Ledger.restored, SpaceSearch.restored
+        return tuner
+
+    return execute(search, make_tuner, address, quiet, ray_logs)

@@ -1,0 +1,320 @@
+"""Assemble and run a search: Ray Tune + OptunaSearch (define-by-run, TPE) + ASHA + MLflow tracking.
+
+:func:`run_search` starts one; :mod:`hpsearch.resume` continues one. Both hand a :class:`Search` (the
+search in progress) to :func:`execute`, which starts Ray, runs the Tuner and writes the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpsearch import raysetup, rundir
+from hpsearch.ledger import Ledger, TrialRecord
+from hpsearch.progress import ProgressPrinter
+from hpsearch.searcher import SpaceSearch, optuna_search
+from hpsearch.spec import JobSpec
+from hpsearch.tracking.store import check_reachable, default_tracking_uri
+from hpsearch.tracking.tags import BEST_PREFIX, BEST_TRIAL, OVERRIDES, RUN_DIR, STATUS
+from hpsearch.tracking.tracker import MlflowTracker, flatten
+from hpsearch.trainables import BUILTIN
+
+if TYPE_CHECKING:
+    from ray.tune import Tuner
+    from ray.tune.schedulers import ASHAScheduler
+
+
+@dataclass
+class SearchResult:
+    """What a search did, as its summary shows it."""
+
+    spec_name: str
+    status: str  # FINISHED | KILLED (interrupted) | FAILED (the driver failed)
+    metric: str
+    mode: str
+    tracking_uri: str
+    experiment_id: str | None
+    parent_run_id: str | None
+    run_dir: Path
+    wall_time_s: float
+    counts: dict[str, int]
+    best: TrialRecord | None
+    records: list[TrialRecord] = field(default_factory=list)
+    tracking_errors: list[str] = field(default_factory=list)
+    metric_points: int = 0
+    num_trials: int = 0
+    searcher_states: dict[str, int] = field(default_factory=dict)  # Optuna's view: COMPLETE / FAIL / ...
+
+
+@dataclass
+class Search:
+    """A search in progress: its spec, where it is recorded, and the Tune-side objects that hold its
+    state. A resumed search swaps in the ledger and searcher Tune restored."""
+
+    spec: JobSpec
+    tracking_uri: str
+    run_dir: str
+    tracker: MlflowTracker
+    ledger: Ledger
+    searcher: SpaceSearch | None = None
+
+
+def asha_scheduler(spec: JobSpec) -> ASHAScheduler:
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = spec.search.scheduler
+    return ASHAScheduler(
+        time_attr="epoch",  # not training_iteration: one Tune result may carry several epochs
+        max_t=s.max_epochs,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
+
+
+def spec_params(spec: JobSpec) -> dict[str, Any]:
+    """The spec, minus the space, flattened: the parent run's params."""
+    data = spec.model_dump(exclude={"space"})
+    data["space"] = spec.space if isinstance(spec.space, str) else "inline"
+    return flatten(data)
+
+
+Describer = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]]
+
+
+def trial_describer(trainable: str) -> Describer | None:
+    """For built-in trainables a trial's run records the config as trained: every default filled in,
+    implications applied (SELU's self-normalising set-up), and a tag naming what was overridden."""
+    if trainable not in BUILTIN:
+        return None
+    from hpsearch.trainables.config import ConfigError, overrides, resolve
+
+    def describe(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        try:
+            changed = overrides(trainable, config)
+            params = resolve(trainable, config)
+        except ConfigError:  # the trial fails with the same message; record the config as sampled
+            return config, {}
+        tags = {OVERRIDES: ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())} if changed else {}
+        return params, tags
+
+    return describe
+
+
+def tracker_for(spec: JobSpec, uri: str) -> MlflowTracker:
+    """Child runs named by their key choices, recorded as trained; the report written when it ends."""
+    from hpsearch.review.naming import run_name
+    from hpsearch.review.report_output import log_report
+
+    space = spec.search_space
+    return MlflowTracker(
+        uri,
+        spec.name,
+        describe=trial_describer(spec.trainable),
+        namer=lambda short, config: run_name(short, config, space),
+        report=log_report,
+    )
+
+
+def trainable_for(spec: JobSpec) -> Any:
+    """The Tune trainable of a spec: ``run_trial`` with the spec's settings, and its resources."""
+    from hpsearch.protocol import asha_milestones
+    from hpsearch.trainables.tune_adapter import run_trial
+    from ray import tune
+
+    s = spec.search.scheduler
+    return tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            trainable_name=spec.trainable,
+            data=spec.data.model_dump(),
+            epochs=spec.epochs,
+            seed=spec.search.sampler.seed,
+            threads=max(1, int(spec.resources.cpu)),
+            checkpoint_every=spec.search.checkpoint_every,
+            checkpoint_min_interval_s=spec.search.checkpoint_min_interval_s,
+            milestones=asha_milestones(s.max_epochs, s.grace_period, s.reduction_factor),
+            report_interval_s=spec.search.report_interval_s,
+        ),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+
+
+def run_search(
+    spec: JobSpec,
+    tracking_uri: str | None = None,
+    storage: str | Path | None = None,
+    address: str | None = None,
+    quiet: bool = False,
+    ray_logs: bool = False,
+    run_name: str | None = None,
+) -> SearchResult:
+    """Run a whole search and return its summary.
+
+    Args:
+        spec: a validated job spec (:func:`hpsearch.spec.load_spec`).
+        tracking_uri: the MLflow store; default the spec's ``tracking.uri``, else ``sqlite:///./mlruns.db``.
+        storage: where Tune keeps its state (a folder or a storage URI); default ``./hpsearch_results``.
+        address: a Ray cluster to join; default a fresh local Ray.
+        quiet: no progress line per trial.
+        ray_logs: also show Ray's own logs and trial tracebacks (hpsearch summarises trial errors;
+            they are kept in MLflow and the Tune folder either way).
+        run_name: the run directory's name under ``storage``; default ``NAME-TIMESTAMP``.
+
+    Returns:
+        The search's :class:`SearchResult`; ``status`` is ``FINISHED`` when every trial ran.
+
+    Raises:
+        TrackingError: the MLflow store cannot be used.
+        HpsearchError: Ray cannot be joined, or the cluster can never run a trial.
+        KeyboardInterrupt: the search was interrupted (its results so far are written first).
+    """
+    from ray import tune
+
+    raysetup.configure_tune()
+    uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_name = run_name or f"{spec.name}-{stamp}"
+    storage_path = str(storage or "hpsearch_results")
+    if not rundir.is_uri(storage_path):
+        storage_path = rundir.normalise(storage_path)
+    run_dir = f"{storage_path.rstrip('/')}/{run_name}"
+
+    check_reachable(uri)
+    searcher = optuna_search(spec)
+    tracker = tracker_for(spec, uri)
+    meta = lambda: rundir.RunMeta(spec.source_text, uri, tracker.experiment_id, tracker.parent_run_id)  # noqa: E731
+    tracker.start(
+        run_name=f"search {stamp}",
+        params=spec_params(spec),
+        tags={RUN_DIR: run_dir},
+        artifacts={
+            "spec.yaml": spec.source_text or json.dumps(spec.model_dump(), indent=2),
+            "space.json": json.dumps(spec.search_space.to_data(), indent=2),
+        },
+        on_ready=lambda: rundir.write_meta(run_dir, meta()),  # what `hpsearch resume` reads
+    )
+    ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
+    search = Search(spec, uri, run_dir, tracker, ledger, searcher)
+
+    def make_tuner(search: Search) -> Tuner:
+        return tune.Tuner(
+            trainable_for(spec),
+            tune_config=tune.TuneConfig(
+                metric=spec.search.metric,
+                mode=spec.search.mode,
+                search_alg=searcher,
+                scheduler=asha_scheduler(spec),
+                num_samples=spec.search.num_trials,
+                max_concurrent_trials=spec.search.max_concurrent,
+                time_budget_s=spec.search.time_budget_s,
+                # Reusing trial actors avoids a new Python worker (and torch import) per trial (BENCHMARKS.md).
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=storage_path,
+                callbacks=[ledger],
+                failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
+                # Every checkpoint stays until the search ends: Tune's experiment snapshot may point at
+                # an older one than a trial's newest, and resume needs exactly that one.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                verbose=0,
+            ),
+        )
+
+    return execute(search, make_tuner, address, quiet, ray_logs)
+
+
+def execute(
+    search: Search, make_tuner: Callable[[Search], Tuner], address: str | None, quiet: bool, ray_logs: bool
+) -> SearchResult:
+    """Start Ray, run the Tuner ``make_tuner`` builds (it may swap in restored state), write the results."""
+    spec = search.spec
+    started = time.time()
+    listeners: list[Any] = [search.tracker]
+    if not quiet:
+        listeners.append(ProgressPrinter(lambda: search.ledger, spec.search.num_trials, spec.epochs))
+    search.ledger.listeners = listeners
+    if not ray_logs:
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    status = "FAILED"
+    try:
+        raysetup.init_ray(address, log_to_driver=ray_logs)
+        raysetup.check_cluster(spec, search.run_dir)
+        search.tracker.check()  # fails fast if opening the store already failed; otherwise it opens meanwhile
+        tuner = make_tuner(search)
+        search.ledger.listeners = listeners
+        tuner.fit()
+        search.tracker.wait_ready()  # a store that failed after the last trial started
+        finished = sum(1 for r in search.ledger.records.values() if r.state != "running")
+        budget = spec.search.time_budget_s
+        out_of_time = budget is not None and time.time() - started >= budget
+        status = "FINISHED" if finished == spec.search.num_trials or out_of_time else "KILLED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        result = finish(search, status, time.time() - started)
+        if status == "FINISHED":
+            rundir.prune_checkpoints(search.run_dir)
+        result.searcher_states = search.searcher.trial_states() if search.searcher is not None else {}
+    return result
+
+
+def finish(search: Search, status: str, wall: float) -> SearchResult:
+    """End the trials still running, write the search's results to its parent run and close it."""
+    spec, ledger = search.spec, search.ledger
+    metric = spec.search.metric
+    ledger.interrupt_running()
+    counts = ledger.counts()
+    best = ledger.best()
+    metrics = {f"trials_{state}": float(n) for state, n in counts.items() if state != "running"}
+    metrics["wall_time_s"] = wall
+    tags = {STATUS: status}
+    trials = [
+        {
+            "trial": r.name,
+            "trial_id": r.trial_id,
+            "state": r.state,
+            "epochs": r.epochs,
+            **r.metrics,
+            "config": r.config,
+            **({"error": r.error} if r.error else {}),
+        }
+        for r in ledger.records.values()
+    ]
+    artifacts = {"trials.json": json.dumps(trials, indent=2, default=str)}
+    if best is not None:
+        metrics[f"best_{metric}"] = best.metrics[metric]
+        # tags, not params: a resumed search may find a better trial, and params cannot change
+        tags.update({f"{BEST_PREFIX}{k}": str(v) for k, v in best.config.items()})
+        tags[BEST_TRIAL] = best.name
+        artifacts["best_config.json"] = json.dumps(
+            {"trial": best.name, "metric": metric, "value": best.metrics[metric], "config": best.config}, indent=2
+        )
+    errors = search.tracker.finish(status, metrics, {}, tags, artifacts)
+    return SearchResult(
+        spec_name=spec.name,
+        status=status,
+        metric=metric,
+        mode=spec.search.mode,
+        tracking_uri=search.tracking_uri,
+        experiment_id=search.tracker.experiment_id,
+        parent_run_id=search.tracker.parent_run_id,
+        run_dir=Path(search.run_dir),
+        wall_time_s=wall,
+        counts=counts,
+        best=best,
+        records=list(ledger.records.values()),
+        tracking_errors=errors,
+        metric_points=search.tracker.points_reported,
+        num_trials=spec.search.num_trials,
+    )
+
+
+__all__ = ["Search", "SearchResult", "asha_scheduler", "execute", "run_search", "trainable_for"]

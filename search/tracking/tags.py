@@ -1,0 +1,43 @@
+"""Every name hpsearch writes into MLflow tags and Ray job metadata, in one place (README, "MLflow layout").
+
+The names are a contract: reports, ``hpsearch resume``, ``hpsearch retrain`` and users' own queries
+(``tags.`hpsearch.role` = 'trial'``) rely on them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# Run tags ---------------------------------------------------------------------------------
+PARENT = "mlflow.parentRunId"  # MLflow's own: a trial's (or a retrain's) search run
+ROLE = "hpsearch.role"  # search | trial | retrain
+STATE = "hpsearch.trial_state"  # a TrialState, or "running"
+CONFIG = "hpsearch.config"  # the config exactly as sampled (JSON); params hold it as trained
+TRIAL = "hpsearch.trial"  # the short trial name, t001
+TRIAL_ID = "hpsearch.trial_id"  # Tune's trial id: how a resumed search finds its runs
+EPOCHS = "hpsearch.epochs"
+ERROR = "hpsearch.error"
+NODE_ID = "hpsearch.node_id"
+DEVICE = "hpsearch.device"
+OVERRIDES = "hpsearch.overrides"  # config keys a built-in trainable changed (SELU's set-up)
+STATUS = "hpsearch.status"  # the search's: RUNNING | FINISHED | KILLED | FAILED
+RUN_DIR = "hpsearch.run_dir"
+BEST_TRIAL = "hpsearch.best_trial"
+BEST_PREFIX = "best."  # best.<param>: the best trial's config on the search run
+# retrain runs
+SOURCE_TRIAL = "hpsearch.source_trial"
+SOURCE_RUN_ID = "hpsearch.source_run_id"
+SEED = "hpsearch.seed"
+BEST_MODEL = "hpsearch.best_model"
+RETRAIN_BEST = "hpsearch.retrain_best"
+
+Role = Literal["search", "trial", "retrain"]
+TrialState = Literal["completed", "stopped_early", "diverged", "failed"]
+TRIAL_STATES: tuple[TrialState, ...] = ("completed", "stopped_early", "diverged", "failed")
+
+# Ray job metadata (hpsearch submit) -------------------------------------------------------
+JOB_MARK = "hpsearch"  # "1" on every job hpsearch submitted
+JOB_NAME = "hpsearch.name"
+JOB_TRACKING_URI = "hpsearch.tracking_uri"
+JOB_RUN_DIR = "hpsearch.run_dir"
+JOB_RESUMES = "hpsearch.resumes"

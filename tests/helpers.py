@@ -1,0 +1,69 @@
+"""Helpers the tests share: paths, writing specs, running the CLI as a real process, a stand-in Tune trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+
+
+def fake_trial(trial_id: str, **config) -> SimpleNamespace:
+    """What the ledger reads of a Tune ``Trial``: its id, config and error files (none)."""
+    return SimpleNamespace(trial_id=trial_id, config=config, pickled_error_file=None, error_file=None)
+
+
+def write_spec(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a CLI process: this checkout importable (test helper trainables too)."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
+
+
+def hpsearch(*args, cwd=None, env=None, timeout=300):
+    """Run ``hpsearch ARGS`` as a user would (a real process); return the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(env),
+    )
+
+
+def start_hpsearch(*args, cwd, stderr=None):
+    """Start ``hpsearch ARGS`` in the background, its progress lines readable from ``stdout``."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", *map(str, args)],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=stderr or subprocess.PIPE,
+        text=True,
+    )
+
+
+def apt_install(package: str) -> None:
+    """Install a Debian package for a test that needs a real program (chromium, postgresql)."""
+    import os
+    import subprocess
+
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", package], check=True, env=env, timeout=900)

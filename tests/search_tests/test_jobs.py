@@ -1,0 +1,48 @@
+"""Reading a search job's progress back from its log: the driver's Progress records, not its prose."""
+
+import io
+
+from hpsearch.jobs import progress_of, without_records
+from hpsearch.ledger import Ledger
+from hpsearch.progress import ProgressPrinter
+from hpsearch.protocol import Progress
+
+from tests.helpers import fake_trial
+
+
+def test_job_progress_is_read_from_the_last_progress_record():
+    logs = "[2026-11-22 08:00:00,000 W 1 1] noise\n" + Progress(1, 30, 0.8).line() + "\n"
+    logs += "[12/30] t012 stopped_early ... | running 2, stopped 5, best 0.9721 (t007) |  9s\n"
+    logs += Progress(12, 30, 0.97211).line() + "\n"
+    assert progress_of(logs) == ("12/30", "0.9721")
+    assert progress_of("Runtime env is setting up.\n") == ("-", "-")
+    assert progress_of(Progress(1, 30, None).line() + "\n") == ("1/30", "-")
+    # a record cut off mid-write (the log is read while the job runs): the one before it counts
+    assert progress_of(Progress(3, 30, 0.5).line() + "\n" + Progress(4, 30, 0.6).line()[:-5]) == ("3/30", "0.5000")
+    # the prose a user sees is not parsed: a job that prints no records has no progress
+    assert progress_of("[12/30] t012 stopped_early ... | best 0.9721 (t007) |  9s\n") == ("-", "-")
+
+
+def test_the_printer_writes_the_records_a_job_reads_and_logs_hide_them():
+    out = io.StringIO()
+    ledger = Ledger(max_epochs=2, metric="val_accuracy", mode="max", listeners=[])
+    printer = ProgressPrinter(lambda: ledger, num_trials=3, max_epochs=2, stream=out, records=True)
+    ledger.listeners = [printer]
+    for name, acc in (("a", 0.5), ("b", 0.75)):
+        t = fake_trial(name)
+        ledger.on_trial_start(0, [], t)
+        ledger.on_trial_result(0, [], t, {"epoch": 2, "val_accuracy": acc})
+        ledger.on_trial_complete(0, [], t)
+    assert progress_of(out.getvalue()) == ("2/3", "0.7500")
+    shown = without_records(out.getvalue())
+    assert "hpsearch-progress" not in shown and shown.count("\n") == 2 and "[2/3] t002 completed" in shown
+
+
+def test_a_local_folder_is_not_a_shared_filesystem(tmp_path):
+    from hpsearch.raysetup import shared_filesystem
+
+    assert not shared_filesystem(str(tmp_path / "not" / "yet" / "there"))
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"server:/export {tmp_path} nfs4 rw 0 0\n/dev/sda1 / ext4 rw 0 0\n")
+    assert shared_filesystem(str(tmp_path / "sub"), mounts=str(mounts))
+    assert not shared_filesystem("/usr", mounts=str(mounts))
