@@ -41,6 +41,7 @@ def run_a(
     trials: int, seed: int, folder: Path, max_epochs: int = w.MAX_EPOCHS, train_samples: int | None = None
 ) -> dict:
     import yaml
+
     from hpsearch.raysetup import init_ray
     from hpsearch.run import run_search
     from hpsearch.spec import load_spec_text
@@ -149,6 +150,7 @@ def run_tune(trials: int, seed: int, folder: Path, reuse_actors: bool) -> dict:
 def run_optuna(trials: int, seed: int, folder: Path) -> dict:
     import optuna
     import torch
+
     from hpsearch.trainables.loop import TrialDiverged
 
     torch.set_num_threads(1)

@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import Splits, synthetic
 from hpsearch.trainables.loop import train_model
 from hpsearch.trainables.models import BUILDERS
 from hpsearch.trainables.optim import build_optimizer
-from torch.utils.data import DataLoader, Dataset
 
 CONFIGS = {
     "mlp": {

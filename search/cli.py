@@ -7,12 +7,17 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from hpsearch.run import SearchResult
+    from hpsearch.spec import JobSpec
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse exits 2 on usage errors too; keep its message short
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 on usage errors too; keep its message short
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"hpsearch: error: {message}\n")
 
@@ -220,7 +225,7 @@ def _is_job_spec(path: Path) -> bool:
     return isinstance(data, dict) and "space" in data and "search" in data
 
 
-def _load(spec_arg: Path):
+def _load(spec_arg: Path) -> JobSpec:
     """A spec file, or ``env:VAR`` (how a submitted job hands its spec to the driver)."""
     import os
 
@@ -265,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
     return _outcome(result)
 
 
-def _outcome(result) -> int:
+def _outcome(result: SearchResult) -> int:
     from hpsearch.summary import print_summary
 
     print_summary(result)
@@ -417,8 +422,10 @@ def _cluster(args: argparse.Namespace) -> int:
 
             raise UsageError(
                 [
-                    f"--workers/--num-cpus/--num-gpus: must be >= 0/1/0, got {args.workers}/"
-                    f"{args.num_cpus}/{args.num_gpus}"
+                    (
+                        "--workers/--num-cpus/--num-gpus",
+                        f"must be >= 0/1/0, got {args.workers}/{args.num_cpus}/{args.num_gpus}",
+                    )
                 ]
             )
         info = cluster.up(

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hpsearch.errors import HpsearchError
 
@@ -42,7 +43,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen, log: Path) -> None:
+def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -127,7 +128,7 @@ def up(
         "true",
         *common,
     ]
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         log = logs / "head.log"
         head = subprocess.Popen(
@@ -157,7 +158,12 @@ def up(
 
 
 def _wait_nodes(
-    address: str, expected: int, procs: list[subprocess.Popen], logs: Path, env: dict[str, str], timeout_s: float = 90
+    address: str,
+    expected: int,
+    procs: list[subprocess.Popen[bytes]],
+    logs: Path,
+    env: dict[str, str],
+    timeout_s: float = 90,
 ) -> None:
     """Wait until ``expected`` nodes are alive (asked in a child process: this one stays Ray-free)."""
     code = (
@@ -174,11 +180,11 @@ def _wait_nodes(
         raise HpsearchError(f"the cluster did not come up with {expected} nodes; see the logs in {logs}")
 
 
-def _record(p) -> dict:
+def _record(p: Any) -> dict[str, Any]:
     return {"pid": p.pid, "create_time": p.create_time(), "name": p.name()}
 
 
-def _alive(records: list[dict]) -> list:
+def _alive(records: list[dict[str, Any]]) -> list[Any]:
     """The recorded processes that still run (same pid *and* same start time)."""
     import psutil
 
@@ -193,7 +199,7 @@ def _alive(records: list[dict]) -> list:
     return out
 
 
-def _stop(records: list[dict], with_children: bool, timeout_s: float = 20) -> int:
+def _stop(records: list[dict[str, Any]], with_children: bool, timeout_s: float = 20) -> int:
     import psutil
 
     procs = _alive(records)
@@ -201,9 +207,13 @@ def _stop(records: list[dict], with_children: bool, timeout_s: float = 20) -> in
         seen = {p.pid for p in procs}
         for p in list(procs):
             try:
-                procs += [c for c in p.children(recursive=True) if c.pid not in seen and not seen.add(c.pid)]
+                children = p.children(recursive=True)
             except psutil.NoSuchProcess:
-                pass
+                continue
+            for child in children:
+                if child.pid not in seen:
+                    seen.add(child.pid)
+                    procs.append(child)
     signal_all(procs, "terminate")
     _, survivors = psutil.wait_procs(procs, timeout=timeout_s)
     signal_all(survivors, "kill")
@@ -211,7 +221,7 @@ def _stop(records: list[dict], with_children: bool, timeout_s: float = 20) -> in
     return len(procs)
 
 
-def signal_all(procs: list, how: str) -> None:
+def signal_all(procs: list[Any], how: str) -> None:
     """``terminate`` or ``kill`` each ``psutil.Process``; those already gone are skipped."""
     import psutil
 

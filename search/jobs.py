@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import HpsearchError, SpecError, UsageError
-from hpsearch.progress import RECORDS_ENV
-from hpsearch.protocol import PROGRESS_PREFIX, Progress
+from hpsearch.protocol import PROGRESS_PREFIX, RECORDS_ENV, Progress
 from hpsearch.spec import JobSpec
 from hpsearch.tracking.tags import JOB_MARK, JOB_NAME, JOB_RESUMES, JOB_RUN_DIR, JOB_TRACKING_URI
 

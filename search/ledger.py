@@ -13,10 +13,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from hpsearch.protocol import EARLIER, TrialDiverged
 from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
+
+from hpsearch.protocol import EARLIER, TrialDiverged
 
 STATES = ("completed", "stopped_early", "diverged", "failed")
 _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
@@ -96,7 +97,7 @@ class Ledger(Callback):
         Ledger.restored = self
 
     # Tune callbacks -------------------------------------------------------------------
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if trial.trial_id in self.records:  # a restart of the same trial (e.g. after a failure)
             return
         rec = TrialRecord(len(self.records) + 1, trial.trial_id, dict(trial.config))
@@ -104,7 +105,9 @@ class Ledger(Callback):
         for listener in self.listeners:
             listener.trial_started(rec)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         """One Tune result may carry several epochs (``earlier_epochs``, then its own): each is one step."""
         rec = self.records[trial.trial_id]
         rec.node_id, rec.device = result.get("node_id", rec.node_id), result.get("device", rec.device)
@@ -115,11 +118,11 @@ class Ledger(Callback):
             for listener in self.listeners:
                 listener.trial_result(rec, step, metrics)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         rec = self.records[trial.trial_id]
         self._end(rec, "completed" if rec.epochs >= self.max_epochs else "stopped_early")
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         rec = self.records[trial.trial_id]
         cause = trial_error(trial)
         rec.error = cause.text

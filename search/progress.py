@@ -7,12 +7,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from hpsearch.ledger import Ledger, TrialRecord
-from hpsearch.protocol import Progress
+from hpsearch.protocol import RECORDS_ENV, Progress
 
-RECORDS_ENV = "HPSEARCH_PROGRESS_RECORDS"
+if TYPE_CHECKING:
+    from hpsearch.ledger import Ledger, TrialRecord
 
 
 class ProgressPrinter:

@@ -74,6 +74,7 @@ class EpochBatch:
 
 
 PROGRESS_PREFIX = "hpsearch-progress "
+RECORDS_ENV = "HPSEARCH_PROGRESS_RECORDS"  # "1": the driver prints Progress records (set for jobs)
 
 
 @dataclass(frozen=True)

@@ -122,9 +122,10 @@ def tracker_for(spec: JobSpec, uri: str) -> MlflowTracker:
 
 def trainable_for(spec: JobSpec) -> Any:
     """The Tune trainable of a spec: ``run_trial`` with the spec's settings, and its resources."""
+    from ray import tune
+
     from hpsearch.protocol import asha_milestones
     from hpsearch.trainables.tune_adapter import run_trial
-    from ray import tune
 
     s = spec.search.scheduler
     return tune.with_resources(

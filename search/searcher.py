@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import optuna
+from ray.tune.search.optuna import OptunaSearch
+
 from hpsearch import spaces
 from hpsearch.spec import JobSpec
-from ray.tune.search.optuna import OptunaSearch
 
 
 class SpaceSearch(OptunaSearch):
@@ -27,14 +28,16 @@ class SpaceSearch(OptunaSearch):
     """The searcher Tune unpickled last (``Tuner.restore``): how a resumed search gets hold of it."""
 
     def _suggest_from_define_by_run_func(
-        self, func: Callable[[optuna.Trial], dict[str, Any]], ot_trial: optuna.Trial
+        self, func: Callable[[optuna.Trial], dict[str, Any] | None], ot_trial: optuna.Trial
     ) -> dict[str, Any]:
-        return func(ot_trial)
+        return func(ot_trial) or {}
 
     def trial_states(self) -> dict[str, int]:
         """How many Optuna trials ended in each state (COMPLETE, FAIL, ...)."""
         states: dict[str, int] = {}
-        for t in self._ot_study.trials:
+        study = self._ot_study
+        assert study is not None, "OptunaSearch sets up its study when it is given a space"
+        for t in study.trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
         return states
 

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
 from hpsearch import spaces
 from hpsearch.errors import Problem, SpecError
 from hpsearch.tracking.store import check_tracking_uri
 from hpsearch.trainables import BUILTIN
 from hpsearch.trainables import config as trainable_config
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 BUILTIN_METRICS = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
@@ -171,7 +172,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
         problems.extend(_check_trainable(trainable))
         if trainable in BUILTIN and space is not None:
             problems.extend(check_space_for(trainable, space))
-    search = data.get("search") if isinstance(data.get("search"), dict) else {}
+    search: dict[str, Any] = data["search"] if isinstance(data.get("search"), dict) else {}
     metric, mode = search.get("metric", "val_accuracy"), search.get("mode", "max")
     if trainable in BUILTIN and isinstance(metric, str):
         if metric not in BUILTIN_METRICS:
@@ -182,7 +183,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
             )
         elif mode in ("max", "min") and mode != BUILTIN_METRICS[metric]:
             problems.append(Problem("search.mode", f"{metric} should be {BUILTIN_METRICS[metric]}imised, got {mode!r}"))
-    scheduler = search.get("scheduler") if isinstance(search.get("scheduler"), dict) else {}
+    scheduler: dict[str, Any] = search["scheduler"] if isinstance(search.get("scheduler"), dict) else {}
     grace, max_epochs = scheduler.get("grace_period", 1), scheduler.get("max_epochs")
     if isinstance(grace, int) and isinstance(max_epochs, int) and grace > max_epochs:
         problems.append(Problem("search.scheduler.grace_period", f"must be <= max_epochs ({max_epochs}), got {grace}"))
@@ -199,7 +200,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     return spec
 
 
-def _normalise_data(data: dict, base_dir: Path | None, problems: list[Problem]) -> dict:
+def _normalise_data(data: dict[str, Any], base_dir: Path | None, problems: list[Problem]) -> dict[str, Any]:
     """``{npz: path}`` -> ``{dataset: npz, path: <absolute>}``; relative paths are relative to the spec."""
     d = data.get("data")
     if not isinstance(d, dict):

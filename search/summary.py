@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from rich.console import Console
+from rich.table import Table
+
 from hpsearch.ledger import STATES
 from hpsearch.review.ui import runs_url
 from hpsearch.run import SearchResult
 from hpsearch.tracking.store import default_tracking_uri
 from hpsearch.tracking.tracker import RUN_STATUS
-from rich.console import Console
-from rich.table import Table
 
 
 def _uri_flag(tracking_uri: str) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from hpsearch.spaces._schema import Space, SpaceError, parse_space
 
 PRESET_DIR = Path(__file__).parent / "presets"

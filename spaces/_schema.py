@@ -188,9 +188,9 @@ def _parse_mapping(data: Any, path: str, problems: list[Problem], prefix: str) -
             for name, param in group.params.items():
                 params[f"{prefix}{key}.{name}"] = param
             continue
-        param = _parse_param(value, sub, problems)
-        if param is not None:
-            params[f"{prefix}{key}"] = param
+        parsed = _parse_param(value, sub, problems)
+        if parsed is not None:
+            params[f"{prefix}{key}"] = parsed
     return Space(params)
 
 
@@ -224,7 +224,7 @@ def _parse_param(value: Any, path: str, problems: list[Problem]) -> Param | None
     return _parse_range(kind, value, path, problems)
 
 
-def _parse_range(kind: str, value: dict, path: str, problems: list[Problem]) -> Param | None:
+def _parse_range(kind: str, value: dict[str, Any], path: str, problems: list[Problem]) -> Param | None:
     bounds, log, step = value[kind], value.get("log", False), value.get("step")
     number = (int,) if kind == "int" else (int, float)
     if (

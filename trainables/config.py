@@ -251,11 +251,14 @@ def check_config(trainable: str, config: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     for key, value in config.items():
         if key not in keys:
-            problems.append(Problem(key, f"unknown key for the {trainable} trainable (known: {', '.join(sorted(keys))})"))
+            problems.append(
+                Problem(key, f"unknown key for the {trainable} trainable (known: {', '.join(sorted(keys))})")
+            )
             continue
         chosen = _unchosen(keys, key, config)
-        if chosen is not None:
-            problems.append(Problem(key, f"does not apply when {keys[key].when[0]} is {chosen!r}"))
+        when = keys[key].when
+        if chosen is not None and when is not None:
+            problems.append(Problem(key, f"does not apply when {when[0]} is {chosen!r}"))
             continue
         problem = check_value(keys, key, value)
         if problem:
@@ -279,7 +282,7 @@ def resolve(trainable: str, config: dict[str, Any]) -> dict[str, Any]:
         if _unchosen(keys, key, config) is not None:
             continue
         out[key] = config.get(key, spec.default)
-    act = out.get("activation")
+    act: str = out.get("activation", "")
     if out.get("activation.alpha", 0.0) is None:
         out["activation.alpha"] = {"leaky_relu": 0.01, "elu": 1.0, "prelu": 0.25}[act]
     if "optimizer.momentum" in out and out["optimizer"] == "rmsprop" and "optimizer.momentum" not in config:

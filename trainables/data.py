@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from hpsearch.trainables.files import DATASETS, DEFAULT_ROOT
 
 
@@ -50,8 +51,18 @@ class Splits:
 def load_data(spec: dict[str, Any], merge_val: bool = False) -> Splits:
     """Load and split the data set a (validated) data spec describes.
 
-    ``merge_val``: train on train + validation (the final retrain of chosen configs); the
-    validation split is then empty and the test split the same as in the search.
+    Args:
+        spec: the job spec's ``data`` section as a mapping (``JobSpec.data.model_dump()``):
+            ``dataset`` (digits | fashion_mnist | cifar10 | synthetic | npz) and its settings.
+        merge_val: train on train + validation (the final retrain of chosen configs); the
+            validation split is then empty and the test split the same as in the search.
+
+    Returns:
+        :class:`Splits`: train / validation / test tensors (on the CPU; ``Splits.to(device)`` moves them).
+
+    Raises:
+        DataError: the data set is unknown, or its files are missing or not in the expected format
+            (the message names the field: ``data.npz: ...``)
     """
     name = spec["dataset"]
     seed, val_fraction, test_fraction = (

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from hpsearch.protocol import TrialDiverged
 from hpsearch.trainables.augment import augment
 from hpsearch.trainables.config import TrainConfig
@@ -21,7 +23,6 @@ from hpsearch.trainables.data import Splits
 from hpsearch.trainables.models import BUILDERS, TransferResNet
 from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
 from hpsearch.trainables.schedules import LRSchedule
-from torch import nn
 
 Report = Callable[..., None]  # report(metrics) or report(metrics, state): state is a checkpoint to keep
 _CHECK_EVERY = 25  # steps between divergence checks within an epoch (each one syncs with the device)
@@ -37,26 +38,42 @@ def train_model(
     resume: dict[str, Any] | None = None,
     checkpoint_every: int = 0,
 ) -> nn.Module:
-    """Train for ``epochs`` epochs; after each, ``report`` ``epoch, train_loss, val_loss, val_accuracy, lr``
+    """Train a built-in model (``mlp``, ``cnn``, ``resnet_transfer``) the way ``config`` says.
+
+    After each epoch it calls ``report`` with ``epoch, train_loss, val_loss, val_accuracy, lr``
     (without a validation split, as in the final retrain on train + validation: ``epoch, train_loss, lr``,
     and a plateau schedule watches the training loss).
 
-    With ``checkpoint_every`` = k > 0, every k-th epoch (and the last) is reported as
-    ``report(metrics, state)`` where ``state`` (model, optimizer, schedule, epoch, RNG streams) is
-    what ``resume`` takes to continue exactly where it was: the same metrics as an uninterrupted run.
-    Raise :class:`TrialDiverged` as soon as the training loss is NaN/inf. Returns the model.
+    Args:
+        trainable: which built-in model: ``mlp``, ``cnn`` or ``resnet_transfer``.
+        config: the flat config (keys and defaults: :mod:`hpsearch.trainables.config`).
+        data: the split data set, on the device to train on.
+        epochs: how many epochs.
+        report: ``report(metrics)`` per epoch, ``report(metrics, state)`` for a checkpoint epoch.
+        seed: seeds the initialisation, the batch order and dropout.
+        resume: a ``state`` reported earlier: training continues after its epoch, with exactly the
+            metrics an uninterrupted run would have had.
+        checkpoint_every: k > 0: every k-th epoch (and the last) is reported with its ``state``
+            (model, optimizer, schedule, epoch, RNG streams).
+
+    Returns:
+        The trained model.
+
+    Raises:
+        TrialDiverged: as soon as the training (or validation) loss is NaN or infinite.
+        ConfigError: ``config`` has an unknown key or a value the model cannot use.
     """
     cfg = TrainConfig.from_dict(trainable, config)
     device = data.train_x.device
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     model = BUILDERS[trainable](data.input_shape, data.num_classes, cfg).to(device)
-    transfer = isinstance(model, TransferResNet)
-    if transfer and cfg["freeze_epochs"] > 0:
-        model.freeze_backbone()
-        optimizer = build_optimizer(model.head.parameters(), cfg)
-    elif transfer:
-        optimizer = _transfer_optimizer(model, cfg)
+    transfer = model if isinstance(model, TransferResNet) else None
+    if transfer is not None and cfg["freeze_epochs"] > 0:
+        transfer.freeze_backbone()
+        optimizer = build_optimizer(transfer.head.parameters(), cfg)
+    elif transfer is not None:
+        optimizer = _transfer_optimizer(transfer, cfg)
     else:
         optimizer = build_optimizer(model.parameters(), cfg)
 
@@ -68,8 +85,8 @@ def train_model(
     first_epoch = 1
     if resume is not None:
         first_epoch = resume["epoch"] + 1
-        if transfer and cfg["freeze_epochs"] > 0 and resume["epoch"] > cfg["freeze_epochs"]:
-            _unfreeze(model, optimizer, schedule, cfg)  # the optimizer's groups must match the saved ones
+        if transfer is not None and cfg["freeze_epochs"] > 0 and resume["epoch"] > cfg["freeze_epochs"]:
+            _unfreeze(transfer, optimizer, schedule, cfg)  # the optimizer's groups must match the saved ones
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
@@ -94,8 +111,8 @@ def train_model(
     forward = torch.compile(model) if cfg["compile"] else model  # `model` keeps the plain state_dict keys
 
     for epoch in range(first_epoch, epochs + 1):
-        if transfer and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
-            _unfreeze(model, optimizer, schedule, cfg)
+        if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
+            _unfreeze(transfer, optimizer, schedule, cfg)
         model.train()
         order = torch.randperm(n, device=device, generator=generator)
         loss_sum = torch.zeros((), device=device)

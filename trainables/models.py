@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-from hpsearch.trainables.config import ConfigError, TrainConfig
 from torch import nn
+
+from hpsearch.trainables.config import ConfigError, TrainConfig
 
 
 def activation(cfg: TrainConfig) -> nn.Module:

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from hpsearch.trainables.config import TrainConfig
 from torch import nn
+
+from hpsearch.trainables.config import TrainConfig
 
 
 def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -34,7 +35,7 @@ def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Opti
     raise ValueError(f"optimizer: unknown optimizer {name!r}")
 
 
-def weight_matrices(model: nn.Module) -> list[nn.Parameter]:
+def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
     """Weights of Linear and Conv layers that are being trained (not biases, not BatchNorm)."""
     return [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.requires_grad]
 

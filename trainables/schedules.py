@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from hpsearch.trainables.config import TrainConfig
 
 

@@ -99,7 +99,7 @@ def find_search(client: Any, experiment: str, search_run_id: str | None = None) 
     if exp is None:
         names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
         raise UsageError(
-            [f"EXPERIMENT: no experiment named {experiment!r} (this store has: {', '.join(names) or 'none'})"]
+            [("EXPERIMENT", f"no experiment named {experiment!r} (this store has: {', '.join(names) or 'none'})")]
         )
     if search_run_id:
         try:
@@ -270,7 +270,7 @@ def build_report(settings: Settings, rows: list[TrialRow], top_k: int = TOP_K, *
         marginals=marginals(rows, settings, sign),
         curves={r.name: [[s, v] for s, v in r.history] for r in ranked[:top_k]},
         rungs=rung_stats(rows, settings, sign),
-        **about,  # type: ignore[arg-type]
+        **about,
     )
 
 

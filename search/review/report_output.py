@@ -73,7 +73,7 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
     for state, color in colors.items():
         pts = [(h["index"], h["value"]) for h in report.history if h["state"] == state and h["value"] is not None]
         if pts:
-            ax.scatter(*zip(*pts, strict=True), s=18, color=color, label=state.replace("_", " "))
+            ax.scatter([x for x, _ in pts], [y for _, y in pts], s=18, color=color, label=state.replace("_", " "))
     bad = [h["index"] for h in report.history if h["state"] in ("diverged", "failed")]
     best = [(h["index"], h["best_so_far"]) for h in report.history if h["best_so_far"] is not None]
     if best:
@@ -133,9 +133,9 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
 
     # Learning curves of the top trials
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for trial, pts in report.curves.items():
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=trial)
+    for trial, curve in report.curves.items():
+        if curve:
+            ax.plot([p[0] for p in curve], [p[1] for p in curve], marker="o", ms=3, label=trial)
     ax.set(xlabel="epoch", ylabel=metric, title=f"learning curves of the top {len(report.curves)} trials")
     if report.curves:
         ax.legend(fontsize=8)

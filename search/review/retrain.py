@@ -92,6 +92,7 @@ def retrain(
 
     import mlflow
     import torch
+
     from hpsearch.run import trial_describer
     from hpsearch.trainables.data import load_data
     from hpsearch.trainables.loop import evaluate
@@ -135,6 +136,7 @@ def retrain(
                 now, step = int(time.time() * 1000), int(metrics.get("epoch", len(_points) + 1))
                 _points += [Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
 
+            model: Any = None
             try:
                 model = fn(config, data, epochs, report_epoch, seed=seed)
                 if not isinstance(model, torch.nn.Module):

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -142,7 +143,7 @@ def _auth_env(folder: Path, notes: list[str]) -> dict[str, str]:
     return env
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -160,7 +161,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = START_TIME
     raise HpsearchError(f"mlflow server did not answer on {url} within {timeout_s:.0f} s")
 
 
-def stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
     """Stop the server's whole process group (gunicorn/uvicorn workers included), by its pid."""
     if proc.poll() is not None:
         return
@@ -184,8 +185,9 @@ def runs_url(base: str, experiment_id: str, metric: str | None = None, mode: str
 
 
 def experiment_links(tracking_uri: str, url: str) -> list[str]:
-    from hpsearch.tracking.tags import ROLE
     from mlflow import MlflowClient
+
+    from hpsearch.tracking.tags import ROLE
 
     try:
         client = MlflowClient(tracking_uri)
@@ -204,7 +206,7 @@ def experiment_links(tracking_uri: str, url: str) -> list[str]:
         return []
 
 
-def serve(p: UiPlan, tracking_uri: str, out=print) -> int:
+def serve(p: UiPlan, tracking_uri: str, out: Callable[[str], None] = print) -> int:
     """Start the server, print where it is, and keep it until Ctrl-C / SIGTERM."""
     p.log.parent.mkdir(parents=True, exist_ok=True)
     with open(p.log, "ab") as log:  # MLflow logs every request: to a file, not over the links printed here

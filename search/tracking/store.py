@@ -94,7 +94,8 @@ def new_sqlite_store(tracking_uri: str, cache: Path | None = None) -> bool:
             return False
         os.close(fd)
         os.unlink(tmp)
-        store = SqlAlchemyStore(f"sqlite:///{tmp}", str(cache / "unused-artifacts"))
+        # MLflow's store constructor has no annotations
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", str(cache / "unused-artifacts"))  # type: ignore[no-untyped-call]
         store.engine.dispose()
         with sqlite3.connect(tmp) as db:
             db.execute("DELETE FROM experiments")

@@ -7,13 +7,17 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import TrackingError
 from hpsearch.ledger import TrialRecord
 from hpsearch.tracking.store import artifact_location, new_sqlite_store
 from hpsearch.tracking.tags import CONFIG, DEVICE, EPOCHS, ERROR, NODE_ID, PARENT, ROLE, STATE, STATUS, TRIAL, TRIAL_ID
 from hpsearch.tracking.writer import Writer
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Run
 
 # MLflow run status per trial state. Stopped early is a normal outcome of the search (ASHA did its
 # job), not a failure: MLflow's UI draws KILLED runs with the red failure icon, so it is FINISHED and
@@ -42,7 +46,7 @@ class MlflowTracker:
         experiment: str,
         describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]] | None = None,
         namer: Callable[[str, dict[str, Any]], str] | None = None,
-        report: Callable[[Any, str], None] | None = None,
+        report: Callable[[MlflowClient, str], object] | None = None,
     ):
         """``describe(config) -> (params, tags)`` turns a trial's config into what its run records
         (by default the config itself); ``namer(short_name, config)`` names its run (default: the
@@ -61,6 +65,7 @@ class MlflowTracker:
         self._warmed = False
         self._writer = Writer()
         self._writer.log_points = self._log_points
+        self.client: MlflowClient  # opened on the tracking thread
 
     # Lifecycle (driver thread) ---------------------------------------------------------
     def start(
@@ -103,8 +108,10 @@ class MlflowTracker:
 
         self._writer.call(reopen)
 
-    def _children(self) -> list:
-        runs, token = [], None
+    def _children(self) -> list[Run]:
+        assert self.experiment_id is not None
+        runs: list[Run] = []
+        token = None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id], f"tags.`{PARENT}` = '{self.parent_run_id}'", max_results=1000, page_token=token
@@ -152,25 +159,26 @@ class MlflowTracker:
         artifacts: dict[str, str],
     ) -> list[str]:
         """Write the search's results to the parent run, close it, and return any write errors."""
-        if self.parent_run_id is not None:
+        parent, report = self.parent_run_id, self.report
+        if parent is not None:
 
             def results() -> None:
                 from mlflow.entities import Metric, Param, RunTag
 
                 now = int(time.time() * 1000)
                 self.client.log_batch(
-                    self.parent_run_id,
+                    parent,
                     metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
                     params=[Param(k, _param_value(v)) for k, v in params.items()],
                     tags=[RunTag(k, v) for k, v in tags.items()],
                 )
                 for name, text in artifacts.items():
-                    self.client.log_text(self.parent_run_id, text, name)
+                    self.client.log_text(parent, text, name)
 
             self._writer.call(results)
-            if self.report is not None:  # after every trial's writes; a failure is reported, the run still closes
-                self._writer.call(lambda: self.report(self.client, self.parent_run_id))
-            self._writer.call(lambda: self.client.set_terminated(self.parent_run_id, status))
+            if report is not None:  # after every trial's writes; a failure is reported, the run still closes
+                self._writer.call(lambda: report(self.client, parent))
+            self._writer.call(lambda: self.client.set_terminated(parent, status))
         self._writer.stop()
         return list(self._writer.errors)
 
@@ -194,7 +202,7 @@ class MlflowTracker:
         trial_id, state, error, epochs = rec.trial_id, rec.state, rec.error, rec.epochs
         where = {k: v for k, v in ((NODE_ID, rec.node_id), (DEVICE, rec.device)) if v}
 
-        def end(points: list) -> None:
+        def end(points: list[Metric]) -> None:
             from mlflow.entities import RunTag
 
             run_id = self._run_ids[trial_id]
@@ -255,10 +263,10 @@ class MlflowTracker:
             else:
                 self.experiment_id = exp.experiment_id
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={ROLE: "search", **tags})
-            self.parent_run_id = run.info.run_id
-            self.client.log_batch(self.parent_run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+            self.parent_run_id = parent = run.info.run_id
+            self.client.log_batch(parent, params=[Param(k, _param_value(v)) for k, v in params.items()])
             for name, text in artifacts.items():
-                self.client.log_text(self.parent_run_id, text, name)
+                self.client.log_text(parent, text, name)
         except BaseException as exc:
             self._init_error = exc
             raise
@@ -266,7 +274,7 @@ class MlflowTracker:
             self._ready.set()
 
     def _open_trial(self, trial_id: str, name: str, config: dict[str, Any], extra_tags: dict[str, str]) -> None:
-
+        assert self.experiment_id is not None and self.parent_run_id is not None  # trials start after _open
         tags = {
             PARENT: self.parent_run_id,
             ROLE: "trial",
@@ -278,7 +286,7 @@ class MlflowTracker:
         self._run_ids[trial_id] = run.info.run_id
         log_params(self.client, run.info.run_id, flatten(config))
 
-    def _log_points(self, trial_id: str, points: list) -> None:
+    def _log_points(self, trial_id: str, points: list[Metric]) -> None:
         log_metrics(self.client, self._run_ids[trial_id], points)
 
 
@@ -291,7 +299,7 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
         client.log_batch(run_id, params=items[i : i + 100])
 
 
-def log_metrics(client: Any, run_id: str, points: list) -> None:
+def log_metrics(client: Any, run_id: str, points: list[Metric]) -> None:
     """Metric points (``mlflow.entities.Metric``), at most 1000 per request."""
     for i in range(0, len(points), 1000):
         client.log_batch(run_id, metrics=points[i : i + 1000])

@@ -3,6 +3,7 @@ costs the search loop nothing; per-epoch metric points go out in batches."""
 
 from __future__ import annotations
 
+import functools
 import queue
 import sys
 import threading
@@ -20,17 +21,17 @@ class Writer(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(name="hpsearch-mlflow", daemon=True)
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.errors: list[str] = []
 
     def call(self, fn: Callable[[], Any], flush: str | None = None) -> None:
         """``fn`` after the pending points of trial ``flush``; ``flush=None``: of every trial; ``""``: none."""
         self._queue.put(("call", (fn, flush)))
 
-    def metrics(self, key: str, points: list) -> None:
+    def metrics(self, key: str, points: list[Any]) -> None:
         self._queue.put(("metrics", (key, points)))
 
-    def take(self, key: str, fn: Callable[[list], Any]) -> None:
+    def take(self, key: str, fn: Callable[[list[Any]], Any]) -> None:
         """``fn(points)`` with the pending points of ``key``, which it writes itself (in its own request)."""
         self._queue.put(("take", (key, fn)))
 
@@ -44,10 +45,10 @@ class Writer(threading.Thread):
         self.join()
 
     def run(self) -> None:
-        pending: dict[str, list] = {}
+        pending: dict[str, list[Any]] = {}
         since: dict[str, float] = {}
 
-        def take(key: str) -> list:
+        def take(key: str) -> list[Any]:
             since.pop(key, None)
             return pending.pop(key, [])
 
@@ -55,7 +56,7 @@ class Writer(threading.Thread):
             for key in keys:
                 if key in pending:
                     points = take(key)
-                    self._guard(lambda k=key, p=points: self.log_points(k, p))
+                    self._guard(functools.partial(self.log_points, key, points))
 
         while True:
             timeout = max(0.0, min(since.values()) + self.FLUSH_S - time.monotonic()) if since else None
@@ -74,14 +75,14 @@ class Writer(threading.Thread):
             elif kind == "take":
                 key, fn = payload
                 points = take(key)
-                self._guard(lambda fn=fn, points=points: fn(points))
+                self._guard(functools.partial(fn, points))
             elif kind == "stop":
                 write(list(pending))
                 return
             now = time.monotonic()
             write([k for k, t in since.items() if now - t >= self.FLUSH_S])
 
-    log_points: Callable[[str, list], None]  # set by the tracker
+    log_points: Callable[[str, list[Any]], None]  # set by the tracker
 
     def _guard(self, fn: Callable[[], Any]) -> None:
         try:

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import ray
 import yaml
+
 from hpsearch.cli import build_parser
 from hpsearch.spec import load_spec_text
 

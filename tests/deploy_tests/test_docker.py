@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from hpsearch.cli import build_parser
 
 from .checks import DOCKER, ROOT, compose_variables, dockerfile_images, env_file, interpolate, load_compose, pinned

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hpsearch.review.ui import stop
 
+from hpsearch.review.ui import stop
 from tests.helpers import QUICKSTART, hpsearch, write_spec
 from tests.integration_tests.servers import free_port, running_postgres, wait_job
 

@@ -7,10 +7,10 @@ import time
 
 import psutil
 import pytest
-from hpsearch.cluster import signal_all
-from hpsearch.raysetup import snapshot_interval_s
 from mlflow import MlflowClient
 
+from hpsearch.cluster import signal_all
+from hpsearch.raysetup import snapshot_interval_s
 from tests.helpers import hpsearch, start_hpsearch, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hpsearch.review.naming import run_name
-from hpsearch.spec import load_spec
 from mlflow import MlflowClient
 
+from hpsearch.review.naming import run_name
+from hpsearch.spec import load_spec
 from tests.helpers import QUICKSTART, apt_install, hpsearch, write_spec
 from tests.integration_tests.servers import running_ui
 
@@ -133,6 +133,7 @@ def test_report_command_prints_the_same_report(search):
 def test_retrain_top_configs_logs_runs_and_the_best_model(search):
     import mlflow.pytorch
     import torch
+
     from hpsearch.trainables.data import load_data
 
     client, parent = search["client"], search["parent"]

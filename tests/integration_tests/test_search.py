@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from mlflow import MlflowClient
+
 from hpsearch.run import run_search
 from hpsearch.spec import parse_spec
-from mlflow import MlflowClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -218,7 +219,6 @@ def test_a_diverging_config_ends_diverged_and_the_search_goes_on(ray_session, tm
 def test_seed_practices_mlp_search_on_digits(ray_session, tmp_path):
     """The whole technique space, 40 trials: every trial ends in a known state, the best is good."""
     from hpsearch.spec import load_spec
-
     from tests.helpers import ROOT
 
     spec = load_spec(ROOT / "examples" / "seed_practices_digits.yaml")

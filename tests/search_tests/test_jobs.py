@@ -6,7 +6,6 @@ from hpsearch.jobs import progress_of, without_records
 from hpsearch.ledger import Ledger
 from hpsearch.progress import ProgressPrinter
 from hpsearch.protocol import Progress
-
 from tests.helpers import fake_trial
 
 
@@ -46,3 +45,13 @@ def test_a_local_folder_is_not_a_shared_filesystem(tmp_path):
     mounts.write_text(f"server:/export {tmp_path} nfs4 rw 0 0\n/dev/sda1 / ext4 rw 0 0\n")
     assert shared_filesystem(str(tmp_path / "sub"), mounts=str(mounts))
     assert not shared_filesystem("/usr", mounts=str(mounts))
+
+
+def test_the_job_commands_import_no_ray_before_they_set_the_auth_mode():
+    """Ray reads RAY_AUTH_MODE once, when it is imported: `hpsearch submit/status/...` must set it first."""
+    import subprocess
+    import sys
+
+    code = "import sys, hpsearch.cli, hpsearch.jobs, hpsearch.spec; print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch', 'mlflow')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,5 +1,4 @@
 from hpsearch.ledger import Ledger, reported_metrics
-
 from tests.helpers import fake_trial
 
 

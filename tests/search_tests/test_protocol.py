@@ -1,6 +1,7 @@
 """Batched epochs: which epochs go to Tune together, and that ASHA still decides on its own epochs."""
 
 import pytest
+
 from hpsearch.protocol import EARLIER, EpochBatch, asha_milestones
 
 

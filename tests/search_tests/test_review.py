@@ -3,6 +3,7 @@
 import random
 
 import pytest
+
 from hpsearch import spaces
 from hpsearch.errors import SpecError
 from hpsearch.review import ui
@@ -18,7 +19,6 @@ from hpsearch.review.report import (
     space_kinds,
 )
 from hpsearch.tracking.tracker import _param_value
-
 from tests.helpers import hpsearch
 
 SPACE = spaces.parse_space(
@@ -221,9 +221,10 @@ def test_ui_report_retrain_refuse_a_missing_store(tmp_path):
 
 
 def test_long_values_are_cut_with_a_marker_never_an_aborted_log(tmp_path):
+    from mlflow import MlflowClient
+
     from hpsearch.ledger import TrialRecord
     from hpsearch.tracking.tracker import MlflowTracker
-    from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     tracker = MlflowTracker(uri, "long-values")

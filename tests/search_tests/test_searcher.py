@@ -4,10 +4,10 @@ loudly when a Ray or Optuna upgrade breaks what it relies on."""
 import inspect
 import pickle
 
-from hpsearch.searcher import SpaceSearch, optuna_search
-from hpsearch.spec import parse_spec
 from ray.tune.search.optuna import OptunaSearch
 
+from hpsearch.searcher import SpaceSearch, optuna_search
+from hpsearch.spec import parse_spec
 from tests.helpers import QUICKSTART
 
 CONDITIONAL = {

@@ -1,7 +1,7 @@
 import pytest
+
 from hpsearch.errors import SpecError
 from hpsearch.spec import load_spec, parse_spec
-
 from tests.helpers import QUICKSTART, write_spec
 
 

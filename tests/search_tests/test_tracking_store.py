@@ -2,8 +2,9 @@
 
 import sqlite3
 
-from hpsearch.tracking.store import new_sqlite_store
 from mlflow import MlflowClient
+
+from hpsearch.tracking.store import new_sqlite_store
 
 
 def schema(path):

@@ -2,6 +2,7 @@ import json
 
 import optuna
 import pytest
+
 from hpsearch import spaces
 from hpsearch.spaces import Choice, Conditional, Fixed, Float, Int, SpaceError, parse_space
 

@@ -6,6 +6,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+
 from hpsearch.trainables.data import DataError, load_data
 from hpsearch.trainables.files import missing_files
 
@@ -130,8 +131,9 @@ def test_digits_are_scikit_learns_read_without_importing_it():
     import subprocess
     import sys
 
-    from hpsearch.trainables.data import digits
     from sklearn.datasets import load_digits
+
+    from hpsearch.trainables.data import digits
 
     x, y = digits()
     bunch = load_digits()

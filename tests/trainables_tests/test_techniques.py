@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from hpsearch.trainables.augment import random_crop, random_hflip
 from hpsearch.trainables.config import ConfigError, TrainConfig, overrides, resolve
 from hpsearch.trainables.data import load_data, synthetic
@@ -11,7 +13,6 @@ from hpsearch.trainables.loop import _unfreeze, evaluate, train_model
 from hpsearch.trainables.models import ResidualBlock, TransferResNet, build_cnn, build_mlp
 from hpsearch.trainables.optim import apply_max_norm, build_optimizer, penalty
 from hpsearch.trainables.schedules import LRSchedule
-from torch import nn
 
 
 def cfg(trainable="mlp", **config):
