@@ -8,8 +8,9 @@ PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 RUN_STAMP := $(VENV)/.hpsearch-run
 DEV_STAMP := $(VENV)/.hpsearch-dev
 PACKAGES := search spaces trainables
-# Another interpreter by version (compat): on PATH, else a pyenv installation.
-find_python = $(shell command -v python$(1) 2>/dev/null || ls -d $$(pyenv root 2>/dev/null || echo ~/.pyenv)/versions/$(1).*/bin/python$(1) 2>/dev/null | tail -1)
+# Another interpreter by version (compat): the first that runs of python3.X on PATH (a pyenv shim may
+# not), a pyenv installation, /usr/bin and /usr/local/bin; its real path.
+find_python = $(shell for p in python$(1) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/$(1).*/bin/python$(1) 2>/dev/null) /usr/bin/python$(1) /usr/local/bin/python$(1); do $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
 .PHONY: run test test-fast lint typecheck compat compat-one install install-dev constraints clean
 
