@@ -1,6 +1,7 @@
 """hpsearch installs as one import package, `hpsearch`, and lives beside packages that own the generic
 names its folders have (`spaces`, `search`, `trainables`): Hugging Face's `spaces`, say."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,9 @@ from tests.helpers import ROOT
 
 
 def run(*args, **kwargs) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, **kwargs)
+    # Only what the venv holds: no PYTHONPATH (the integration tests point it at this checkout).
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, env=env, **kwargs)
     assert out.returncode == 0, f"{args}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
 
