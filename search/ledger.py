@@ -28,6 +28,7 @@ _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
     "epoch",
     "node_id",
     "device",
+    "runtime",
     EARLIER,
 }
 
@@ -45,6 +46,7 @@ class TrialRecord:
     error: str | None = None
     node_id: str | None = None  # the Ray node it ran on
     device: str | None = None  # cpu | cuda
+    runtime: dict[str, str] = field(default_factory=dict)  # how it used its device (trainables.device)
 
     @property
     def name(self) -> str:
@@ -111,6 +113,8 @@ class Ledger(Callback):
         """One Tune result may carry several epochs (``earlier_epochs``, then its own): each is one step."""
         rec = self.records[trial.trial_id]
         rec.node_id, rec.device = result.get("node_id", rec.node_id), result.get("device", rec.device)
+        if isinstance(result.get("runtime"), dict):
+            rec.runtime = {str(k): str(v) for k, v in result["runtime"].items()}
         for epoch in [*result.get(EARLIER, ()), result]:
             step = int(epoch.get("epoch", epoch.get("training_iteration", rec.epochs + 1)))
             metrics = reported_metrics(epoch)

@@ -140,6 +140,7 @@ def trainable_for(spec: JobSpec) -> Any:
             checkpoint_min_interval_s=spec.search.checkpoint_min_interval_s,
             milestones=asha_milestones(s.max_epochs, s.grace_period, s.reduction_factor),
             report_interval_s=spec.search.report_interval_s,
+            gpu_share=spec.resources.gpu,
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )

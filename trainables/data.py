@@ -10,8 +10,10 @@ only; tabular data (npz with 2-D X, synthetic without ``shape``) is (N, F), stan
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,17 @@ class Splits:
     def num_features(self) -> int:
         return int(self.train_x[0].numel())
 
-    def to(self, device: torch.device | str) -> Splits:
-        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "num_classes"}
-        return Splits(**moved, num_classes=self.num_classes)
+    @property
+    def search_bytes(self) -> int:
+        """Memory the splits a search uses (train and validation) take."""
+        return sum(t.numel() * t.element_size() for t in (self.train_x, self.train_y, self.val_x, self.val_y))
+
+    def to(self, device: torch.device | str, test: bool = True) -> Splits:
+        """The splits on ``device``; ``test=False`` leaves the test split where it is (a search never
+        uses it: on a shared GPU it would only take memory)."""
+        names = [f.name for f in fields(self) if f.name != "num_classes" and (test or not f.name.startswith("test_"))]
+        moved = {name: getattr(self, name).to(device) for name in names}
+        return replace(self, **moved)
 
 
 def load_data(spec: dict[str, Any], merge_val: bool = False) -> Splits:
@@ -185,31 +195,51 @@ def standardise(s: Splits) -> Splits:
 def _torchvision(
     name: str, spec: dict[str, Any]
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Train and test arrays through torchvision's own dataset classes (its on-disk formats)."""
+    """Train and test arrays of fashion_mnist / cifar10 from ``data.root`` (downloaded there if asked)."""
     root = os.path.expanduser(spec.get("root") or DEFAULT_ROOT)
     download = bool(spec.get("download", False))
     try:
-        if name == "fashion_mnist":
-            from torchvision.datasets import FashionMNIST
-
-            sets = [FashionMNIST(root, train=train, download=download) for train in (True, False)]
-            # uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]
-            arrays = [
-                (d.data.numpy()[:, None].astype(np.float32) / 255.0, d.targets.numpy().astype(np.int64)) for d in sets
-            ]
-        else:
-            cls = _cifar10_class(verify=spec.get("verify_checksums", True))
-            sets = [cls(root, train=train, download=download) for train in (True, False)]
-            # uint8 (N, 32, 32, 3) -> float (N, 3, 32, 32) in [0, 1]
-            arrays = [
-                (d.data.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(d.targets, np.int64)) for d in sets
-            ]
+        with download_lock(root) if download else contextlib.nullcontext():
+            return _read_torchvision(name, spec, root, download)
     except RuntimeError as exc:  # torchvision: "Dataset not found ..." / "... or corrupted"
         hint = "set data.download: true (needs internet)" if not download else "the download failed"
         raise DataError(
             f"data.root: {name} files not found or incomplete under {root!r} ({exc}); {hint}, "
             f"or point data.root at a folder that holds them"
         ) from exc
+
+
+@contextlib.contextmanager
+def download_lock(root: str) -> Iterator[None]:
+    """One download into ``root`` at a time, across processes: the trials of a node (or of a pod
+    sharing a volume) that start together would otherwise write the same archive at once."""
+    import fcntl
+
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".hpsearch-download.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _read_torchvision(
+    name: str, spec: dict[str, Any], root: str, download: bool
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Train and test arrays through torchvision's own dataset classes (its on-disk formats)."""
+    if name == "fashion_mnist":
+        from torchvision.datasets import FashionMNIST
+
+        sets = [FashionMNIST(root, train=train, download=download) for train in (True, False)]
+        # uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]
+        arrays = [
+            (d.data.numpy()[:, None].astype(np.float32) / 255.0, d.targets.numpy().astype(np.int64)) for d in sets
+        ]
+    else:
+        cls = _cifar10_class(verify=spec.get("verify_checksums", True))
+        sets = [cls(root, train=train, download=download) for train in (True, False)]
+        # uint8 (N, 32, 32, 3) -> float (N, 3, 32, 32) in [0, 1]
+        arrays = [
+            (d.data.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(d.targets, np.int64)) for d in sets
+        ]
     return arrays[0], arrays[1]
 
 

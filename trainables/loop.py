@@ -20,6 +20,7 @@ from hpsearch.protocol import TrialDiverged
 from hpsearch.trainables.augment import augment
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import Splits
+from hpsearch.trainables.device import effective_amp, eval_batch_size
 from hpsearch.trainables.models import BUILDERS, TransferResNet
 from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
 from hpsearch.trainables.schedules import LRSchedule
@@ -37,6 +38,7 @@ def train_model(
     seed: int = 0,
     resume: dict[str, Any] | None = None,
     checkpoint_every: int = 0,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
     """Train a built-in model (``mlp``, ``cnn``, ``resnet_transfer``) the way ``config`` says.
 
@@ -54,7 +56,9 @@ def train_model(
         resume: a ``state`` reported earlier: training continues after its epoch, with exactly the
             metrics an uninterrupted run would have had.
         checkpoint_every: k > 0: every k-th epoch (and the last) is reported with its ``state``
-            (model, optimizer, schedule, epoch, RNG streams).
+            (model, optimizer, schedule, gradient scaler, epoch, RNG streams).
+        device: where to train; default where ``data`` is. Data kept on the host for a GPU (a data
+            set too big for its share of the GPU) is copied over batch by batch.
 
     Returns:
         The trained model.
@@ -64,24 +68,31 @@ def train_model(
         ConfigError: ``config`` has an unknown key or a value the model cannot use.
     """
     cfg = TrainConfig.from_dict(trainable, config)
-    device = data.train_x.device
+    home = data.train_x.device  # where the data is: batches are indexed (and augmented) there
+    device = torch.device(device) if device is not None else home  # where the model trains
     torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=home).manual_seed(seed)
     model = BUILDERS[trainable](data.input_shape, data.num_classes, cfg).to(device)
+    fused = device.type == "cuda"  # fused optimizers: faster, and fp16 steps without a host sync
     transfer = model if isinstance(model, TransferResNet) else None
     if transfer is not None and cfg["freeze_epochs"] > 0:
         transfer.freeze_backbone()
-        optimizer = build_optimizer(transfer.head.parameters(), cfg)
+        optimizer = build_optimizer(transfer.head.parameters(), cfg, fused=fused)
     elif transfer is not None:
-        optimizer = _transfer_optimizer(transfer, cfg)
+        optimizer = _transfer_optimizer(transfer, cfg, fused)
     else:
-        optimizer = build_optimizer(model.parameters(), cfg)
+        optimizer = build_optimizer(model.parameters(), cfg, fused=fused)
 
     n, bs = len(data.train_y), cfg["batch_size"]
     # BatchNorm cannot normalise a batch of one sample; drop such a tail batch.
     last_start = n - 1 if n % bs == 1 else n
     steps_per_epoch = math.ceil(last_start / bs)
     schedule = LRSchedule(optimizer, cfg, steps_per_epoch, epochs)
+    # Mixed precision: autocast the forward pass and the loss; fp16 also scales the loss so small
+    # gradients do not underflow. Parameters, optimizer state and evaluation stay float32. bf16 on a
+    # GPU without native bf16 runs as fp16 (hpsearch.trainables.device).
+    amp = effective_amp(cfg["amp"], device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     first_epoch = 1
     if resume is not None:
         first_epoch = resume["epoch"] + 1
@@ -90,8 +101,9 @@ def train_model(
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        generator.set_state(resume["rng"]["generator"])
+        if scaler.is_enabled() and "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
+        set_rng_state(resume["rng"], generator, device)
     crop, flip = cfg.get("crop_padding", 0), cfg.get("hflip", False)
     l1, l2, max_norm = cfg["l1"], cfg["l2"], cfg["max_norm"]
     clip, threshold = cfg["grad_clip"], cfg.get("grad_clip.threshold", 0.0)
@@ -99,16 +111,18 @@ def train_model(
     if cfg.get("channels_last", False) and train_x.dim() == 4:  # once for the whole data set, not per batch
         model = model.to(memory_format=torch.channels_last)
         train_x, val_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, val_x))
-    # Mixed precision: autocast the forward pass and the loss; fp16 also scales the loss so small
-    # gradients do not underflow. Parameters, optimizer state and evaluation stay float32.
-    amp = cfg["amp"]
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
         if amp != "none"
         else contextlib.nullcontext()  # nothing entered per step when mixed precision is off
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    forward = torch.compile(model) if cfg["compile"] else model  # `model` keeps the plain state_dict keys
+    forward: Callable[..., torch.Tensor] = model
+    if cfg["compile"]:
+        # A reused actor runs trial after trial in one process: without a reset, compiled graphs of
+        # earlier trials pile up until Dynamo's cache limit silently falls back to eager.
+        torch.compiler.reset()
+        forward = torch.compile(model)  # `model` keeps the plain state_dict keys
+    eval_batch = eval_batch_size(data.train_x[0].numel() * data.train_x.element_size(), bs)
 
     for epoch in range(first_epoch, epochs + 1):
         if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
@@ -120,8 +134,13 @@ def train_model(
         for step, start in enumerate(range(0, last_start, bs), 1):
             idx = order[start : start + bs]
             x = augment(train_x[idx], crop, flip, generator) if (crop or flip) else train_x[idx]
+            y = data.train_y[idx]
+            if home != device:  # data kept on the host: copy the batch over
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast:
-                loss = F.cross_entropy(forward(x), data.train_y[idx])
+                # The compiled model sees whole batches only: one shape, one graph. The short tail batch
+                # runs eagerly (same parameters, same result) instead of compiling a second graph.
+                loss = F.cross_entropy((forward if len(idx) == bs else model)(x), y)
             reg = penalty(model, l1, l2)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss if reg is None else loss + reg).backward()
@@ -144,7 +163,7 @@ def train_model(
         metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
         monitored = train_loss  # what the plateau schedule watches: validation loss when there is a validation split
         if len(data.val_y):
-            val_loss, val_accuracy = evaluate(model, val_x, data.val_y, mc_samples=cfg["mc_dropout"])
+            val_loss, val_accuracy = evaluate(model, val_x, data.val_y, cfg["mc_dropout"], eval_batch, device)
             if not math.isfinite(val_loss):
                 raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={val_loss})")
             metrics.update(val_loss=val_loss, val_accuracy=val_accuracy)
@@ -152,31 +171,59 @@ def train_model(
         metrics["lr"] = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
         schedule.step_epoch(monitored)
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
-            report(metrics, _state(epoch, model, optimizer, schedule, generator))
+            report(metrics, _state(epoch, model, optimizer, schedule, scaler, generator, device))
         else:
             report(metrics)
     return model
 
 
 def _state(
-    epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule, generator: torch.Generator
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+    device: torch.device,
 ) -> dict[str, Any]:
-    return {
+    state = {
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()},
+        "rng": rng_state(generator, device),
     }
+    if scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    return state
 
 
-def _transfer_optimizer(model: TransferResNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every random stream a trial draws from, as CPU byte tensors (what ``set_rng_state`` takes back):
+    the CPU's, the batch-order generator's and, on a GPU, that GPU's (dropout and init draw there)."""
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
+    """Restore :func:`rng_state`'s streams, whichever device the checkpoint was written on: the states
+    are moved to the CPU first (a checkpoint loaded with a CUDA ``map_location`` holds them on the GPU,
+    which ``set_rng_state`` refuses). A GPU stream is restored on a GPU only."""
+    torch.set_rng_state(state["torch"].cpu())
+    generator.set_state(state["generator"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _transfer_optimizer(model: TransferResNet, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
     model.freeze_backbone()
     groups: list[dict[str, Any]] = [{"params": list(model.head.parameters())}]
     top = model.unfreeze_top(cfg["unfreeze_blocks"])
     if top:
         groups.append({"params": top, "lr": cfg["optimizer.lr"] * cfg["finetune_lr_mult"]})
-    return build_optimizer(groups, cfg)
+    return build_optimizer(groups, cfg, fused=fused)
 
 
 def _unfreeze(model: TransferResNet, optimizer: torch.optim.Optimizer, schedule: LRSchedule, cfg: TrainConfig) -> None:
@@ -190,19 +237,28 @@ def _unfreeze(model: TransferResNet, optimizer: torch.optim.Optimizer, schedule:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mc_samples: int = 0, batch_size: int = 4096
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mc_samples: int = 0,
+    batch_size: int = 4096,
+    device: torch.device | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode; with ``mc_samples`` > 1 the prediction is the
-    mean of that many stochastic passes with dropout on (Monte-Carlo dropout), BatchNorm still in eval."""
+    mean of that many stochastic passes with dropout on (Monte-Carlo dropout), BatchNorm still in eval.
+    Batches are copied to ``device`` (default: where ``x`` is) when the data lives elsewhere."""
+    device = device or x.device
     model.eval()
     if mc_samples > 1:
         for m in model.modules():
             if isinstance(m, (nn.Dropout, nn.AlphaDropout)):
                 m.train()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, len(y), batch_size):
         xb, target = x[start : start + batch_size], y[start : start + batch_size]
+        if x.device != device:
+            xb, target = xb.to(device, non_blocking=True), target.to(device, non_blocking=True)
         if mc_samples > 1:
             probs = torch.stack([F.softmax(model(xb), dim=1) for _ in range(mc_samples)]).mean(0)
             log_probs = probs.clamp_min(1e-12).log()

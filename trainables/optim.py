@@ -10,13 +10,22 @@ from torch import nn
 
 from hpsearch.trainables.config import TrainConfig
 
+FUSED = ("sgd", "adam", "adamw")  # optimizers with a fused implementation (one kernel, AMP-aware)
 
-def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over ``params`` (tensors or param-group dicts); only its own options apply."""
+
+def build_optimizer(params: Iterable[Any], cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """The configured optimizer over ``params`` (tensors or param-group dicts); only its own options apply.
+
+    ``fused``: use the fused implementation where there is one (:data:`FUSED`). On CUDA it is both
+    faster and what lets fp16's gradient scaler step without a host-device sync per step (a fused
+    optimizer checks for inf/NaN gradients on the device).
+    """
     name, lr = cfg["optimizer"], cfg["optimizer.lr"]
+    fuse: dict[str, Any] = {"fused": True} if fused and name in FUSED else {}
     if name == "sgd":
         momentum = cfg["optimizer.momentum"]
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=cfg["optimizer.nesterov"] and momentum > 0)
+        nesterov = cfg["optimizer.nesterov"] and momentum > 0
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, **fuse)
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, eps=cfg["optimizer.eps"])
     if name == "rmsprop":
@@ -25,10 +34,10 @@ def build_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Opti
         )
     betas = (cfg["optimizer.beta1"], cfg["optimizer.beta2"])
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"])
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"], **fuse)
     if name == "adamw":  # decoupled weight decay
         return torch.optim.AdamW(
-            params, lr=lr, betas=betas, eps=cfg["optimizer.eps"], weight_decay=cfg["optimizer.weight_decay"]
+            params, lr=lr, betas=betas, eps=cfg["optimizer.eps"], weight_decay=cfg["optimizer.weight_decay"], **fuse
         )
     if name == "nadam":
         return torch.optim.NAdam(params, lr=lr, betas=betas, eps=cfg["optimizer.eps"])

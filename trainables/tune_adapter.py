@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.protocol import EpochBatch
 from hpsearch.trainables import BUILTIN
+from hpsearch.trainables import device as device_plan
 
 if TYPE_CHECKING:
     from hpsearch.trainables.data import Splits
@@ -29,19 +30,27 @@ def resolve_trainable(name: str) -> Callable[..., None]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-@lru_cache(maxsize=4)
-def _data_on_device(data_json: str, device: str) -> Splits:
-    # With actor reuse one worker process runs many trials: load and place the data once.
+@lru_cache(maxsize=2)
+def _data(data_json: str) -> Splits:
+    # With actor reuse one worker process runs many trials: load the data once.
     from hpsearch.trainables.data import load_data
 
-    return load_data(json.loads(data_json)).to(device)
+    return load_data(json.loads(data_json))
 
 
-def trial_device() -> str:
-    # Ray exposes only the GPUs assigned to this trial (CUDA_VISIBLE_DEVICES); none -> CPU.
+@lru_cache(maxsize=2)
+def _data_on(data_json: str, device: str) -> Splits:
+    """The search's splits on ``device``; the test split (never used by a search) stays on the host."""
+    return _data(data_json).to(device, test=False)
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """A trial checkpoint, every tensor on the CPU whatever device wrote it: ``load_state_dict`` moves
+    weights and optimizer state to the model's device, and RNG states must be CPU tensors."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return state
 
 
 def run_trial(
@@ -56,6 +65,7 @@ def run_trial(
     checkpoint_min_interval_s: float = 0.0,
     milestones: Iterable[float] = (),
     report_interval_s: float = 0.0,
+    gpu_share: float = 0.0,
 ) -> None:
     """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``.
 
@@ -65,6 +75,10 @@ def run_trial(
     that accept ``resume`` (the built-ins do) checkpoint every ``checkpoint_every`` epochs, but not
     within ``checkpoint_min_interval_s`` of their previous checkpoint (their last epoch always), and
     continue from Tune's last checkpoint when a trial is restored (after a failure, or ``hpsearch resume``).
+
+    The trial trains on the GPU Ray assigned to it, or on the CPU when it asked for none
+    (:mod:`hpsearch.trainables.device`: ``gpu_share`` is the spec's ``resources.gpu``); its first
+    result carries what was decided (``runtime``), which the trial's MLflow run records.
     """
     import inspect
     import os
@@ -75,25 +89,39 @@ def run_trial(
     from ray import tune
 
     torch.set_num_threads(threads)
-    device = trial_device()
-    splits = _data_on_device(json.dumps(data, sort_keys=True), device)
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "device": device}
-
+    plan = device_plan.plan_device(device_plan.assigned_gpus(), gpu_share)
+    device_plan.apply(plan)
+    data_json = json.dumps(data, sort_keys=True)
+    on_device = device_plan.data_fits(_data(data_json).search_bytes, plan)
+    splits = _data_on(data_json, plan.device if on_device else "cpu")
     fn = resolve_trainable(trainable_name)
+    builtin = trainable_name in BUILTIN
+    runtime = plan.tags()
+    if plan.device == "cuda":
+        runtime["data"] = "gpu" if on_device else "host (too big for the GPU share: batches copied over)"
+    if builtin:
+        requested = str(config.get("amp", "none"))
+        runtime["amp"] = plan.amp(requested) + (f" (asked {requested})" if plan.amp(requested) != requested else "")
+    where: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id(), "device": plan.device}
+    first: dict[str, Any] = {"runtime": runtime}  # sent once, with the trial's first result
+
     kwargs: dict[str, Any] = {}
+    if builtin or "device" in inspect.signature(fn).parameters:
+        kwargs["device"] = plan.device
     done = 0  # epochs trained before this run of the trial (a restored trial: its checkpoint's)
-    if "resume" in inspect.signature(fn).parameters or trainable_name in BUILTIN:
+    if "resume" in inspect.signature(fn).parameters or builtin:
         kwargs["checkpoint_every"] = checkpoint_every
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
-                kwargs["resume"] = torch.load(os.path.join(folder, "state.pt"), map_location=device, weights_only=False)
+                kwargs["resume"] = load_checkpoint(os.path.join(folder, "state.pt"))
             done = int(kwargs["resume"].get("epoch", 0))
     batch = EpochBatch(epochs, milestones, report_interval_s, sent_epoch=done)
     last_checkpoint = time.monotonic()
 
     def send(state: dict[str, Any] | None = None) -> None:
-        result = {**batch.take(), **where}
+        result = {**batch.take(), **where, **first}
+        first.clear()
         if state is None:
             tune.report(result)
             return
@@ -121,5 +149,7 @@ def run_trial(
         if batch.pending:  # the epochs before the failure still reach MLflow
             send()
         raise
+    finally:
+        device_plan.release(plan)  # a reused actor's next trial (or a neighbour) gets the cached memory
     if batch.pending:  # a trainable that ended before ``epochs``
         send()

@@ -24,6 +24,7 @@ STATUS = "hpsearch.status"  # the search's: RUNNING | FINISHED | KILLED | FAILED
 RUN_DIR = "hpsearch.run_dir"
 BEST_TRIAL = "hpsearch.best_trial"
 BEST_PREFIX = "best."  # best.<param>: the best trial's config on the search run
+RUNTIME_PREFIX = "hpsearch.runtime."  # hpsearch.runtime.<key>: how a trial used its device (gpu, amp, tf32, ...)
 # retrain runs
 SOURCE_TRIAL = "hpsearch.source_trial"
 SOURCE_RUN_ID = "hpsearch.source_run_id"

@@ -11,8 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import TrackingError
 from hpsearch.ledger import TrialRecord
-from hpsearch.tracking.store import artifact_location, new_sqlite_store
-from hpsearch.tracking.tags import CONFIG, DEVICE, EPOCHS, ERROR, NODE_ID, PARENT, ROLE, STATE, STATUS, TRIAL, TRIAL_ID
+from hpsearch.tracking.store import artifact_location, new_sqlite_store, quiet_mlflow
+from hpsearch.tracking.tags import (
+    CONFIG,
+    DEVICE,
+    EPOCHS,
+    ERROR,
+    NODE_ID,
+    PARENT,
+    ROLE,
+    RUNTIME_PREFIX,
+    STATE,
+    STATUS,
+    TRIAL,
+    TRIAL_ID,
+)
 from hpsearch.tracking.writer import Writer
 
 if TYPE_CHECKING:
@@ -52,6 +65,7 @@ class MlflowTracker:
         (by default the config itself); ``namer(short_name, config)`` names its run (default: the
         short name, ``t017``); ``report(client, parent_run_id)`` writes the search's report artifacts
         when the search ends."""
+        quiet_mlflow()
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.describe = describe or (lambda config: (config, {}))
         self.namer = namer or (lambda short, config: short)
@@ -201,6 +215,7 @@ class MlflowTracker:
     def trial_ended(self, rec: TrialRecord) -> None:
         trial_id, state, error, epochs = rec.trial_id, rec.state, rec.error, rec.epochs
         where = {k: v for k, v in ((NODE_ID, rec.node_id), (DEVICE, rec.device)) if v}
+        where.update({f"{RUNTIME_PREFIX}{k}": v[:_MAX_TAG] for k, v in rec.runtime.items() if k != "device"})
 
         def end(points: list[Metric]) -> None:
             from mlflow.entities import RunTag

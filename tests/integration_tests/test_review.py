@@ -61,6 +61,9 @@ def test_child_runs_are_named_by_their_choices_and_keep_every_point(search):
         assert child.info.run_name == run_name(tags["hpsearch.trial"], config, spec.search_space)
         assert re.match(r"t0\d\d [a-z_]+ (sgd|adam) lr=", child.info.run_name), child.info.run_name
         assert tags["hpsearch.trial_id"] and tags["hpsearch.node_id"] and tags["hpsearch.device"] == "cpu"
+        # how the trial used its device, as decided in its process (trainables.device)
+        assert tags["hpsearch.runtime.amp"] == config.get("amp", "none"), tags
+        assert "hpsearch.runtime.gpu" not in tags  # a CPU trial: no GPU decisions to record
         epochs = int(tags["hpsearch.epochs"])
         for key in METRICS:  # every reported epoch of every trial, by count
             steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]

@@ -1,0 +1,92 @@
+"""The device a trial uses comes from what Ray assigned, and device-dependent settings from what the
+device reports. No GPU here: the CUDA queries are faked, the decisions are real."""
+
+import os
+
+import pytest
+import torch
+
+from hpsearch.trainables import device as dev
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A process that sees a CUDA device of the given capability (nothing real is allocated)."""
+
+    def install(capability=(8, 0), available=True, name="Fake A100"):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 16 * 2**30))
+
+    return install
+
+
+def test_zero_gpus_assigned_means_the_cpu_even_where_cuda_works(fake_gpu, monkeypatch):
+    fake_gpu()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # Ray 2.60 leaves it set for zero-GPU tasks
+    plan = dev.plan_device([], gpu_share=0.0)
+    assert plan.device == "cpu"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # nothing in this process can take GPU 0 behind Ray's back
+
+
+def test_an_assigned_gpu_that_cuda_cannot_use_is_an_error_not_a_cpu_run(fake_gpu):
+    fake_gpu(available=False)
+    with pytest.raises(dev.DeviceError, match=r"Ray assigned GPU\(s\) 3 to this trial, but CUDA is not usable"):
+        dev.plan_device(["3"], gpu_share=1.0)
+
+
+def test_an_assigned_gpu_is_used_with_settings_from_its_capability(fake_gpu):
+    fake_gpu(capability=(8, 6), name="Fake RTX 3090")
+    plan = dev.plan_device(["1"], gpu_share=0.25)
+    assert plan.device == "cuda" and plan.tf32 and plan.cudnn_benchmark
+    assert plan.amp("bf16") == "bf16" and plan.amp("fp16") == "fp16"
+    assert plan.memory_fraction == 0.25
+    assert plan.tags() == {
+        "device": "cuda",
+        "gpu_ids": "1",
+        "gpu": "Fake RTX 3090",
+        "capability": "8.6",
+        "tf32": "true",
+        "cudnn_benchmark": "true",
+        "memory_fraction": "0.25",
+    }
+
+
+def test_before_ampere_bf16_runs_as_fp16_and_tf32_is_off(fake_gpu):
+    fake_gpu(capability=(7, 0), name="Fake V100")
+    plan = dev.plan_device(["0"], gpu_share=1.0)
+    assert plan.amp("bf16") == "fp16" and plan.amp("none") == "none"
+    assert not plan.tf32 and plan.memory_fraction is None
+    assert "bf16 runs as fp16" in plan.tags()["notes"]
+
+
+def test_apply_sets_the_switches_and_caps_the_share(fake_gpu, monkeypatch):
+    fake_gpu()
+    capped = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d=None: capped.append((f, d)))
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        dev.apply(dev.plan_device(["0"], gpu_share=0.5))
+        assert (
+            torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark
+        )
+        assert capped == [(0.5, 0)]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
+
+
+def test_a_data_set_bigger_than_its_share_of_the_gpu_stays_on_the_host(fake_gpu):
+    fake_gpu()  # 8 GiB free of 16
+    quarter = dev.plan_device(["0"], gpu_share=0.25)  # may use 4 GiB: data up to 2 GiB
+    assert dev.data_fits(2 * 2**30, quarter) and not dev.data_fits(2 * 2**30 + 1, quarter)
+    whole = dev.plan_device(["0"], gpu_share=1.0)  # limited by what is free: data up to 4 GiB
+    assert dev.data_fits(4 * 2**30, whole) and not dev.data_fits(5 * 2**30, whole)
+    assert dev.data_fits(10**15, dev.DevicePlan("cpu"))
+
+
+def test_evaluation_batches_shrink_with_the_sample_size():
+    assert dev.eval_batch_size(64 * 4, train_batch=64) == 4096  # digits
+    assert dev.eval_batch_size(3 * 32 * 32 * 4, train_batch=128) == 1024  # CIFAR-10: 12 MB of input
+    assert dev.eval_batch_size(3 * 224 * 224 * 4, train_batch=32) == 32  # not 4096 (~13 GB of activations)
+    assert dev.eval_batch_size(3 * 224 * 224 * 4, train_batch=8) == 16
