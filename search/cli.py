@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="seeds per config (default 3)")
     p.add_argument("--epochs", type=int, help="epochs per training (default: the search's max_epochs)")
     p.add_argument("--register", metavar="NAME", help="also register the best model in the Model Registry as NAME")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cuda", "cpu"),
+        help="auto (default): a GPU if the search's trials had one (an error if this machine has none)",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = sub.add_parser("cluster", help="a Ray cluster on this machine (head + worker nodes)")
@@ -121,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("up", help="start a head and N worker nodes on 127.0.0.1")
     c.add_argument("--workers", type=int, default=1)
     c.add_argument("--num-cpus", type=int, default=1, help="CPUs per node")
-    c.add_argument("--num-gpus", type=int, default=0, help="GPUs per node")
+    c.add_argument(
+        "--num-gpus", type=int, default=0, help="GPUs per node; each node gets GPUs of its own (CUDA_VISIBLE_DEVICES)"
+    )
     c.add_argument("--port", type=int, default=6379)
     c.add_argument("--dashboard-port", type=int, default=8265)
     c.add_argument(
@@ -403,6 +411,7 @@ def _retrain(args: argparse.Namespace) -> int:
         search_run_id=args.search,
         epochs=args.epochs,
         register=args.register,
+        device=args.device,
         progress=(lambda line: None) if quiet else print,
     )
     if quiet:

@@ -43,6 +43,38 @@ def _env() -> dict[str, str]:
     return env
 
 
+def local_gpus() -> list[str]:
+    """The GPUs this machine shows this process: ``CUDA_VISIBLE_DEVICES`` if set, else nvidia-smi's list."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def gpu_slices(nodes: int, per_node: int, gpus: list[str]) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` for each node of a local cluster (head first): GPUs of its own, so no
+    two nodes claim the same GPU (None: leave it as it is, for nodes without GPUs).
+
+    Raises:
+        HpsearchError: the machine has fewer GPUs than the nodes claim.
+    """
+    if per_node == 0:
+        return [None] * nodes
+    need = nodes * per_node
+    if len(gpus) < need:
+        raise HpsearchError(
+            f"--num-gpus: {nodes} node(s) x {per_node} GPU(s) need {need} GPUs, but this machine shows "
+            f"{len(gpus)} ({', '.join(gpus) or 'none'}): use fewer --workers or --num-gpus"
+        )
+    return [",".join(gpus[i * per_node : (i + 1) * per_node]) for i in range(nodes)]
+
+
 def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
@@ -104,6 +136,11 @@ def up(
                 stderr=subprocess.DEVNULL,
             )
         env["RAY_AUTH_MODE"] = "token"
+    slices = gpu_slices(1 + workers, num_gpus, local_gpus() if num_gpus else [])
+
+    def node_env(i: int) -> dict[str, str]:
+        return env if slices[i] is None else {**env, "CUDA_VISIBLE_DEVICES": str(slices[i])}
+
     common = [
         "--block",
         "--node-ip-address",
@@ -132,7 +169,7 @@ def up(
     try:
         log = logs / "head.log"
         head = subprocess.Popen(
-            head_cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+            head_cmd, env=node_env(0), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
         )
         procs.append(head)
         _wait_port(port, 60, head, log)
@@ -141,7 +178,9 @@ def up(
             log = logs / f"worker{i + 1}.log"
             cmd = [_ray_bin(), "start", "--address", f"127.0.0.1:{port}", *common]
             procs.append(
-                subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+                subprocess.Popen(
+                    cmd, env=node_env(i + 1), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+                )
             )
         _wait_nodes(f"127.0.0.1:{port}", 1 + workers, procs, logs, env)
     except BaseException:

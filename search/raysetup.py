@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from hpsearch.errors import HpsearchError
@@ -69,29 +70,106 @@ def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bo
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
-def check_cluster(spec: JobSpec, storage: str) -> None:
-    """Fail fast on what the cluster can never do: a trial bigger than any node, or a storage path
-    that only one of several machines can see.
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes the autoscaler can start (a KubeRay worker group): their resources and how many at most
+    (``max_count`` -1: no limit)."""
+
+    name: str
+    resources: dict[str, float]
+    max_count: int
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What a search can run on: the nodes alive now (their hosts and resources) and the node groups
+    an autoscaler may add (none on a fixed cluster)."""
+
+    nodes: list[tuple[str, dict[str, float]]]
+    groups: list[NodeGroup] = field(default_factory=list)
+
+
+def cluster_view() -> ClusterView:
+    """The Ray cluster this process is connected to, as :func:`check_cluster` sees it."""
+    import ray
+
+    nodes = [(str(n.get("NodeManagerHostname")), dict(n["Resources"])) for n in ray.nodes() if n.get("Alive")]
+    return ClusterView(nodes, autoscaling_groups())
+
+
+NODE_GROUPS_ENV = "HPSEARCH_NODE_GROUPS"
+
+
+def autoscaling_groups() -> list[NodeGroup]:
+    """The node groups the cluster's autoscaler can add nodes from.
+
+    From the cluster config an autoscaler publishes to the GCS (Ray has no public API for it; Ray
+    Data reads it the same way, and a test fails loudly when an upgrade moves it); Ray 2.60's
+    autoscalers do not publish one, so a cluster may declare its groups in ``HPSEARCH_NODE_GROUPS``
+    on the head node (``gpu-workers:CPU=8,GPU=1;cpu-workers:CPU=2``), as deploy/'s manifests do.
+    None for a fixed cluster.
+    """
+    from ray._private import state
+
+    config = state.state.get_cluster_config()
+    if config and config.node_group_configs:
+        return [
+            NodeGroup(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
+            for g in config.node_group_configs
+            if g.resources and g.max_count != 0
+        ]
+    return parse_node_groups(os.environ.get(NODE_GROUPS_ENV, ""))
+
+
+def parse_node_groups(text: str) -> list[NodeGroup]:
+    """``name:CPU=8,GPU=1;other:CPU=2`` -> node groups (no upper bound on their size).
+
+    Raises:
+        HpsearchError: naming the variable and the part it cannot read.
+    """
+    groups = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, resources = part.partition(":")
+        try:
+            parsed = {k.strip(): float(v) for k, v in (r.split("=") for r in resources.split(",") if r.strip())}
+        except ValueError:
+            parsed = {}
+        if not name.strip() or not parsed:
+            raise HpsearchError(f"{NODE_GROUPS_ENV}: cannot read {part!r} (expected name:CPU=8,GPU=1;...)")
+        groups.append(NodeGroup(name.strip(), parsed, -1))
+    return groups
+
+
+def check_cluster(spec: JobSpec, storage: str, view: ClusterView | None = None) -> None:
+    """Fail fast on what the cluster can never do: a trial bigger than any node it has or its autoscaler
+    can add, or a storage path that only one of several machines can see.
 
     Raises:
         HpsearchError: naming the resources or the storage path and what would work.
     """
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    view = view or cluster_view()
     need_cpu, need_gpu = spec.resources.cpu, spec.resources.gpu
-    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("GPU", 0) >= need_gpu]
-    if not fits:
-        biggest = max(nodes, key=lambda n: (n["Resources"].get("GPU", 0), n["Resources"].get("CPU", 0)))
-        raise HpsearchError(
-            f"resources: each trial asks for cpu={need_cpu:g}, gpu={need_gpu:g}, but no node of this cluster has "
-            f"that (the largest has cpu={biggest['Resources'].get('CPU', 0):g}, "
-            f"gpu={biggest['Resources'].get('GPU', 0):g}): no trial could ever start"
+
+    def fits(resources: dict[str, float]) -> bool:
+        return resources.get("CPU", 0) >= need_cpu and resources.get("GPU", 0) >= need_gpu
+
+    shapes = [r for _, r in view.nodes] + [g.resources for g in view.groups]
+    if not any(fits(r) for r in shapes):
+        biggest = max(shapes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+        where = (
+            "no node of this cluster has that, and its autoscaler can add none"
+            if view.groups
+            else ("no node of this cluster has that")
         )
-    hosts = {n.get("NodeManagerHostname") for n in nodes}
-    if len(hosts) > 1 and "://" not in storage and not shared_filesystem(storage):
         raise HpsearchError(
-            f"--storage: {storage!r} is a local folder, but the cluster spans {len(hosts)} machines: trials on other "
+            f"resources: each trial asks for cpu={need_cpu:g}, gpu={need_gpu:g}, but {where} (the largest has "
+            f"cpu={biggest.get('CPU', 0):g}, gpu={biggest.get('GPU', 0):g}): no trial could ever start"
+        )
+    hosts = {host for host, _ in view.nodes}
+    machines = f"{len(hosts)} machines" if len(hosts) > 1 else "machines its autoscaler adds"
+    if (len(hosts) > 1 or view.groups) and "://" not in storage and not shared_filesystem(storage):
+        raise HpsearchError(
+            f"--storage: {storage!r} is a local folder, but the cluster spans {machines}: trials on other "
             "machines could not write their checkpoints there. Use a shared path (an NFS mount) or a URI "
             "such as s3://bucket/prefix"
         )

@@ -84,7 +84,8 @@ class SearchSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    """Per trial. ``gpu`` may be fractional (0.25: four trials share a GPU)."""
+    """Per trial. ``gpu`` may be fractional (0.25: four trials share a GPU, each capped at a quarter of
+    its memory); a trial trains on one GPU, so at most 1."""
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
@@ -187,6 +188,14 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     grace, max_epochs = scheduler.get("grace_period", 1), scheduler.get("max_epochs")
     if isinstance(grace, int) and isinstance(max_epochs, int) and grace > max_epochs:
         problems.append(Problem("search.scheduler.grace_period", f"must be <= max_epochs ({max_epochs}), got {grace}"))
+    gpu = data["resources"].get("gpu") if isinstance(data.get("resources"), dict) else None
+    if isinstance(gpu, (int, float)) and not isinstance(gpu, bool) and gpu > 1:
+        problems.append(
+            Problem(
+                "resources.gpu",
+                f"a trial trains on one GPU: give at most 1 (a fraction shares one, 0.25 = four trials per GPU), got {gpu}",
+            )
+        )
     uri = (data.get("tracking") or {}).get("uri") if isinstance(data.get("tracking"), dict) else None
     if isinstance(uri, str):
         problems.extend(check_tracking_uri(uri, "tracking.uri"))

@@ -227,3 +227,28 @@ def test_every_secret_the_manifests_use_is_created_in_the_readme():
             assert name in created, f"{k}: Secret {name} is used but deploy/README.md does not create it"
         for key, name in re.findall(r"secretKeyRef:\n\s+key: (\S+)\n\s+name: (\S+)", text):
             assert key in created[name], f"{k}: Secret {name} needs key {key}; the README does not set it"
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_the_head_declares_the_worker_groups_the_autoscaler_adds(kustomization):
+    """`hpsearch run` on a cluster that scales its workers from zero checks trials against these
+    (HPSEARCH_NODE_GROUPS): they must be the workerGroupSpecs' groups and resources."""
+    from hpsearch.raysetup import parse_node_groups
+
+    for doc in render(kustomization):
+        spec = doc["spec"].get("rayClusterSpec", doc["spec"]) if doc["kind"] in ("RayCluster", "RayJob") else None
+        if spec is None:
+            continue
+        head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+        declared = {
+            g.name: g.resources
+            for g in parse_node_groups(next(e["value"] for e in head["env"] if e["name"] == "HPSEARCH_NODE_GROUPS"))
+        }
+        actual = {}
+        for group in spec["workerGroupSpecs"]:
+            limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+            actual[group["groupName"]] = {
+                "CPU": float(limits["cpu"]),
+                **({"GPU": float(limits["nvidia.com/gpu"])} if "nvidia.com/gpu" in limits else {}),
+            }
+        assert declared == actual, f"{kustomization}: {doc['kind']}/{doc['metadata']['name']}"

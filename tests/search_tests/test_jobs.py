@@ -2,6 +2,10 @@
 
 import io
 
+import pytest
+import yaml
+
+from hpsearch.errors import HpsearchError
 from hpsearch.jobs import progress_of, without_records
 from hpsearch.ledger import Ledger
 from hpsearch.progress import ProgressPrinter
@@ -55,3 +59,59 @@ def test_the_job_commands_import_no_ray_before_they_set_the_auth_mode():
     code = "import sys, hpsearch.cli, hpsearch.jobs, hpsearch.spec; print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch', 'mlflow')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def gpu_spec(gpu=1.0, cpu=1.0):
+    from hpsearch.spec import parse_spec
+    from tests.helpers import QUICKSTART
+
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["resources"] = {"cpu": cpu, "gpu": gpu}
+    return parse_spec(data)
+
+
+def test_a_cluster_that_autoscales_its_gpu_workers_from_zero_is_accepted():
+    """deploy/'s KubeRay cluster: a head with num-cpus 0 and a GPU worker group scaled from 0. The
+    autoscaler starts a worker when a trial is pending, so the search must not refuse to start."""
+    from hpsearch.raysetup import ClusterView, NodeGroup, check_cluster
+
+    head_only = [("head", {"CPU": 0.0, "memory": 8e9})]
+    gpu_group = NodeGroup("gpu-workers", {"CPU": 8.0, "GPU": 1.0}, max_count=4)
+    check_cluster(gpu_spec(0.25), "s3://bucket/searches", ClusterView(head_only, [gpu_group]))
+    with pytest.raises(HpsearchError, match="no node of this cluster has that: no trial|no trial could ever start"):
+        check_cluster(gpu_spec(0.25), "s3://bucket/searches", ClusterView(head_only, []))
+    with pytest.raises(HpsearchError, match="its autoscaler can add none"):
+        check_cluster(gpu_spec(1.0, cpu=16), "s3://bucket/searches", ClusterView(head_only, [gpu_group]))
+    # the machines it will add must see the storage too
+    with pytest.raises(
+        HpsearchError, match="--storage: '/tmp/x' is a local folder, but the cluster spans machines its autoscaler adds"
+    ):
+        check_cluster(gpu_spec(0.25), "/tmp/x", ClusterView(head_only, [gpu_group]))
+
+
+def test_a_local_cluster_gives_each_node_gpus_of_its_own(monkeypatch):
+    from hpsearch import cluster
+
+    assert cluster.gpu_slices(3, 2, ["0", "1", "2", "3", "4", "5", "6"]) == ["0,1", "2,3", "4,5"]
+    assert cluster.gpu_slices(2, 0, []) == [None, None]
+    with pytest.raises(
+        HpsearchError, match=r"--num-gpus: 3 node\(s\) x 1 GPU\(s\) need 3 GPUs, but this machine shows 2"
+    ):
+        cluster.gpu_slices(3, 1, ["0", "1"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert cluster.local_gpus() == ["2", "5"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: no GPUs
+    assert cluster.local_gpus() == []
+
+
+def test_node_groups_declared_by_the_cluster_are_read(monkeypatch):
+    from hpsearch.raysetup import NodeGroup, parse_node_groups
+
+    assert parse_node_groups("gpu-workers:CPU=8,GPU=1; cpu:CPU=2") == [
+        NodeGroup("gpu-workers", {"CPU": 8.0, "GPU": 1.0}, -1),
+        NodeGroup("cpu", {"CPU": 2.0}, -1),
+    ]
+    assert parse_node_groups("") == []
+    with pytest.raises(HpsearchError, match="HPSEARCH_NODE_GROUPS: cannot read 'gpu-workers:CPU=lots'"):
+        parse_node_groups("gpu-workers:CPU=lots")
