@@ -85,9 +85,10 @@ def open_store(tracking_uri: str) -> Any:
 
     if problems := check_existing_store(tracking_uri):
         raise UsageError(problems)
-    from hpsearch.tracking import check_reachable
+    from hpsearch.tracking.store import check_reachable, quiet_mlflow
 
     check_reachable(tracking_uri)
+    quiet_mlflow()
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri)

@@ -67,6 +67,27 @@ def test_metric(search_metric: str, mode: str) -> tuple[str, str]:
     return "test_accuracy", "max"
 
 
+def retrain_device(asked: str, search_gpu: float, cuda_available: bool) -> str:
+    """The device retraining runs on.
+
+    Raises:
+        UsageError: ``asked`` is not auto/cuda/cpu, or cuda was asked for and is not usable here.
+        HpsearchError: ``auto``, the search's trials trained on GPUs, and this process has none.
+    """
+    if asked not in ("auto", "cuda", "cpu"):
+        raise UsageError([("--device", f"must be auto, cuda or cpu, got {asked!r}")])
+    if asked == "cuda" and not cuda_available:
+        raise UsageError([("--device", "cuda: this process has no usable CUDA device")])
+    if asked != "auto":
+        return asked
+    if search_gpu > 0 and not cuda_available:
+        raise HpsearchError(
+            f"the search's trials trained on GPUs (resources.gpu={search_gpu:g}) but this process has no usable "
+            "CUDA device: run retrain on a machine with a GPU, or pass --device cpu to retrain on the CPU"
+        )
+    return "cuda" if search_gpu > 0 else "cpu"
+
+
 def retrain(
     tracking_uri: str,
     experiment: str,
@@ -76,7 +97,11 @@ def retrain(
     epochs: int | None = None,
     register: str | None = None,
     progress: Any = print,
+    device: str = "auto",
 ) -> RetrainResult:
+    """Retrain the ``top_k`` configs of a search with ``seeds`` seeds each on train + validation, and
+    test each once. ``device``: ``auto`` (a GPU when the search's trials had one; an error, not a
+    silent CPU run, when this process has none), ``cuda`` or ``cpu``."""
     if top_k < 1 or seeds < 1:
         raise UsageError([("--top-k/--seeds", f"must be >= 1, got {top_k}/{seeds}")])
     if epochs is not None and epochs < 1:
@@ -98,7 +123,8 @@ def retrain(
     from hpsearch.trainables.loop import evaluate
     from hpsearch.trainables.tune_adapter import resolve_trainable
 
-    device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+    device = retrain_device(device, spec.resources.gpu, torch.cuda.is_available())
+    progress(f"retraining on {device}")
     data = load_data(spec.data.model_dump(), merge_val=True).to(device)
     fn = resolve_trainable(spec.trainable)
     describe = trial_describer(spec.trainable) or (lambda config: (config, {}))

@@ -3,6 +3,7 @@ live), creating a new SQLite store quickly, and checking that a server answers b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hpsearch.errors import Problem, TrackingError
@@ -36,6 +37,13 @@ def check_existing_store(uri: str, field: str = "--tracking-uri") -> list[Proble
     if path is not None and not path.is_file():
         return [Problem(field, f"no MLflow store at {path} (run a search first, or pass {field})")]
     return []
+
+
+def quiet_mlflow() -> None:
+    """MLflow's client prints "View run ... at: ..." and "View experiment at: ..." (and asks the server
+    for the run once more) for every run it ends on a server: two lines per trial between the
+    progress lines. Off, unless the user set MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -75,7 +83,6 @@ def new_sqlite_store(tracking_uri: str, cache: Path | None = None) -> bool:
     target = sqlite_path(tracking_uri)
     if target is None or target.exists() or not target.parent.is_dir():
         return False
-    import os
     import shutil
     import sqlite3
     import tempfile

@@ -59,13 +59,23 @@ def test_the_gpu_image_is_a_cuda_runtime_matching_torch_and_cpu_is_a_build_arg()
     import torch
 
     text = (DOCKER / "Dockerfile").read_text()
-    images = dockerfile_images(DOCKER / "Dockerfile")
-    (cuda,) = [i for i in images if i.startswith("nvidia/cuda:")]
-    assert "-runtime-" in cuda
+    stages = {name: image for image, name in re.findall(r"^FROM (\S+) AS (base-\S+)$", text, re.M)}
+    assert set(stages) == {"base-gpu", "base-gpu-cu126", "base-cpu"}, stages
+    cuda = stages["base-gpu"]
+    assert all("-runtime-" in stages[s] for s in ("base-gpu", "base-gpu-cu126"))
     if torch.version.cuda:  # the CUDA build of torch on PyPI (the GPU image's): same CUDA major.minor
         assert cuda.split(":")[1].startswith(torch.version.cuda + "."), (cuda, torch.version.cuda)
+    # GPUs older than Turing (V100, P100) have no kernels in CUDA 13 builds: a CUDA 12.6 variant for them
+    assert stages["base-gpu-cu126"].startswith("nvidia/cuda:12.6.")
     assert re.search(r"^ARG VARIANT=gpu$", text, re.M) and "FROM base-${VARIANT} AS base" in text
-    assert "download.pytorch.org/whl/cpu" in text and "download.pytorch.org/whl/cu130" in text
+    for index in ("cpu", "cu130", "cu126"):
+        assert f"download.pytorch.org/whl/{index}" in text
+
+
+def test_the_runtime_image_has_the_c_compiler_torch_compile_needs():
+    text = (DOCKER / "Dockerfile").read_text()
+    runtime = text[text.index("AS runtime") :]
+    assert re.search(r"apt-get install -y --no-install-recommends gcc libc6-dev", runtime), "compile: true needs gcc"
 
 
 def test_python_pins_in_the_images_are_the_projects():

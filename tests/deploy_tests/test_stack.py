@@ -198,6 +198,12 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
             timeout=300,
         )
         assert "SUCCEEDED" in final and "trials done 24/24" in final, final
+        logs = hpsearch(
+            "logs", resumed.stdout.strip().splitlines()[-1], "--address", address, cwd=tmp_path, env=client_env
+        )
+        assert "[24/24]" in logs.stdout, logs.stdout[-2000:]
+        assert "View run" not in logs.stdout  # MLflow's two lines per trial that ends on a server: off
+        assert "hpsearch-progress" not in logs.stdout  # the records `status` reads are not shown
 
         # Runs: in PostgreSQL, read back through the MLflow server; one run per trial, none twice.
         server = MlflowClient(tracking)

@@ -244,3 +244,29 @@ def test_long_values_are_cut_with_a_marker_never_an_aborted_log(tmp_path):
     assert len(note) == 6000 and note.endswith("...[truncated]") and run.data.params["lr"] == "0.1"
     assert len(run.data.tags["hpsearch.config"]) == 8000 and run.data.tags["hpsearch.config"].endswith("...[truncated]")
     assert run.info.run_name == "t001" and run.data.metrics["val_accuracy"] == 0.5
+
+
+def test_retrain_runs_where_the_search_did_or_says_why_not():
+    from hpsearch.errors import HpsearchError, UsageError
+    from hpsearch.review.retrain import retrain_device
+
+    assert retrain_device("auto", 0.0, cuda_available=True) == "cpu"  # the search trained on CPUs
+    assert retrain_device("auto", 0.5, cuda_available=True) == "cuda"
+    with pytest.raises(HpsearchError, match=r"trained on GPUs \(resources.gpu=0.5\).*pass --device cpu"):
+        retrain_device("auto", 0.5, cuda_available=False)  # not a silent CPU run
+    assert retrain_device("cpu", 0.5, cuda_available=False) == "cpu"  # asked for
+    with pytest.raises(UsageError, match="--device: cuda: this process has no usable CUDA device"):
+        retrain_device("cuda", 0.0, cuda_available=False)
+
+
+def test_mlflow_prints_no_run_links_for_the_runs_a_search_ends(monkeypatch):
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+
+    from hpsearch.tracking.tracker import MlflowTracker
+
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    MlflowTracker("http://127.0.0.1:1", "x")
+    assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is True
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")  # a user who wants them keeps them
+    MlflowTracker("http://127.0.0.1:1", "x")
+    assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is False
