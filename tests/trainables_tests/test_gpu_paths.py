@@ -194,3 +194,41 @@ def test_downloads_into_one_folder_take_turns(tmp_path):
     events = [lines[i] for i in range(0, len(lines), 2)]
     assert events == ["start", "end"] * 3, log.read_text()  # never two inside at once
     assert os.path.exists(tmp_path / "data" / ".hpsearch-download.lock")
+
+
+# On a real GPU (skipped without one) ------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_trial_checkpointed_to_disk_resumes_with_the_same_metrics(tmp_path):
+    digits = load_data({"dataset": "digits"}).to("cuda", test=False)
+    config = {"hidden_layers": 2, "units": 64, "amp": "fp16", "dropout": 0.2}
+    whole = []
+    loop.train_model("mlp", config, digits, 4, lambda m, s=None: whole.append((m, copy.deepcopy(s))), 0, None, 1)
+    torch.save(whole[1][1], tmp_path / "state.pt")  # written on the GPU ...
+    state = load_checkpoint(str(tmp_path / "state.pt"))  # ... restored as a retried trial does
+    assert "cuda" in state["rng"] and "scaler" in state
+    resumed = []
+    loop.train_model("mlp", config, digits, 4, lambda m, s=None: resumed.append(m), 0, state, 1)
+    assert resumed == [m for m, _ in whole[2:]]
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_fp16_steps_with_the_loops_optimizer_never_sync():
+    cfg = TrainConfig.from_dict("mlp", {"optimizer": "adam"})
+    model = nn.Linear(64, 10).cuda()
+    optimizer = build_optimizer(model.parameters(), cfg, fused=True)
+    scaler = torch.amp.GradScaler("cuda")
+    x, y = torch.randn(32, 64, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+    torch.cuda.set_sync_debug_mode("error")  # any host-device sync raises
+    try:
+        for _ in range(5):
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            scaler.step(optimizer)
+            scaler.update()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
