@@ -324,8 +324,7 @@ def _jobs(args: argparse.Namespace) -> int:
     jobs.prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
 
     if args.command == "submit":
-        from hpsearch.tracking import default_tracking_uri
-        from hpsearch.tracking.store import check_tracking_uri
+        from hpsearch.tracking.store import absolute, check_tracking_uri, default_tracking_uri
 
         spec = _load(args.spec)  # a bad spec is never submitted
         uri = args.tracking_uri or spec.tracking.uri or default_tracking_uri()
@@ -333,8 +332,7 @@ def _jobs(args: argparse.Namespace) -> int:
             from hpsearch.errors import SpecError
 
             raise SpecError(problems)
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"  # the job runs elsewhere: absolute
+        uri = absolute(uri)  # the job runs in another working directory
         storage = args.storage or str(Path("hpsearch_results").resolve())
         job_id = jobs.submit(spec, args.address, uri, storage, Path.cwd())
         print(f"submitted {spec.name}: {spec.search.num_trials} trials, tracking {uri}")

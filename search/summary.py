@@ -10,7 +10,7 @@ from rich.table import Table
 from hpsearch.ledger import STATES
 from hpsearch.review.ui import runs_url
 from hpsearch.run import SearchResult
-from hpsearch.tracking.store import default_tracking_uri
+from hpsearch.tracking.store import default_tracking_uri, is_server
 from hpsearch.tracking.tracker import RUN_STATUS
 
 
@@ -52,7 +52,7 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
     failed = [r for r in result.records if r.state in ("failed", "diverged")]
     for rec in failed[:5]:
         console.print(f"[yellow]{rec.name} {rec.state}[/yellow]: {(rec.error or '')[:200]}")
-    remote = result.tracking_uri.startswith(("http://", "https://"))
+    remote = is_server(result.tracking_uri)
     if result.experiment_id:
         base = result.tracking_uri.rstrip("/") if remote else "http://127.0.0.1:5000"
         url = runs_url(base, result.experiment_id, result.metric, result.mode)

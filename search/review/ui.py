@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from hpsearch.errors import HpsearchError, Problem, UsageError
-from hpsearch.tracking.store import check_existing_store
+from hpsearch.tracking.store import check_existing_store, is_server, sqlite_path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_S = 120.0  # the first start on a SQLite store runs MLflow's migrations (~20 s here)
@@ -55,7 +55,7 @@ def plan(
 ) -> UiPlan:
     """Check the arguments and work out the server's command line (nothing is started)."""
     problems = check_existing_store(tracking_uri)
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         problems.append(Problem("--tracking-uri", f"{tracking_uri!r} is already a server; open it in a browser"))
     if not 1 <= port <= 65535:
         problems.append(Problem("--port", f"must be 1..65535, got {port}"))
@@ -72,9 +72,8 @@ def plan(
     if problems:
         raise UsageError(problems)
 
-    store_dir = (
-        Path(tracking_uri[len("sqlite:///") :]).resolve().parent if tracking_uri.startswith("sqlite:///") else None
-    )
+    db = sqlite_path(tracking_uri)
+    store_dir = db.resolve().parent if db is not None else None
     artifacts = (store_dir or Path.cwd()) / "mlartifacts"
     command = [
         sys.executable,

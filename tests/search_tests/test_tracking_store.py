@@ -1,6 +1,7 @@
 """New SQLite stores are copies of an empty store MLflow migrated once (real MLflow, real SQLite)."""
 
 import sqlite3
+from pathlib import Path
 
 from mlflow import MlflowClient
 
@@ -82,3 +83,14 @@ def test_a_trial_ends_with_its_points_and_tags_written_also_past_mlflows_request
         assert run.data.tags["hpsearch.epochs"] == str(epochs)
         for key in ("val_loss", "val_accuracy"):
             assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(1, epochs + 1))
+
+
+def test_uri_rules_live_in_one_place(tmp_path, monkeypatch):
+    from hpsearch.tracking.store import absolute, is_server, sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute("sqlite:///runs/mlruns.db") == f"sqlite:///{tmp_path / 'runs' / 'mlruns.db'}"
+    assert absolute("sqlite:////abs/mlruns.db") == "sqlite:////abs/mlruns.db"
+    assert absolute("http://mlflow:5000") == "http://mlflow:5000"
+    assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db") and sqlite_path("postgresql://h/db") is None
+    assert is_server("https://h") and is_server("http://h") and not is_server("sqlite:///x.db")
