@@ -82,6 +82,23 @@ def _call(fn: Any, *args: Any) -> Any:
         raise HpsearchError(str(exc).strip().splitlines()[-1]) from exc
 
 
+# What the Jobs API answers (HTTP 500) while the head node's job agent has not registered yet: for a
+# few seconds after `ray start --head` (or `hpsearch cluster up`). Ray says only this text.
+NO_AGENT_YET = "No available agent to submit job"
+
+
+def submit_when_ready(submit_job: Any, wait_s: float = 60.0, sleep: Any = time.sleep) -> Any:
+    """``submit_job()``, tried again while the cluster's job agent is still starting (at most ``wait_s``)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _call(submit_job)
+        except HpsearchError as exc:
+            if NO_AGENT_YET not in str(exc) or time.monotonic() >= deadline:
+                raise
+        sleep(1.0)
+
+
 def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, cwd: Path) -> str:
     """Submit the (validated) spec as a Ray job; return the job id."""
     from hpsearch.trainables import BUILTIN
@@ -108,7 +125,7 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
         f"--storage {shlex.quote(storage)} --run-name {job_id}"
     )
     run_dir = f"{storage.rstrip('/')}/{job_id}"
-    _call(
+    submit_when_ready(
         lambda: jobs.submit_job(
             entrypoint=entrypoint,
             submission_id=job_id,
@@ -232,7 +249,7 @@ def resume(address: str | None, job_id: str) -> str:
     if JOB_RUN_DIR not in meta:
         raise UsageError([("JOB", f"{job_id!r} is not an hpsearch job (no run directory in its metadata)")])
     new_id = f"{job_id}-resume-{secrets.token_hex(2)}"
-    _call(
+    submit_when_ready(
         lambda: jobs.submit_job(
             entrypoint=f"python -m hpsearch resume {shlex.quote(meta[JOB_RUN_DIR])} --address auto",
             submission_id=new_id,

@@ -115,3 +115,29 @@ def test_node_groups_declared_by_the_cluster_are_read(monkeypatch):
     assert parse_node_groups("") == []
     with pytest.raises(HpsearchError, match="HPSEARCH_NODE_GROUPS: cannot read 'gpu-workers:CPU=lots'"):
         parse_node_groups("gpu-workers:CPU=lots")
+
+
+def test_submit_waits_while_the_clusters_job_agent_is_starting():
+    """Right after `ray start --head` the Jobs API answers 500 "No available agent" for a few seconds."""
+    from hpsearch.jobs import submit_when_ready
+
+    answers = [
+        RuntimeError("Request failed with status code 500: No available agent to submit job, please try again later.")
+    ] * 3
+    slept = []
+
+    def submit_job():
+        if answers:
+            raise answers.pop()
+        return "job-1"
+
+    assert submit_when_ready(submit_job, sleep=slept.append) == "job-1" and len(slept) == 3
+    with pytest.raises(HpsearchError, match="No available agent"):  # not forever
+        submit_when_ready(
+            lambda: (_ for _ in ()).throw(RuntimeError("500: No available agent to submit job")),
+            wait_s=0,
+            sleep=slept.append,
+        )
+    with pytest.raises(HpsearchError, match="bad entrypoint"):  # other errors at once
+        submit_when_ready(lambda: (_ for _ in ()).throw(RuntimeError("bad entrypoint")), sleep=slept.append)
+    assert len(slept) == 3
