@@ -123,19 +123,20 @@ def train_model(
         torch.compiler.reset()
         forward = torch.compile(model)  # `model` keeps the plain state_dict keys
     eval_batch = eval_batch_size(data.train_x[0].numel() * data.train_x.element_size(), bs)
+    copy_batches = home != device
 
     for epoch in range(first_epoch, epochs + 1):
         if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
             _unfreeze(transfer, optimizer, schedule, cfg)
         model.train()
-        order = torch.randperm(n, device=device, generator=generator)
+        order = torch.randperm(n, device=home, generator=generator)  # indexes the data where it is
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for step, start in enumerate(range(0, last_start, bs), 1):
             idx = order[start : start + bs]
             x = augment(train_x[idx], crop, flip, generator) if (crop or flip) else train_x[idx]
             y = data.train_y[idx]
-            if home != device:  # data kept on the host: copy the batch over
+            if copy_batches:  # data kept on the host: copy the batch over
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast:
                 # The compiled model sees whole batches only: one shape, one graph. The short tail batch

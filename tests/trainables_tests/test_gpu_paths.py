@@ -149,12 +149,47 @@ def test_a_search_keeps_the_test_split_off_the_device(images):
     )
 
 
-def test_evaluation_uses_batches_that_fit(images, monkeypatch):
+def test_evaluation_uses_batches_that_fit(monkeypatch):
+    big = load_data({"dataset": "synthetic", "samples": 120, "shape": [3, 64, 64], "classes": 4, "seed": 0})
     sizes = []
     real = loop.evaluate
     monkeypatch.setattr(loop, "evaluate", lambda *a, **kw: sizes.append(a[4]) or real(*a, **kw))
-    train(images, {**CNN, "amp": "none"}, 1)
-    assert sizes == [4096]  # 3x8x8 float samples; 224x224 images get the training batch (test_device.py)
+    train(big, {**CNN, "amp": "none"}, 1)
+    assert sizes == [256]  # 48 KB samples: 256 per batch (16 MB of input), not a fixed 4096
+
+
+def test_batches_are_drawn_where_the_data_lives_when_the_model_trains_elsewhere(images, monkeypatch):
+    """Data too big for the GPU stays on the host: the batch order (and its generator) stays there too,
+    only the batches move. The `meta` device stands in for the GPU; the test stops at the first draw."""
+    drawn = []
+
+    class Drawn(Exception):
+        pass
+
+    def randperm(n, device=None, generator=None):
+        drawn.append((torch.device(device).type, generator.device.type))
+        raise Drawn
+
+    monkeypatch.setattr(torch, "randperm", randperm)
+    with pytest.raises(Drawn):
+        train(images, {**CNN, "amp": "none"}, 1, device="meta")
+    assert drawn == [("cpu", "cpu")]
+
+
+def test_where_the_data_goes_is_decided_once_per_data_set_and_plan(monkeypatch):
+    import json
+
+    from hpsearch.trainables import device as dev
+    from hpsearch.trainables import tune_adapter
+
+    asked = []
+    monkeypatch.setattr(dev, "data_fits", lambda n, plan: asked.append(n) or True)
+    tune_adapter._data_for.cache_clear()
+    spec = json.dumps({"dataset": "synthetic", "samples": 50, "features": 4, "classes": 2, "seed": 0})
+    plan = dev.DevicePlan("cpu")
+    first, again = tune_adapter._data_for(spec, plan), tune_adapter._data_for(spec, plan)
+    assert first is again and len(asked) == 1  # the next trial in a reused actor gets the same placement
+    tune_adapter._data_for.cache_clear()
 
 
 def test_a_reused_process_gives_cached_gpu_memory_back_after_each_trial(monkeypatch):
