@@ -22,6 +22,13 @@ from hpsearch.spec import JobSpec
 from hpsearch.tracking.tags import JOB_MARK, JOB_NAME, JOB_RESUMES, JOB_RUN_DIR, JOB_TRACKING_URI
 
 SPEC_ENV = "HPSEARCH_SPEC_YAML"
+JOB_ENV = {  # the environment of every search job's driver (a new search's or a resumed one's)
+    # `hpsearch stop` ends the search like Ctrl-C: results so far are written, runs closed.
+    "RAY_JOB_STOP_SIGNAL": "SIGINT",
+    "RAY_JOB_STOP_WAIT_TIME_S": "60",
+    "PYTHONUNBUFFERED": "1",
+    RECORDS_ENV: "1",  # the driver prints Progress records: `hpsearch status` reads them
+}
 AUTH_HINT = (
     "set RAY_AUTH_MODE=token and give the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
     "RAY_AUTH_TOKEN_PATH (on the head node: `ray get-auth-token`)"
@@ -112,14 +119,7 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
         # the working directory, as a Ray py_module. (Not as the job's working_dir: Ray 2.60 removed a
         # first job's working_dir under the running driver, which then lost its current directory.)
         runtime_env["py_modules"] = [user_module_path(spec.trainable, cwd)]
-    env = {
-        SPEC_ENV: spec.source_text,
-        # `hpsearch stop` ends the search like Ctrl-C: results so far are written, runs closed.
-        "RAY_JOB_STOP_SIGNAL": "SIGINT",
-        "RAY_JOB_STOP_WAIT_TIME_S": "60",
-        "PYTHONUNBUFFERED": "1",
-        RECORDS_ENV: "1",  # the driver prints Progress records: `hpsearch status` reads them
-    }
+    env = {SPEC_ENV: spec.source_text, **JOB_ENV}
     entrypoint = (
         f"python -m hpsearch run env:{SPEC_ENV} --address auto --tracking-uri {shlex.quote(tracking_uri)} "
         f"--storage {shlex.quote(storage)} --run-name {job_id}"
@@ -259,12 +259,7 @@ def resume(address: str | None, job_id: str) -> str:
                     if (info.runtime_env or {}).get("working_dir")
                     else {}
                 ),
-                "env_vars": {
-                    "RAY_JOB_STOP_SIGNAL": "SIGINT",
-                    "RAY_JOB_STOP_WAIT_TIME_S": "60",
-                    "PYTHONUNBUFFERED": "1",
-                    RECORDS_ENV: "1",
-                },
+                "env_vars": JOB_ENV,
             },
             metadata={**meta, JOB_RESUMES: job_id},
         )

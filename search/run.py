@@ -241,7 +241,6 @@ def execute(
     listeners: list[Any] = [search.tracker]
     if not quiet:
         listeners.append(ProgressPrinter(lambda: search.ledger, spec.search.num_trials, spec.epochs))
-    search.ledger.listeners = listeners
     if not ray_logs:
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     status = "FAILED"
@@ -250,7 +249,7 @@ def execute(
         raysetup.check_cluster(spec, search.run_dir)
         search.tracker.check()  # fails fast if opening the store already failed; otherwise it opens meanwhile
         tuner = make_tuner(search)
-        search.ledger.listeners = listeners
+        search.ledger.listeners = listeners  # the new ledger, or the one Tune restored
         tuner.fit()
         search.tracker.wait_ready()  # a store that failed after the last trial started
         finished = sum(1 for r in search.ledger.records.values() if r.state != "running")

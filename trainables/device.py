@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,17 +44,11 @@ class DevicePlan:
     memory_fraction: float | None = None  # the cap on this process's share of the GPU's memory
     tf32: bool = False
     cudnn_benchmark: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def native_bf16(self) -> bool:
-        return self.device == "cpu" or (self.capability is not None and self.capability >= BF16_MIN_CAPABILITY)
+    notes: tuple[str, ...] = ()
 
     def amp(self, requested: str) -> str:
         """The autocast precision a trial asking for ``requested`` runs with on this device."""
-        if requested == "bf16" and not self.native_bf16:
-            return "fp16"
-        return requested
+        return amp_for(requested, self.capability)
 
     def tags(self) -> dict[str, str]:
         """What the trial's MLflow run records about its device."""
@@ -74,14 +68,19 @@ class DevicePlan:
         return out
 
 
-def effective_amp(requested: str, device: torch.device) -> str:
-    """The autocast precision a trial asking for ``requested`` runs with on ``device`` (bf16 becomes
-    fp16 on GPUs without native bf16)."""
-    import torch
-
-    if requested == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device) < BF16_MIN_CAPABILITY:
+def amp_for(requested: str, capability: tuple[int, int] | None) -> str:
+    """The autocast precision for ``requested`` on a GPU of ``capability`` (None: the CPU): bf16
+    becomes fp16 on GPUs without native bf16."""
+    if requested == "bf16" and capability is not None and capability < BF16_MIN_CAPABILITY:
         return "fp16"
     return requested
+
+
+def effective_amp(requested: str, device: torch.device) -> str:
+    """:func:`amp_for` the device a model trains on."""
+    import torch
+
+    return amp_for(requested, torch.cuda.get_device_capability(device) if device.type == "cuda" else None)
 
 
 def assigned_gpus() -> list[str]:
@@ -115,11 +114,11 @@ def plan_device(gpu_ids: Sequence[str], gpu_share: float) -> DevicePlan:
             "that matches the node's driver, or ask for resources.gpu: 0"
         )
     capability = torch.cuda.get_device_capability(0)
-    notes = []
+    notes: tuple[str, ...] = ()
     fraction = gpu_share if 0 < gpu_share < 1 else None
     tf32 = capability >= BF16_MIN_CAPABILITY
     if not tf32:
-        notes.append(f"compute capability {capability[0]}.{capability[1]} < 8.0: no TF32, bf16 runs as fp16")
+        notes = (f"compute capability {capability[0]}.{capability[1]} < 8.0: no TF32, bf16 runs as fp16",)
     return DevicePlan(
         "cuda",
         tuple(gpu_ids),

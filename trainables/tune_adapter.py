@@ -39,9 +39,13 @@ def _data(data_json: str) -> Splits:
 
 
 @lru_cache(maxsize=2)
-def _data_on(data_json: str, device: str) -> Splits:
-    """The search's splits on ``device``; the test split (never used by a search) stays on the host."""
-    return _data(data_json).to(device, test=False)
+def _data_for(data_json: str, plan: device_plan.DevicePlan) -> tuple[Splits, bool]:
+    """The search's splits where the plan's trials train, and whether they are on its device: decided
+    once per data set and plan (a reused actor's next trial must not find the GPU fuller by the copy
+    it placed itself). The test split (never used by a search) stays on the host."""
+    splits = _data(data_json)
+    on_device = device_plan.data_fits(splits.search_bytes, plan)
+    return splits.to(plan.device if on_device else "cpu", test=False), on_device
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -91,25 +95,24 @@ def run_trial(
     torch.set_num_threads(threads)
     plan = device_plan.plan_device(device_plan.assigned_gpus(), gpu_share)
     device_plan.apply(plan)
-    data_json = json.dumps(data, sort_keys=True)
-    on_device = device_plan.data_fits(_data(data_json).search_bytes, plan)
-    splits = _data_on(data_json, plan.device if on_device else "cpu")
+    splits, on_device = _data_for(json.dumps(data, sort_keys=True), plan)
     fn = resolve_trainable(trainable_name)
     builtin = trainable_name in BUILTIN
+    parameters = inspect.signature(fn).parameters
     runtime = plan.tags()
     if plan.device == "cuda":
         runtime["data"] = "gpu" if on_device else "host (too big for the GPU share: batches copied over)"
     if builtin:
         requested = str(config.get("amp", "none"))
-        runtime["amp"] = plan.amp(requested) + (f" (asked {requested})" if plan.amp(requested) != requested else "")
+        runtime["amp"] = (amp := plan.amp(requested)) + (f" (asked {requested})" if amp != requested else "")
     where: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id(), "device": plan.device}
     first: dict[str, Any] = {"runtime": runtime}  # sent once, with the trial's first result
 
     kwargs: dict[str, Any] = {}
-    if builtin or "device" in inspect.signature(fn).parameters:
+    if builtin or "device" in parameters:
         kwargs["device"] = plan.device
     done = 0  # epochs trained before this run of the trial (a restored trial: its checkpoint's)
-    if "resume" in inspect.signature(fn).parameters or builtin:
+    if builtin or "resume" in parameters:
         kwargs["checkpoint_every"] = checkpoint_every
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:

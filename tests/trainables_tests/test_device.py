@@ -53,6 +53,14 @@ def test_an_assigned_gpu_is_used_with_settings_from_its_capability(fake_gpu):
     }
 
 
+def test_one_bf16_rule_for_the_plan_and_the_loop(fake_gpu):
+    assert dev.amp_for("bf16", (7, 5)) == "fp16" and dev.amp_for("bf16", (8, 0)) == "bf16"
+    assert dev.amp_for("bf16", None) == "bf16"  # the CPU
+    fake_gpu(capability=(7, 5))
+    assert dev.effective_amp("bf16", torch.device("cuda")) == dev.plan_device(["0"], 1.0).amp("bf16") == "fp16"
+    assert dev.effective_amp("bf16", torch.device("cpu")) == "bf16"
+
+
 def test_before_ampere_bf16_runs_as_fp16_and_tf32_is_off(fake_gpu):
     fake_gpu(capability=(7, 0), name="Fake V100")
     plan = dev.plan_device(["0"], gpu_share=1.0)
