@@ -88,6 +88,20 @@ def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log: 
     raise HpsearchError(f"nothing answered on 127.0.0.1:{port} after {timeout_s:.0f} s; see {log}")
 
 
+def free_port() -> int:
+    """A TCP port nothing on this machine listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_port_args() -> list[str]:
+    """A node's dashboard agent on a free port of its own: Ray's default (52365) is taken by any other
+    Ray on the machine (another node of this cluster, a `ray.init` of another program), and a head
+    whose agent cannot bind it accepts no job ("No available agent to submit job")."""
+    return ["--dashboard-agent-listen-port", str(free_port())]
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -164,6 +178,7 @@ def up(
         "--include-dashboard",
         "true",
         *common,
+        *agent_port_args(),
     ]
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -176,7 +191,7 @@ def up(
         _wait_port(dashboard_port, 60, head, log)
         for i in range(workers):
             log = logs / f"worker{i + 1}.log"
-            cmd = [_ray_bin(), "start", "--address", f"127.0.0.1:{port}", *common]
+            cmd = [_ray_bin(), "start", "--address", f"127.0.0.1:{port}", *common, *agent_port_args()]
             procs.append(
                 subprocess.Popen(
                     cmd, env=node_env(i + 1), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True

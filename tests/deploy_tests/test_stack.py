@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpsearch.cluster import agent_port_args
 from hpsearch.review.ui import stop
 from tests.helpers import QUICKSTART, hpsearch, write_spec
 from tests.integration_tests.servers import free_port, running_postgres, wait_job
@@ -133,14 +134,16 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         head_args, ray_env = service(compose, "ray-head", ports)
         log = tmp_path / "ray-head.log"
         head = stack.enter_context(
-            process([str(BIN / "ray"), *head_args[1:], "--node-ip-address=127.0.0.1"], ray_env, log)
+            process([str(BIN / "ray"), *head_args[1:], "--node-ip-address=127.0.0.1", *agent_port_args()], ray_env, log)
         )
         wait_for(f"http://127.0.0.1:{ports['dashboard']}/api/gcs_healthz", head, log)
         worker_args, worker_env = service(compose, "ray-worker-cpu", ports)
         log = tmp_path / "ray-worker.log"
         stack.enter_context(
             process(
-                [str(BIN / "ray"), *worker_args[1:], "--node-ip-address=127.0.0.1", "--num-cpus=2"], worker_env, log
+                [str(BIN / "ray"), *worker_args[1:], "--node-ip-address=127.0.0.1", "--num-cpus=2", *agent_port_args()],
+                worker_env,
+                log,
             )
         )
 
