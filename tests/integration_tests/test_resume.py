@@ -69,8 +69,21 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     assert len(children) == TRIALS  # the total stays num_trials
     assert len({c.data.tags["hpsearch.trial_id"] for c in children}) == TRIALS  # no trial run twice
     assert len({c.info.run_name for c in children}) == TRIALS
-    assert all(c.info.status == "FINISHED" for c in children)
-    assert parent.data.metrics["trials_completed"] + parent.data.metrics["trials_stopped_early"] == TRIALS
+    # Nothing left RUNNING or KILLED. A trial whose loss blew up is FAILED by contract (trial_state
+    # diverged): digits + SELU + SGD at lr ~0.15 does that now and then (CI, t042, epoch 1: NaN).
+    unfinished = [
+        (c.info.run_name, c.info.status, c.data.tags.get("hpsearch.trial_state"), c.data.tags.get("hpsearch.error"))
+        for c in children
+        if not (
+            c.info.status == "FINISHED"
+            or (c.info.status == "FAILED" and c.data.tags.get("hpsearch.trial_state") == "diverged")
+        )
+    ]
+    assert not unfinished, unfinished
+    m = parent.data.metrics
+    assert (
+        m["trials_completed"] + m["trials_stopped_early"] + m["trials_diverged"] == TRIALS and m["trials_failed"] == 0
+    )
     # Trials that finished before the last snapshot were not run again: their runs are the same runs.
     # Only those that finished in the last snapshot period before the kill are re-run (their runs replaced).
     kept = {c.info.run_id for c in children}
