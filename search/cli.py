@@ -152,6 +152,9 @@ def _address(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hpsearch.redact import guard_streams
+
+    guard_streams()  # no password or token is printed, whoever prints it (hpsearch, Ray, MLflow)
     args = build_parser().parse_args(argv)
     # Like `python -m`: a trainable "mymodels.train:fit" next to where you run hpsearch is importable
     # (Ray passes the driver's sys.path on to the trial workers).
@@ -226,8 +229,10 @@ def _space(args: argparse.Namespace) -> int:
 def _is_job_spec(path: Path) -> bool:
     import yaml
 
+    from hpsearch import yamlfile
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yamlfile.load(path.read_text())
     except yaml.YAMLError:
         return False
     return isinstance(data, dict) and "space" in data and "search" in data
@@ -324,6 +329,7 @@ def _jobs(args: argparse.Namespace) -> int:
     jobs.prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
 
     if args.command == "submit":
+        from hpsearch.redact import redact
         from hpsearch.tracking.store import absolute, check_tracking_uri, default_tracking_uri
 
         spec = _load(args.spec)  # a bad spec is never submitted
@@ -335,7 +341,7 @@ def _jobs(args: argparse.Namespace) -> int:
         uri = absolute(uri)  # the job runs in another working directory
         storage = args.storage or str(Path("hpsearch_results").resolve())
         job_id = jobs.submit(spec, args.address, uri, storage, Path.cwd())
-        print(f"submitted {spec.name}: {spec.search.num_trials} trials, tracking {uri}")
+        print(f"submitted {spec.name}: {spec.search.num_trials} trials, tracking {redact(uri)}")
         print(f"follow it: hpsearch logs {job_id} --follow; stop it: hpsearch stop {job_id}")
         print(job_id)
         return EXIT_OK
@@ -365,9 +371,10 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
+    from hpsearch.redact import connectable
     from hpsearch.tracking import default_tracking_uri
 
-    return args.tracking_uri or default_tracking_uri()
+    return connectable(args.tracking_uri or default_tracking_uri())
 
 
 def _ui(args: argparse.Namespace) -> int:

@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from hpsearch import __version__
 from hpsearch.errors import HpsearchError, SpecError, UsageError
 from hpsearch.protocol import PROGRESS_PREFIX, RECORDS_ENV, Progress
+from hpsearch.redact import PASSWORD_ENV, PASSWORD_FILE_ENV, has_password, password_from_env, redact, strip_password
 from hpsearch.spec import JobSpec
 from hpsearch.tracking.tags import JOB_MARK, JOB_NAME, JOB_RESUMES, JOB_RUN_DIR, JOB_TRACKING_URI
 
@@ -106,11 +109,101 @@ def submit_when_ready(submit_job: Any, wait_s: float = 60.0, sleep: Any = time.s
         sleep(1.0)
 
 
+# What a search job's driver needs, checked by a job of its own before the search is submitted: the
+# cluster's `python` (the one the job will run) imports hpsearch, its version, and whether the cluster
+# has the tracking store's password (which is never sent with a job).
+CHECK_MARK = "hpsearch-check"
+CHECK_SCRIPT = (
+    "import os, hpsearch; e = os.environ.get; "
+    f"print({CHECK_MARK!r}, hpsearch.__version__, "
+    f"int(bool(e({PASSWORD_ENV!r}) or e({PASSWORD_FILE_ENV!r}))), "
+    "int(bool(e('MLFLOW_TRACKING_PASSWORD') or e('MLFLOW_TRACKING_TOKEN'))))"
+)
+CHECK_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class ClusterPython:
+    version: str
+    has_password: bool  # HPSEARCH_TRACKING_PASSWORD[_FILE]
+    has_mlflow_credentials: bool  # MLFLOW_TRACKING_PASSWORD / _TOKEN
+
+
+def parse_check(logs: str) -> ClusterPython | None:
+    for line in logs.splitlines():
+        words = line.split()
+        if len(words) == 4 and words[0] == CHECK_MARK:
+            return ClusterPython(words[1], words[2] == "1", words[3] == "1")
+    return None
+
+
+def cluster_python(jobs: Any, wait_s: float = 120.0, sleep: Any = time.sleep) -> ClusterPython:
+    """Run :data:`CHECK_SCRIPT` as a job on the cluster (then delete it) and read what it printed.
+
+    Raises:
+        HpsearchError: the cluster's Python cannot import hpsearch (the message says what to do).
+    """
+    job_id = f"{CHECK_MARK}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    submit_when_ready(
+        lambda: jobs.submit_job(
+            entrypoint=f"python -c {shlex.quote(CHECK_SCRIPT)}", submission_id=job_id, metadata={CHECK_MARK: "1"}
+        )
+    )
+    deadline = time.monotonic() + wait_s
+    while (state := str(_call(jobs.get_job_status, job_id)).rsplit(".", 1)[-1]) not in CHECK_STATES:
+        if time.monotonic() >= deadline:
+            _call(jobs.stop_job, job_id)
+            raise HpsearchError(f"the cluster did not run a 1-line check job ({job_id}) in {wait_s:.0f} s")
+        sleep(0.25)
+    text = _call(jobs.get_job_logs, job_id)
+    try:
+        jobs.delete_job(job_id)
+    except Exception:  # noqa: S110 - a check job left in the list is harmless
+        pass
+    found = parse_check(text)
+    if found is None:
+        said = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), state)
+        raise HpsearchError(
+            f"the cluster's Python cannot run hpsearch ({said}): install hpsearch {__version__} on every node "
+            "(`pip install hpsearch`) in the Python that started Ray, or start Ray from the environment "
+            "that has hpsearch; nothing was submitted"
+        )
+    return found
+
+
+def check_cluster_python(found: ClusterPython, tracking_uri: str) -> None:
+    """The cluster can run this search: the same hpsearch, and the tracking store's password if it has one.
+
+    Raises:
+        HpsearchError: what is missing, in one line (nothing is submitted).
+    """
+    if found.version != __version__:
+        raise HpsearchError(
+            f"the cluster runs hpsearch {found.version}, this is hpsearch {__version__}: install hpsearch "
+            f"{__version__} on the cluster (or submit with hpsearch {found.version}); nothing was submitted"
+        )
+    parts = urlsplit(tracking_uri)
+    server = parts.scheme in ("http", "https")
+    local_has = has_password(tracking_uri) or password_from_env() is not None
+    if server and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        local_has = True
+    cluster_has = found.has_password or (server and found.has_mlflow_credentials)
+    if local_has and not cluster_has:
+        raise HpsearchError(
+            f"the tracking store {redact(tracking_uri)} needs a password, which hpsearch never sends with a job "
+            f"(job listings show what it carries): set {PASSWORD_ENV} (or {PASSWORD_FILE_ENV}, a file"
+            + (", or MLflow's MLFLOW_TRACKING_USERNAME/PASSWORD" if server else "")
+            + ") in the environment Ray runs in on the cluster's head node; nothing was submitted"
+        )
+
+
 def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, cwd: Path) -> str:
-    """Submit the (validated) spec as a Ray job; return the job id."""
+    """Submit the (validated) spec as a Ray job, once the cluster is known to be able to run it;
+    return the job id."""
     from hpsearch.trainables import BUILTIN
 
     jobs = client(address)
+    check_cluster_python(cluster_python(jobs), tracking_uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     job_id = f"hpsearch-{spec.name}-{stamp}-{secrets.token_hex(2)}"
     runtime_env: dict[str, Any] = {}
@@ -119,7 +212,10 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
         # the working directory, as a Ray py_module. (Not as the job's working_dir: Ray 2.60 removed a
         # first job's working_dir under the running driver, which then lost its current directory.)
         runtime_env["py_modules"] = [user_module_path(spec.trainable, cwd)]
-    env = {SPEC_ENV: spec.source_text, **JOB_ENV}
+    # Nothing secret goes with the job (its entrypoint, metadata and environment are shown to anyone who
+    # can list jobs): the store's password, if any, is on the cluster (HPSEARCH_TRACKING_PASSWORD[_FILE]).
+    tracking_uri = strip_password(tracking_uri)
+    env = {SPEC_ENV: redact(spec.source_text), **JOB_ENV}
     entrypoint = (
         f"python -m hpsearch run env:{SPEC_ENV} --address auto --tracking-uri {shlex.quote(tracking_uri)} "
         f"--storage {shlex.quote(storage)} --run-name {job_id}"

@@ -17,6 +17,7 @@ from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from hpsearch.faults import NODE_LOST, RAISED, failure_of
 from hpsearch.protocol import EARLIER, TrialDiverged
 
 STATES = ("completed", "stopped_early", "diverged", "failed")
@@ -47,6 +48,8 @@ class TrialRecord:
     node_id: str | None = None  # the Ray node it ran on
     device: str | None = None  # cpu | cuda
     runtime: dict[str, str] = field(default_factory=dict)  # how it used its device (trainables.device)
+    restarts: int = 0  # times Tune restarted it from its last checkpoint (a lost node, or max_failures)
+    restart_cause: str | None = None  # why, the last time
 
     @property
     def name(self) -> str:
@@ -57,6 +60,7 @@ class Listener(Protocol):
     def trial_started(self, rec: TrialRecord) -> None: ...
     def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None: ...
     def trial_ended(self, rec: TrialRecord) -> None: ...
+    def trial_restarted(self, rec: TrialRecord) -> None: ...
     def search_restored(self, records: list[TrialRecord]) -> None: ...
 
 
@@ -117,6 +121,8 @@ class Ledger(Callback):
             rec.runtime = {str(k): str(v) for k, v in result["runtime"].items()}
         for epoch in [*result.get(EARLIER, ()), result]:
             step = int(epoch.get("epoch", epoch.get("training_iteration", rec.epochs + 1)))
+            if step <= rec.epochs:  # a restarted trial redoes the epochs after its checkpoint: kept once
+                continue
             metrics = reported_metrics(epoch)
             rec.epochs, rec.metrics = step, metrics
             for listener in self.listeners:
@@ -126,8 +132,24 @@ class Ledger(Callback):
         rec = self.records[trial.trial_id]
         self._end(rec, "completed" if rec.epochs >= self.max_epochs else "stopped_early")
 
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Tune restarts the trial from its last checkpoint: the same record (and MLflow run) continues."""
+        rec = self.records.get(trial.trial_id)
+        if rec is None:
+            return
+        failure = failure_of(trial)
+        rec.restarts += 1
+        rec.restart_cause = failure.text if failure is not None and failure.text else trial_error(trial).text
+        for listener in self.listeners:
+            listener.trial_restarted(rec)
+
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         rec = self.records[trial.trial_id]
+        failure = failure_of(trial)
+        if failure is not None and failure.kind != RAISED:  # its process or its node died: say how
+            rec.error = f"{'NodeLost' if failure.kind == NODE_LOST else 'ProcessDied'}: {failure.text}"
+            self._end(rec, "failed")
+            return
         cause = trial_error(trial)
         rec.error = cause.text
         self._end(rec, "diverged" if cause.diverged else "failed")

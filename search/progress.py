@@ -49,6 +49,13 @@ class ProgressPrinter:
     def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None:
         pass
 
+    def trial_restarted(self, rec: TrialRecord) -> None:
+        print(
+            f"{rec.name} restarted from its last checkpoint (restart {rec.restarts}): {(rec.restart_cause or '')[:120]}",
+            file=self.stream,
+            flush=True,
+        )
+
     def trial_ended(self, rec: TrialRecord) -> None:
         counts = self.ledger.counts()
         done = sum(counts[s] for s in ("completed", "stopped_early", "diverged", "failed"))

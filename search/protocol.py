@@ -100,3 +100,20 @@ class Progress:
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut off mid-write (the log is read while the job runs)
         return None
+
+
+# How a trial's process that ends itself leaves word of how (hpsearch.trainables.exits writes it,
+# hpsearch.faults reads it): a note in Ray's internal key-value store (exit code), and a fault file
+# on the node (Python's faulthandler: the fatal signal and where it struck).
+EXIT_NOTE_NAMESPACE = "hpsearch"
+
+
+def exit_note_key(trial_id: str) -> bytes:
+    return f"exit:{trial_id}".encode()
+
+
+def fault_file(pid: int) -> str:
+    import os
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "hpsearch-faults", f"{pid}.txt")

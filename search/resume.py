@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from hpsearch import raysetup, rundir
 from hpsearch.errors import HpsearchError
 from hpsearch.ledger import Ledger
+from hpsearch.redact import connectable
 from hpsearch.run import Search, SearchResult, execute, tracker_for, trainable_for
 from hpsearch.searcher import SpaceSearch
 from hpsearch.spec import load_spec_text
@@ -40,13 +41,14 @@ def resume_search(
     location = rundir.normalise(run_dir)
     meta = rundir.read_meta(location)
     spec = load_spec_text(meta.spec, source=f"{location}/{rundir.META_FILE}")
-    check_reachable(meta.tracking_uri)
-    tracker = tracker_for(spec, meta.tracking_uri)
+    uri = connectable(meta.tracking_uri)  # the password, if any, from this machine's environment
+    check_reachable(uri)
+    tracker = tracker_for(spec, uri)
     if meta.experiment_id is None or meta.parent_run_id is None:
         raise HpsearchError(f"{location}/{rundir.META_FILE} names no MLflow run to continue")
     tracker.reopen(meta.experiment_id, meta.parent_run_id)
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
-    search = Search(spec, meta.tracking_uri, location, tracker, ledger)
+    search = Search(spec, uri, location, tracker, ledger)
 
     def make_tuner(search: Search) -> Tuner:
         if not tune.Tuner.can_restore(location):

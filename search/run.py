@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch import raysetup, rundir
+from hpsearch import faults, raysetup, rundir
 from hpsearch.ledger import Ledger, TrialRecord
 from hpsearch.progress import ProgressPrinter
+from hpsearch.redact import connectable, redact, strip_password
 from hpsearch.searcher import SpaceSearch, optuna_search
 from hpsearch.spec import JobSpec
 from hpsearch.tracking.store import check_reachable, default_tracking_uri
@@ -80,7 +81,7 @@ def spec_params(spec: JobSpec) -> dict[str, Any]:
     """The spec, minus the space, flattened: the parent run's params."""
     data = spec.model_dump(exclude={"space"})
     data["space"] = spec.space if isinstance(spec.space, str) else "inline"
-    return flatten(data)
+    return {k: redact(v) if isinstance(v, str) else v for k, v in flatten(data).items()}
 
 
 Describer = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]]
@@ -178,7 +179,7 @@ def run_search(
     from ray import tune
 
     raysetup.configure_tune()
-    uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+    uri = connectable(tracking_uri or spec.tracking.uri or default_tracking_uri())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_name = run_name or f"{spec.name}-{stamp}"
     storage_path = str(storage or "hpsearch_results")
@@ -189,13 +190,15 @@ def run_search(
     check_reachable(uri)
     searcher = optuna_search(spec)
     tracker = tracker_for(spec, uri)
-    meta = lambda: rundir.RunMeta(spec.source_text, uri, tracker.experiment_id, tracker.parent_run_id)  # noqa: E731
+    spec_text = redact(spec.source_text or json.dumps(spec.model_dump(), indent=2))
+    # The run directory records the store without its password: resume takes it from the environment.
+    meta = lambda: rundir.RunMeta(spec_text, strip_password(uri), tracker.experiment_id, tracker.parent_run_id)  # noqa: E731
     tracker.start(
         run_name=f"search {stamp}",
         params=spec_params(spec),
         tags={RUN_DIR: run_dir},
         artifacts={
-            "spec.yaml": spec.source_text or json.dumps(spec.model_dump(), indent=2),
+            "spec.yaml": spec_text,
             "space.json": json.dumps(spec.search_space.to_data(), indent=2),
         },
         on_ready=lambda: rundir.write_meta(run_dir, meta()),  # what `hpsearch resume` reads
@@ -247,6 +250,7 @@ def execute(
     try:
         raysetup.init_ray(address, log_to_driver=ray_logs)
         raysetup.check_cluster(spec, search.run_dir)
+        faults.install(spec.search.max_node_restarts)
         search.tracker.check()  # fails fast if opening the store already failed; otherwise it opens meanwhile
         tuner = make_tuner(search)
         search.ledger.listeners = listeners  # the new ledger, or the one Tune restored

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from hpsearch import spaces
+from hpsearch import spaces, yamlfile
 from hpsearch.errors import Problem, SpecError
 from hpsearch.tracking.store import check_tracking_uri
 from hpsearch.trainables import BUILTIN
@@ -73,6 +73,8 @@ class SearchSpec(_Strict):
     scheduler: SchedulerSpec
     time_budget_s: float | None = Field(None, gt=0)  # stop starting/continuing trials after this long
     max_failures: int = Field(0, ge=0)  # retries of a failed trial (from its last checkpoint)
+    # restarts of a trial whose node was lost (not counted in max_failures: not the config's fault)
+    max_node_restarts: int = Field(3, ge=0)
     checkpoint_every: int = Field(1, ge=0)  # epochs between trial checkpoints; 0 = none (no resume mid-trial)
     # ... and at least this many seconds between two checkpoints of a trial (its last epoch always is one):
     # short epochs do not pay a checkpoint each; a crash loses at most this much of a trial's training
@@ -129,9 +131,9 @@ def load_spec(path: str | Path) -> JobSpec:
     except OSError as exc:
         raise SpecError([("", f"cannot read spec file: {exc.strerror or exc}")], source=str(path)) from exc
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)
     except yaml.YAMLError as exc:
-        raise SpecError([("", f"not valid YAML: {exc}")], source=str(path)) from exc
+        raise SpecError([yamlfile.problem(exc)], source=str(path)) from exc
     spec = parse_spec(data, base_dir=path.parent, source=str(path))
     spec._source_text = text
     return spec
@@ -140,9 +142,9 @@ def load_spec(path: str | Path) -> JobSpec:
 def load_spec_text(text: str, source: str, base_dir: Path | None = None) -> JobSpec:
     """Validate a spec given as YAML text (a submitted job receives its spec this way)."""
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)
     except yaml.YAMLError as exc:
-        raise SpecError([("", f"not valid YAML: {exc}")], source=source) from exc
+        raise SpecError([yamlfile.problem(exc)], source=source) from exc
     spec = parse_spec(data, base_dir=base_dir, source=source)
     spec._source_text = text
     return spec

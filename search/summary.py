@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpsearch.ledger import STATES
+from hpsearch.redact import redact, strip_password
 from hpsearch.review.ui import runs_url
 from hpsearch.run import SearchResult
 from hpsearch.tracking.store import default_tracking_uri, is_server
@@ -15,7 +16,7 @@ from hpsearch.tracking.tracker import RUN_STATUS
 
 
 def _uri_flag(tracking_uri: str) -> str:
-    return "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {tracking_uri}"
+    return "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {strip_password(tracking_uri)}"
 
 
 def ui_command(tracking_uri: str) -> str:
@@ -42,7 +43,7 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
     states = ", ".join(f"{state} {result.counts.get(state, 0)}" for state in STATES)
     table.add_row("trials", f"{sum(result.counts.values())}: {states}")
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
-    table.add_row("tracking", result.tracking_uri)
+    table.add_row("tracking", redact(result.tracking_uri))
     if result.parent_run_id:
         table.add_row("parent run", f"{result.parent_run_id} (experiment {result.experiment_id})")
     table.add_row("tune state", str(result.run_dir))

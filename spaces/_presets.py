@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from hpsearch import yamlfile
 from hpsearch.spaces._schema import Space, SpaceError, parse_space
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -29,14 +30,17 @@ def load_space(ref: Any, base_dir: Path | None = None, path: str = "space") -> S
     if "/" not in ref and not ref.endswith((".yaml", ".yml")):
         if not preset.is_file():
             raise SpaceError([(path, f"unknown preset {ref!r} (available: {', '.join(preset_names())})")])
-        return parse_space(yaml.safe_load(preset.read_text()), f"{path}[{ref}]")
+        return parse_space(yamlfile.load(preset.read_text()), f"{path}[{ref}]")
     file = Path(ref).expanduser()
     if not file.is_absolute() and base_dir is not None:
         file = base_dir / file
     if not file.is_file():
         raise SpaceError([(path, f"space file not found: {str(file)!r}")])
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yamlfile.load(file.read_text())
+    except yamlfile.DuplicateKeyError as exc:
+        key, message = yamlfile.problem(exc)
+        raise SpaceError([(f"{path}[{file.name}].{key}", message)]) from exc
     except yaml.YAMLError as exc:
         raise SpaceError([(path, f"{file} is not valid YAML: {exc}")]) from exc
     return parse_space(data, f"{path}[{file.name}]")

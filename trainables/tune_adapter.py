@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.protocol import EpochBatch
-from hpsearch.trainables import BUILTIN
+from hpsearch.trainables import BUILTIN, exits
 from hpsearch.trainables import device as device_plan
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def run_trial(
     import torch
     from ray import tune
 
+    exits.watch(tune.get_context().get_trial_id())  # an os._exit or fatal signal says how the process ended
     torch.set_num_threads(threads)
     plan = device_plan.plan_device(device_plan.assigned_gpus(), gpu_share)
     device_plan.apply(plan)

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from hpsearch.errors import HpsearchError, Problem, UsageError
+from hpsearch.redact import redact
 from hpsearch.tracking.store import check_existing_store, is_server, sqlite_path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -56,7 +57,9 @@ def plan(
     """Check the arguments and work out the server's command line (nothing is started)."""
     problems = check_existing_store(tracking_uri)
     if is_server(tracking_uri):
-        problems.append(Problem("--tracking-uri", f"{tracking_uri!r} is already a server; open it in a browser"))
+        problems.append(
+            Problem("--tracking-uri", f"{redact(tracking_uri)!r} is already a server; open it in a browser")
+        )
     if not 1 <= port <= 65535:
         problems.append(Problem("--port", f"must be 1..65535, got {port}"))
     if workers < 1:
@@ -80,10 +83,6 @@ def plan(
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        tracking_uri,
-        "--registry-store-uri",
-        tracking_uri,
         "--serve-artifacts",
         "--artifacts-destination",
         str(artifacts),
@@ -94,7 +93,12 @@ def plan(
         "--workers",
         str(workers),
     ]
-    env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    # The store's URI goes in the environment, not on the command line (`ps` shows that to every user).
+    env = {
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_BACKEND_STORE_URI": tracking_uri,
+        "MLFLOW_REGISTRY_STORE_URI": tracking_uri,
+    }
     notes: list[str] = []
     if not is_loopback(host):
         # MLflow's DNS-rebinding guard admits only localhost and private addresses by default.
@@ -221,7 +225,7 @@ def serve(p: UiPlan, tracking_uri: str, out: Callable[[str], None] = print) -> i
         except HpsearchError as exc:
             tail = p.log.read_text(errors="replace").strip().splitlines()[-15:]
             raise HpsearchError(f"{exc}; its log ({p.log}) ends:\n" + "\n".join(tail)) from exc
-        out(f"MLflow UI: {p.url}  (store {tracking_uri}; server log {p.log}; Ctrl-C to stop)")
+        out(f"MLflow UI: {p.url}  (store {redact(tracking_uri)}; server log {p.log}; Ctrl-C to stop)")
         for line in p.notes:
             out(line)
         for line in experiment_links(tracking_uri, p.url):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from hpsearch.errors import Problem, TrackingError
+from hpsearch.redact import redact
 
 TRACKING_SCHEMES = (
     "sqlite:///",
@@ -24,7 +25,7 @@ SQLITE = "sqlite:///"
 
 def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> list[Problem]:
     if not uri.startswith(TRACKING_SCHEMES):
-        return [Problem(field, f"must start with one of {', '.join(TRACKING_SCHEMES)}, got {uri!r}")]
+        return [Problem(field, f"must start with one of {', '.join(TRACKING_SCHEMES)}, got {redact(uri)!r}")]
     return []
 
 
@@ -134,9 +135,9 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):  # a server with auth: it answers, credentials are MLflow's business
             return
-        raise TrackingError(f"MLflow server {tracking_uri} answered {exc.code} on {url}") from exc
+        raise TrackingError(f"MLflow server {redact(tracking_uri)} answered {exc.code} on {redact(url)}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(
-            f"MLflow server {tracking_uri} is not reachable ({reason}); start it or pass another --tracking-uri"
+            f"MLflow server {redact(tracking_uri)} is not reachable ({redact(str(reason))}); start it or pass another --tracking-uri"
         ) from exc

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import TrackingError
 from hpsearch.ledger import TrialRecord
+from hpsearch.redact import redact
 from hpsearch.tracking.store import artifact_location, new_sqlite_store, quiet_mlflow
 from hpsearch.tracking.tags import (
     CONFIG,
@@ -19,6 +20,8 @@ from hpsearch.tracking.tags import (
     ERROR,
     NODE_ID,
     PARENT,
+    RESTART_CAUSE,
+    RESTARTS,
     ROLE,
     RUNTIME_PREFIX,
     STATE,
@@ -160,8 +163,8 @@ class MlflowTracker:
 
             frame = traceback.extract_tb(self._init_error.__traceback__)[-1]
             raise TrackingError(
-                f"cannot use MLflow tracking store {self.tracking_uri}: {type(self._init_error).__name__}: "
-                f"{self._init_error} (at {frame.filename}:{frame.lineno} in {frame.name})"
+                f"cannot use MLflow tracking store {redact(self.tracking_uri)}: {type(self._init_error).__name__}: "
+                f"{redact(str(self._init_error))} (at {frame.filename}:{frame.lineno} in {frame.name})"
             ) from self._init_error
 
     def finish(
@@ -184,10 +187,10 @@ class MlflowTracker:
                     parent,
                     metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
                     params=[Param(k, _param_value(v)) for k, v in params.items()],
-                    tags=[RunTag(k, v) for k, v in tags.items()],
+                    tags=[RunTag(k, redact(v)) for k, v in tags.items()],
                 )
                 for name, text in artifacts.items():
-                    self.client.log_text(parent, text, name)
+                    self.client.log_text(parent, redact(text), name)
 
             self._writer.call(results)
             if report is not None:  # after every trial's writes; a failure is reported, the run still closes
@@ -223,7 +226,7 @@ class MlflowTracker:
             run_id = self._run_ids[trial_id]
             tags = {STATE: state, EPOCHS: str(epochs), **where}
             if error:
-                tags[ERROR] = error[:5000]
+                tags[ERROR] = redact(error)[:5000]
             # Its last points and its end tags in one write (MLflow: <= 1000 points, 100 tags per request).
             if len(points) + len(tags) > 1000:
                 log_metrics(self.client, run_id, points)
@@ -236,6 +239,17 @@ class MlflowTracker:
         if not self._warmed:  # once, after the first trial: start-up is over by then
             self._warmed = True
             self._writer.call(self._warm_up)
+
+    def trial_restarted(self, rec: TrialRecord) -> None:
+        """Tune restarts the trial from its checkpoint: its run continues (the ledger drops redone epochs)."""
+        trial_id, tags = rec.trial_id, {RESTARTS: str(rec.restarts), RESTART_CAUSE: redact(rec.restart_cause or "")}
+
+        def restarted() -> None:
+            from mlflow.entities import RunTag
+
+            self.client.log_batch(self._run_ids[trial_id], tags=[RunTag(k, v[:_MAX_TAG]) for k, v in tags.items()])
+
+        self._writer.call(restarted, flush=trial_id)
 
     def search_restored(self, records: list[TrialRecord]) -> None:
         """After ``Tuner.restore``: trials Tune continues are running again; runs of trials the restored
@@ -277,11 +291,12 @@ class MlflowTracker:
                 )
             else:
                 self.experiment_id = exp.experiment_id
+            tags = {k: redact(v) for k, v in tags.items()}
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={ROLE: "search", **tags})
             self.parent_run_id = parent = run.info.run_id
             self.client.log_batch(parent, params=[Param(k, _param_value(v)) for k, v in params.items()])
             for name, text in artifacts.items():
-                self.client.log_text(parent, text, name)
+                self.client.log_text(parent, redact(text), name)
         except BaseException as exc:
             self._init_error = exc
             raise
@@ -325,8 +340,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _config_tag(config: dict[str, Any]) -> str:
-    return _cut(json.dumps(config, default=str), _MAX_TAG)
+    return _cut(redact(json.dumps(config, default=str)), _MAX_TAG)
 
 
 def _param_value(value: Any) -> str:
-    return _cut(value if isinstance(value, str) else json.dumps(value), _MAX_PARAM)
+    return _cut(redact(value if isinstance(value, str) else json.dumps(value)), _MAX_PARAM)

@@ -15,6 +15,9 @@ class Recorder:
     def trial_ended(self, rec):
         self.events.append(("end", rec.name, rec.state))
 
+    def trial_restarted(self, rec):
+        self.events.append(("restart", rec.name, rec.restarts))
+
 
 def trial(trial_id, **config):
     return fake_trial(trial_id, **config)

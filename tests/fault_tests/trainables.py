@@ -1,0 +1,36 @@
+"""User-style trainables for the fault tests: each ends the way its config says, for real."""
+
+import os
+import signal
+import time
+
+from hpsearch.trainables.loop import train_mlp
+
+
+def ends_itself(config, data, epochs, report, seed=0):
+    """One epoch reported, then the process ends as ``config["outcome"]`` says (or trains normally)."""
+    outcome = config["outcome"]
+    if outcome == "ok":
+        return train_mlp({}, data, epochs, report, seed)
+    report({"val_accuracy": 0.1, "val_loss": 2.3})
+    time.sleep(0.3)  # the epoch reaches the driver before the process goes
+    if outcome == "exit":
+        os._exit(3)
+    if outcome == "abort":
+        os.abort()
+    if outcome == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise ValueError(f"unknown outcome {outcome!r}")
+
+
+def slow_mlp(config, data, epochs, report, seed=0, resume=None, checkpoint_every=1, device=None):
+    """The built-in MLP, each epoch made to last ``config["epoch_s"]`` seconds (time to lose a node mid-trial)."""
+    mlp = {k: v for k, v in config.items() if k != "epoch_s"}
+
+    def slow_report(metrics, state=None):
+        time.sleep(config["epoch_s"])
+        report(metrics, state)
+
+    return train_mlp(
+        mlp, data, epochs, slow_report, seed, resume=resume, checkpoint_every=checkpoint_every, device=device
+    )
