@@ -35,7 +35,7 @@ class Failure:
     text: str  # one readable line (for process deaths and node losses); "" for exceptions
 
 
-def _ray_errors() -> tuple[type, type, type]:
+def _ray_errors() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
     return ActorDiedError, ActorUnavailableError, RayTaskError

@@ -43,7 +43,7 @@ def hpsearch(*args, cwd=None, env=None, timeout=300):
     )
 
 
-def start_hpsearch(*args, cwd, stderr=None):
+def start_hpsearch(*args, cwd, stderr=None, env=None):
     """Start ``hpsearch ARGS`` in the background, its progress lines readable from ``stdout``."""
     import subprocess
     import sys
@@ -51,7 +51,7 @@ def start_hpsearch(*args, cwd, stderr=None):
     return subprocess.Popen(
         [sys.executable, "-m", "hpsearch", *map(str, args)],
         cwd=cwd,
-        env=cli_env(),
+        env=cli_env(env),
         stdout=subprocess.PIPE,
         stderr=stderr or subprocess.PIPE,
         text=True,

@@ -141,3 +141,56 @@ def test_submit_waits_while_the_clusters_job_agent_is_starting():
     with pytest.raises(HpsearchError, match="bad entrypoint"):  # other errors at once
         submit_when_ready(lambda: (_ for _ in ()).throw(RuntimeError("bad entrypoint")), sleep=slept.append)
     assert len(slept) == 3
+
+
+def test_submit_checks_the_clusters_hpsearch_and_password_first(monkeypatch):
+    from hpsearch import __version__, jobs
+    from hpsearch.errors import HpsearchError
+
+    for name in ("HPSEARCH_TRACKING_PASSWORD", "HPSEARCH_TRACKING_PASSWORD_FILE", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    logs = f"noise\nhpsearch-check {__version__} 0 0\n"
+    found = jobs.parse_check(logs)
+    assert found == jobs.ClusterPython(__version__, False, False)
+    jobs.check_cluster_python(found, "sqlite:////tmp/m.db")  # nothing needed
+    with pytest.raises(HpsearchError, match=r"cluster runs hpsearch 0\.0\.1, this is hpsearch .*install hpsearch"):
+        jobs.check_cluster_python(jobs.ClusterPython("0.0.1", True, True), "sqlite:////tmp/m.db")
+    with pytest.raises(HpsearchError) as err:
+        jobs.check_cluster_python(found, "postgresql://hp:canary-pw@db/m")
+    assert "HPSEARCH_TRACKING_PASSWORD" in str(err.value) and "canary-pw" not in str(err.value)
+    jobs.check_cluster_python(jobs.ClusterPython(__version__, True, False), "postgresql://hp:canary-pw@db/m")
+    assert jobs.parse_check("Traceback ...\nModuleNotFoundError: No module named 'hpsearch'\n") is None
+
+
+class FakeJobs:
+    """What `cluster_python` uses of Ray's JobSubmissionClient, answering as a cluster without hpsearch."""
+
+    def __init__(self, logs):
+        self.logs, self.submitted, self.deleted = logs, [], []
+
+    def submit_job(self, entrypoint, submission_id, metadata):
+        self.submitted.append((entrypoint, submission_id, metadata))
+        return submission_id
+
+    def get_job_status(self, job_id):
+        return "FAILED"
+
+    def get_job_logs(self, job_id):
+        return self.logs
+
+    def delete_job(self, job_id):
+        self.deleted.append(job_id)
+
+
+def test_a_cluster_whose_python_lacks_hpsearch_is_told_in_one_line():
+    from hpsearch import jobs
+    from hpsearch.errors import HpsearchError
+
+    fake = FakeJobs("Traceback (most recent call last):\nModuleNotFoundError: No module named 'hpsearch'\n")
+    with pytest.raises(HpsearchError) as err:
+        jobs.cluster_python(fake, sleep=lambda s: None)
+    message = str(err.value)
+    assert "No module named 'hpsearch'" in message and "nothing was submitted" in message and "\n" not in message
+    ((entrypoint, job_id, metadata),) = fake.submitted
+    assert entrypoint.startswith("python -c ") and job_id.startswith("hpsearch-check-") and "hpsearch" not in metadata
+    assert fake.deleted == [job_id]  # the check leaves no job behind

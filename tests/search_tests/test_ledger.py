@@ -88,3 +88,48 @@ def test_a_result_carrying_several_epochs_is_one_step_each():
     assert [e[2] for e in recorder.events if e[0] == "result"] == [1, 2, 3, 4]
     rec = ledger.records["a"]
     assert rec.epochs == 4 and rec.metrics == {"val_accuracy": 0.4, "lr": 0.1}
+
+
+def test_a_restarted_trial_keeps_its_record_and_each_epoch_once():
+    from types import SimpleNamespace
+
+    from hpsearch.faults import NODE_LOST, Failure
+
+    recorder = Recorder()
+    ledger = Ledger(4, "val_accuracy", "max", listeners=[recorder])
+    t = trial("a", lr=0.1)
+    ledger.on_trial_start(0, [], t)
+    for epoch in (1, 2, 3):
+        report(ledger, t, epoch, 0.1 * epoch)
+    t = SimpleNamespace(**vars(t), _hpsearch_failure=Failure(NODE_LOST, "its node was lost (Socket closed)"))
+    ledger.on_trial_recover(0, [], t)
+    ledger.on_trial_start(0, [], t)  # Tune starts it again: the same record
+    for epoch in (2, 3, 4):  # from its epoch-1 checkpoint: epochs 2 and 3 again, then 4
+        report(ledger, t, epoch, 0.5)
+    ledger.on_trial_complete(0, [], t)
+    rec = ledger.records["a"]
+    assert (rec.restarts, rec.restart_cause, rec.state, rec.epochs) == (
+        1,
+        "its node was lost (Socket closed)",
+        "completed",
+        4,
+    )
+    assert [e for e in recorder.events if e[0] == "result"] == [("result", "t001", s) for s in (1, 2, 3, 4)]
+    assert ("restart", "t001", 1) in recorder.events and recorder.events.count(("start", "t001")) == 1
+    assert rec.metrics["val_accuracy"] == 0.5
+
+
+def test_a_process_death_is_a_failure_that_says_how():
+    from types import SimpleNamespace
+
+    from hpsearch.faults import PROCESS_DIED, Failure
+
+    ledger = Ledger(4, "val_accuracy", "max", listeners=[])
+    t = trial("b")
+    ledger.on_trial_start(0, [], t)
+    t = SimpleNamespace(
+        **vars(t), _hpsearch_failure=Failure(PROCESS_DIED, "the trainable ended its process with os._exit(3)")
+    )
+    ledger.on_trial_error(0, [], t)
+    rec = ledger.records["b"]
+    assert rec.state == "failed" and rec.error == "ProcessDied: the trainable ended its process with os._exit(3)"

@@ -1,0 +1,60 @@
+"""Trainables that end their own process (os._exit, os.abort, SIGKILL as the OOM killer sends it):
+each such trial ends `failed` with a readable cause, is not retried as a lost node, and the search goes
+on; no run stays RUNNING and every epoch that reached the search is in MLflow once."""
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers import hpsearch, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CAUSES = {
+    "exit": "the trainable ended its process with os._exit(3)",
+    "abort": "died of a fatal signal: Fatal Python error: Aborted",
+    "sigkill": "killed without an exit code or a Python error: SIGKILL",
+}
+
+
+def test_a_trainable_that_kills_its_process_fails_with_its_cause_and_the_search_goes_on(tmp_path):
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        {
+            "name": "fault-process-deaths",
+            "trainable": "tests.fault_tests.trainables:ends_itself",
+            "data": {"dataset": "digits"},
+            "space": {"outcome": {"choice": ["ok", "exit", "abort", "sigkill"]}},
+            "search": {
+                "num_trials": 10,
+                "max_concurrent": 2,
+                "report_interval_s": 0,
+                "sampler": {"seed": 0, "n_startup_trials": 10},
+                "scheduler": {"max_epochs": 2, "grace_period": 2, "reduction_factor": 2},
+            },
+        },
+    )
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    run = hpsearch("run", spec, "--tracking-uri", uri, "--storage", tmp_path / "runs", cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr + run.stdout  # the search went on to its end
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("fault-process-deaths")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    trials = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
+    assert len(trials) == 10 and not [r for r in trials if r.info.status == "RUNNING"]
+    outcomes = {r.data.params["outcome"] for r in trials}
+    assert outcomes == {"ok", "exit", "abort", "sigkill"}, outcomes  # the seed samples every way to end
+    for r in trials:
+        outcome, tags = r.data.params["outcome"], r.data.tags
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, int(tags["hpsearch.epochs"]) + 1))  # each epoch reported, once
+        if outcome == "ok":
+            assert tags["hpsearch.trial_state"] == "completed" and steps == [1, 2]
+            continue
+        assert r.info.status == "FAILED" and tags["hpsearch.trial_state"] == "failed", tags
+        assert steps == [1]  # the epoch before it ended itself
+        assert tags["hpsearch.error"].startswith("ProcessDied: ") and CAUSES[outcome] in tags["hpsearch.error"]
+        assert "hpsearch.restarts" not in tags  # its own doing: not retried as a lost node
+    (parent,) = [r for r in runs if r.data.tags["hpsearch.role"] == "search"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_failed"] == sum(r.data.params["outcome"] != "ok" for r in trials)
