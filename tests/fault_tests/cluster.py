@@ -16,14 +16,16 @@ from tests.integration_tests.servers import free_port
 
 
 @contextmanager
-def local_cluster(home: Path, workers: int):
-    """Yields ``(env, address, dashboard, state)``; stopped by `cluster down` (by pid) afterwards."""
+def local_cluster(home: Path, workers: int, env: dict | None = None):
+    """Yields ``(env, address, dashboard, state)``; stopped by `cluster down` (by pid) afterwards. The
+    nodes start with ``env`` added to their environment (the returned ``env`` is only the home)."""
+    nodes_env = {"HOME": str(home), **(env or {})}
     env = {"HOME": str(home)}
     state = home / ".hpsearch" / "cluster.json"
     port, dashboard_port = free_port(), free_port()
     up = hpsearch(
         "cluster", "up", "--workers", workers, "--num-cpus", "1", "--port", port,
-        "--dashboard-port", dashboard_port, "--state-file", state, env=env,
+        "--dashboard-port", dashboard_port, "--state-file", state, env=nodes_env,
     )  # fmt: skip
     assert up.returncode == 0, up.stderr + up.stdout
     try:

@@ -71,8 +71,9 @@ def _bindir() -> str:
 
 
 @contextmanager
-def running_postgres(user: str = "postgres", database: str = "mlflow"):
-    """A real PostgreSQL server on 127.0.0.1 (trust auth), a database owned by ``user``; yields its URI.
+def running_postgres(user: str = "postgres", database: str = "mlflow", password: str | None = None):
+    """A real PostgreSQL server on 127.0.0.1, a database owned by ``user``; yields its URI (without a
+    password). Trust auth, or with ``password``: TCP connections must give it (scram-sha-256).
     Stopped by the postmaster's own pid."""
     bindir = _bindir()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
@@ -81,7 +82,10 @@ def running_postgres(user: str = "postgres", database: str = "mlflow"):
         shutil.chown(folder, "postgres", "postgres")
     data = os.path.join(folder, "data")
     subprocess.run(
-        [*as_postgres, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True
+        [*as_postgres, f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth-local=trust"]
+        + (["--auth-host=scram-sha-256"] if password else ["--auth-host=trust"]),
+        check=True,
+        capture_output=True,
     )
     port = free_port()
     server = subprocess.Popen(
@@ -96,10 +100,13 @@ def running_postgres(user: str = "postgres", database: str = "mlflow"):
         ).returncode:
             assert time.time() < deadline and server.poll() is None, "PostgreSQL did not start"
             time.sleep(0.3)
-        where = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+        where = ["-h", folder, "-p", str(port), "-U", "postgres"]  # the Unix socket: trusted
         if user != "postgres":
             subprocess.run([f"{bindir}/createuser", *where, user], check=True)
         subprocess.run([f"{bindir}/createdb", *where, "-O", user, database], check=True)
+        if password:
+            sql = f"ALTER USER {user} PASSWORD '{password}'"
+            subprocess.run([f"{bindir}/psql", *where, "-d", database, "-c", sql], check=True, capture_output=True)
         yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
     finally:
         pid_file = os.path.join(data, "postmaster.pid")
