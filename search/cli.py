@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-logs", action="store_true", help="also show Ray's own logs and trial tracebacks")
     p.add_argument("--run-name", help="name of the run directory under --storage (default NAME-TIMESTAMP)")
 
+    p = sub.add_parser(
+        "sync", help="write to MLflow what a search kept in its run directory while the tracking store was away"
+    )
+    p.add_argument("run_dir", help="the search's run directory (printed as 'tune state'; a folder or s3://...)")
+
     p = sub.add_parser("resume", help="continue an interrupted search (a run directory, or a job with --address)")
     p.add_argument(
         "target",
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "resume":
             return _resume(args)
+        if args.command == "sync":
+            return _sync(args)
         if args.command in ("submit", "status", "logs", "stop", "list"):
             return _jobs(args)
         if args.command == "cluster":
@@ -321,6 +328,23 @@ def _resume(args: argparse.Namespace) -> int:
 
     address = args.address if args.address and not args.address.startswith("http") else None
     return _outcome(resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs))
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from hpsearch.redact import redact
+    from hpsearch.sync import sync
+
+    result = sync(args.run_dir)
+    where = redact(result.tracking_uri)
+    if result.error is not None:
+        print(
+            f"hpsearch: {result.applied} MLflow writes synced to {where}, then: {result.error}; "
+            f"{result.pending} still pending (run hpsearch sync again)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print(f"{result.applied} MLflow writes synced to {where}" if result.applied else "nothing to sync")
+    return EXIT_OK
 
 
 def _jobs(args: argparse.Namespace) -> int:

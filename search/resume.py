@@ -46,6 +46,7 @@ def resume_search(
     tracker = tracker_for(spec, uri)
     if meta.experiment_id is None or meta.parent_run_id is None:
         raise HpsearchError(f"{location}/{rundir.META_FILE} names no MLflow run to continue")
+    tracker.use_journal(location)  # writes a store outage left behind are replayed first
     tracker.reopen(meta.experiment_id, meta.parent_run_id)
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
     search = Search(spec, uri, location, tracker, ledger)

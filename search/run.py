@@ -50,6 +50,8 @@ class SearchResult:
     metric_points: int = 0
     num_trials: int = 0
     searcher_states: dict[str, int] = field(default_factory=dict)  # Optuna's view: COMPLETE / FAIL / ...
+    pending_writes: int = 0  # MLflow writes kept in the run directory's journal (the store was away)
+    journal: str | None = None
 
 
 @dataclass
@@ -190,6 +192,7 @@ def run_search(
     check_reachable(uri)
     searcher = optuna_search(spec)
     tracker = tracker_for(spec, uri)
+    tracker.use_journal(run_dir)  # what the store does not take while it is away waits there
     spec_text = redact(spec.source_text or json.dumps(spec.model_dump(), indent=2))
     # The run directory records the store without its password: resume takes it from the environment.
     meta = lambda: rundir.RunMeta(spec_text, strip_password(uri), tracker.experiment_id, tracker.parent_run_id)  # noqa: E731
@@ -319,6 +322,8 @@ def finish(search: Search, status: str, wall: float) -> SearchResult:
         tracking_errors=errors,
         metric_points=search.tracker.points_reported,
         num_trials=spec.search.num_trials,
+        pending_writes=search.tracker.pending_writes,
+        journal=search.tracker.journal.path if search.tracker.journal is not None else None,
     )
 
 

@@ -48,6 +48,12 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
         table.add_row("parent run", f"{result.parent_run_id} (experiment {result.experiment_id})")
     table.add_row("tune state", str(result.run_dir))
     console.print(table)
+    if result.pending_writes:
+        console.print(
+            f"[yellow]{result.pending_writes} MLflow write(s) pending[/yellow]: the tracking store did not answer; "
+            f"they are kept in {result.journal}. When it is back: hpsearch sync {result.run_dir}",
+            soft_wrap=True,
+        )
     if result.tracking_errors:
         console.print(f"[red]{len(result.tracking_errors)} MLflow write(s) failed[/red]: {result.tracking_errors[0]}")
     failed = [r for r in result.records if r.state in ("failed", "diverged")]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.errors import TrackingError
 from hpsearch.ledger import TrialRecord
 from hpsearch.redact import redact
-from hpsearch.tracking.store import artifact_location, new_sqlite_store, quiet_mlflow
+from hpsearch.tracking.journal import PARENT as PARENT_REF
+from hpsearch.tracking.journal import Journal, Op
+from hpsearch.tracking.store import artifact_location, is_server, new_sqlite_store, quiet_mlflow
 from hpsearch.tracking.tags import (
     CONFIG,
     DEVICE,
@@ -39,6 +43,15 @@ if TYPE_CHECKING:
 # job), not a failure: MLflow's UI draws KILLED runs with the red failure icon, so it is FINISHED and
 # the tag ``hpsearch.trial_state`` tells it from a completed run. KILLED means interrupted.
 RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "failed": "FAILED"}
+# While the store answers, MLflow's HTTP client retries a failed request 7 times over minutes; with the
+# journal behind it, a write that fails is kept and replayed instead (unless the user set these).
+HTTP_CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+PROBE_S = 5.0  # how often an absent store is checked
+PROBE_TIMEOUT_S = 3.0
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
 _MAX_TAG = 8000  # ... and on a tag value's
 
@@ -82,7 +95,35 @@ class MlflowTracker:
         self._warmed = False
         self._writer = Writer()
         self._writer.log_points = self._log_points
+        self._writer.heartbeat = self._heartbeat
         self.client: MlflowClient  # opened on the tracking thread
+        # When the store stops answering: writes go to the journal until it is back (tracking.journal).
+        self.journal: Journal | None = None
+        self._offline_since: float | None = None
+        self._next_probe = 0.0
+        self.replayed = 0  # journaled writes replayed during the search
+        for name, value in HTTP_CLIENT_ENV.items():
+            os.environ.setdefault(name, value)
+
+    def use_journal(self, run_dir: str) -> None:
+        """Keep writes the store does not take in ``run_dir``'s journal; writes already pending there (a
+        search resumed before it was synced) are replayed first."""
+        self.journal = Journal.load(run_dir)
+        if len(self.journal):
+            self._offline_since = time.monotonic()
+
+    def sync(self, journal: Journal, experiment_id: str, parent_run_id: str) -> int:
+        """Replay ``journal`` into the search's runs now, on this thread (``hpsearch sync``); return how many
+        writes were applied. Raises on the first write that fails (the rest stays journaled)."""
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+        return journal.replay(lambda op: self._apply(op, replaying=True))
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self.journal) if self.journal is not None else 0
 
     # Lifecycle (driver thread) ---------------------------------------------------------
     def start(
@@ -176,27 +217,22 @@ class MlflowTracker:
         artifacts: dict[str, str],
     ) -> list[str]:
         """Write the search's results to the parent run, close it, and return any write errors."""
-        parent, report = self.parent_run_id, self.report
-        if parent is not None:
-
-            def results() -> None:
-                from mlflow.entities import Metric, Param, RunTag
-
-                now = int(time.time() * 1000)
-                self.client.log_batch(
-                    parent,
-                    metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                    params=[Param(k, _param_value(v)) for k, v in params.items()],
-                    tags=[RunTag(k, redact(v)) for k, v in tags.items()],
-                )
-                for name, text in artifacts.items():
-                    self.client.log_text(parent, redact(text), name)
-
-            self._writer.call(results)
-            if report is not None:  # after every trial's writes; a failure is reported, the run still closes
-                self._writer.call(lambda: report(self.client, parent))
-            self._writer.call(lambda: self.client.set_terminated(parent, status))
+        if self.parent_run_id is not None:
+            now = int(time.time() * 1000)
+            results = {
+                "metrics": [[k, v, now, 0] for k, v in metrics.items()],
+                "params": {k: _param_value(v) for k, v in params.items()},
+                "tags": {k: redact(v) for k, v in tags.items()},
+                "artifacts": {name: redact(text) for name, text in artifacts.items()},
+            }
+            self._op(Op("parent_results", PARENT_REF, results), flush=None)
+            if self.report is not None:  # after every trial's writes; a failure is reported, the run still closes
+                self._op(Op("report", PARENT_REF))
+            self._op(Op("terminate", PARENT_REF, {"status": status}))
+            self._writer.call(self._last_chance)
         self._writer.stop()
+        if self.journal is not None:
+            self.journal.save()
         return list(self._writer.errors)
 
     # Listener (driver thread: enqueue only) ------------------------------------------
@@ -206,34 +242,26 @@ class MlflowTracker:
         params, tags = self.describe(config)
         tags = {TRIAL: rec.name, CONFIG: _config_tag(config), **tags}
         name = self.namer(rec.name, config)
-        self._writer.call(lambda: self._open_trial(rec.trial_id, name, params, tags), flush="")
+        self._op(Op("create_trial", rec.trial_id, {"name": name, "params": flatten(params), "tags": tags}))
 
     def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         self.points_reported += len(metrics)
-        self._writer.metrics(rec.trial_id, [Metric(k, v, now, step) for k, v in metrics.items()])
+        self._writer.metrics(rec.trial_id, [[k, v, now, step] for k, v in metrics.items()])
 
     def trial_ended(self, rec: TrialRecord) -> None:
         trial_id, state, error, epochs = rec.trial_id, rec.state, rec.error, rec.epochs
         where = {k: v for k, v in ((NODE_ID, rec.node_id), (DEVICE, rec.device)) if v}
         where.update({f"{RUNTIME_PREFIX}{k}": v[:_MAX_TAG] for k, v in rec.runtime.items() if k != "device"})
 
-        def end(points: list[Metric]) -> None:
-            from mlflow.entities import RunTag
+        tags = {STATE: state, EPOCHS: str(epochs), **where}
+        if error:
+            tags[ERROR] = redact(error)[:5000]
+        interrupted = error is not None and error.startswith("interrupted")
+        status = "KILLED" if interrupted else RUN_STATUS[state]
 
-            run_id = self._run_ids[trial_id]
-            tags = {STATE: state, EPOCHS: str(epochs), **where}
-            if error:
-                tags[ERROR] = redact(error)[:5000]
-            # Its last points and its end tags in one write (MLflow: <= 1000 points, 100 tags per request).
-            if len(points) + len(tags) > 1000:
-                log_metrics(self.client, run_id, points)
-                points = []
-            self.client.log_batch(run_id, metrics=points, tags=[RunTag(k, v) for k, v in tags.items()])
-            interrupted = error is not None and error.startswith("interrupted")
-            self.client.set_terminated(run_id, "KILLED" if interrupted else RUN_STATUS[state])
+        def end(points: list[list[Any]]) -> None:
+            self._run(Op("end_trial", trial_id, {"points": points, "tags": tags, "status": status}))
 
         self._writer.take(trial_id, end)
         if not self._warmed:  # once, after the first trial: start-up is over by then
@@ -242,14 +270,8 @@ class MlflowTracker:
 
     def trial_restarted(self, rec: TrialRecord) -> None:
         """Tune restarts the trial from its checkpoint: its run continues (the ledger drops redone epochs)."""
-        trial_id, tags = rec.trial_id, {RESTARTS: str(rec.restarts), RESTART_CAUSE: redact(rec.restart_cause or "")}
-
-        def restarted() -> None:
-            from mlflow.entities import RunTag
-
-            self.client.log_batch(self._run_ids[trial_id], tags=[RunTag(k, v[:_MAX_TAG]) for k, v in tags.items()])
-
-        self._writer.call(restarted, flush=trial_id)
+        tags = {RESTARTS: str(rec.restarts), RESTART_CAUSE: redact(rec.restart_cause or "")[:_MAX_TAG]}
+        self._op(Op("tags", rec.trial_id, {"tags": tags}), flush=rec.trial_id)
 
     def search_restored(self, records: list[TrialRecord]) -> None:
         """After ``Tuner.restore``: trials Tune continues are running again; runs of trials the restored
@@ -303,21 +325,157 @@ class MlflowTracker:
         finally:
             self._ready.set()
 
-    def _open_trial(self, trial_id: str, name: str, config: dict[str, Any], extra_tags: dict[str, str]) -> None:
-        assert self.experiment_id is not None and self.parent_run_id is not None  # trials start after _open
-        tags = {
-            PARENT: self.parent_run_id,
-            ROLE: "trial",
-            STATE: "running",
-            TRIAL_ID: trial_id,
-            **extra_tags,
-        }
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self._run_ids[trial_id] = run.info.run_id
-        log_params(self.client, run.info.run_id, flatten(config))
+    def _log_points(self, trial_id: str, points: list[list[Any]]) -> None:
+        self._run(Op("metrics", trial_id, {"points": points}))
 
-    def _log_points(self, trial_id: str, points: list[Metric]) -> None:
-        log_metrics(self.client, self._run_ids[trial_id], points)
+    # Writes as journaled ops (writer thread) -------------------------------------------
+    def _op(self, op: Op, flush: str | None = "") -> None:
+        """Enqueue ``op`` (after the pending points of trial ``flush``; None: of every trial)."""
+        self._writer.call(lambda: self._run(op), flush=flush)
+
+    def _run(self, op: Op) -> None:
+        """Apply ``op``, or journal it while the store is away (a failure the store's health check
+        explains takes the store away; any other failure is reported as a failed write)."""
+        if self._offline_since is None:
+            try:
+                self._apply(op, replaying=False)
+                return
+            except Exception as exc:
+                if self.journal is None or self._answers():
+                    raise
+                self._offline_since = time.monotonic()
+                self._next_probe = self._offline_since + PROBE_S
+                print(
+                    f"hpsearch: the MLflow store {redact(self.tracking_uri)} does not answer "
+                    f"({type(exc).__name__}: {redact(str(exc)).splitlines()[0][:200] if str(exc) else ''}); its "
+                    f"writes are kept in {self.journal.path} and replayed when it is back",
+                    file=sys.stderr,
+                )
+        assert self.journal is not None
+        if op.run_id is None:
+            op.run_id = self.parent_run_id if op.ref == PARENT_REF else self._run_ids.get(op.ref)
+        self.journal.append(op)
+
+    def _answers(self) -> bool:
+        """Whether the store answers now (a few seconds at most)."""
+        if is_server(self.tracking_uri):
+            import urllib.error
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(self.tracking_uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S) as r:
+                    r.read()
+                return True
+            except urllib.error.HTTPError as exc:
+                return exc.code in (401, 403)
+            except OSError:
+                return False
+        try:
+            self.client.search_experiments(max_results=1)
+            return True
+        except Exception:
+            return False
+
+    def _heartbeat(self) -> float | None:
+        """While the store is away: check it every PROBE_S, and replay the journal once it answers."""
+        if self._offline_since is None or self.journal is None:
+            return None
+        now = time.monotonic()
+        if now < self._next_probe:
+            return self._next_probe - now
+        self._next_probe = now + PROBE_S
+        self._replay()
+        return None if self._offline_since is None else PROBE_S
+
+    def _replay(self) -> None:
+        assert self.journal is not None
+        if not self._answers():
+            return
+        try:
+            self.replayed += self.journal.replay(lambda op: self._apply(op, replaying=True))
+        except Exception:
+            return  # away again: the rest stays journaled, tried at the next check
+        away = time.monotonic() - (self._offline_since or time.monotonic())
+        self._offline_since = None
+        print(
+            f"hpsearch: the MLflow store answers again (away {away:.0f} s): {self.replayed} journaled writes replayed",
+            file=sys.stderr,
+        )
+
+    def _last_chance(self) -> None:
+        """At the end of the search: one more check of an absent store (no waiting beyond it)."""
+        if self._offline_since is not None:
+            self._replay()
+
+    def _apply(self, op: Op, replaying: bool) -> None:
+        """Write ``op`` to the store. ``replaying``: it may have been (partly) written before; write nothing twice."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        if op.kind == "create_trial":
+            self._create_trial(op, replaying)
+            return
+        found = op.run_id or (self.parent_run_id if op.ref == PARENT_REF else self._run_ids[op.ref])
+        assert found is not None  # the parent run exists before any write is made
+        run_id: str = found
+        data = op.data
+
+        def metrics(points: list[list[Any]]) -> list[Metric]:
+            if replaying:
+                points = self._unwritten(run_id, points)
+            return [Metric(str(k), float(v), int(t), int(s)) for k, v, t, s in points]
+
+        if op.kind == "metrics":
+            log_metrics(self.client, run_id, metrics(data["points"]))
+        elif op.kind == "tags":
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in data["tags"].items()])
+        elif op.kind == "end_trial":
+            points, tags = metrics(data["points"]), data["tags"]
+            # Its last points and its end tags in one write (MLflow: <= 1000 points, 100 tags per request).
+            if len(points) + len(tags) > 1000:
+                log_metrics(self.client, run_id, points)
+                points = []
+            self.client.log_batch(run_id, metrics=points, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(run_id, data["status"])
+        elif op.kind == "parent_results":
+            self.client.log_batch(
+                run_id,
+                metrics=metrics(data["metrics"]),
+                params=[Param(k, v) for k, v in data["params"].items()],
+                tags=[RunTag(k, v) for k, v in data["tags"].items()],
+            )
+            for name, text in data["artifacts"].items():
+                self.client.log_text(run_id, text, name)
+        elif op.kind == "report":
+            if self.report is not None:
+                self.report(self.client, run_id)
+        elif op.kind == "terminate":
+            self.client.set_terminated(run_id, data["status"])
+        else:
+            raise ValueError(f"unknown journaled write {op.kind!r}")
+
+    def _create_trial(self, op: Op, replaying: bool) -> None:
+        assert self.experiment_id is not None and self.parent_run_id is not None  # trials start after _open
+        if replaying:  # the run may exist already (created just before the store went away, or a cut replay)
+            found = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`{PARENT}` = '{self.parent_run_id}' and tags.`{TRIAL_ID}` = '{op.ref}'",
+                max_results=1,
+            )
+            if found:
+                self._run_ids[op.ref] = found[0].info.run_id
+                log_params(self.client, found[0].info.run_id, op.data["params"])
+                return
+        tags = {PARENT: self.parent_run_id, ROLE: "trial", STATE: "running", TRIAL_ID: op.ref, **op.data["tags"]}
+        run = self.client.create_run(self.experiment_id, run_name=op.data["name"], tags=tags)
+        self._run_ids[op.ref] = run.info.run_id
+        log_params(self.client, run.info.run_id, op.data["params"])
+
+    def _unwritten(self, run_id: str, points: list[list[Any]]) -> list[list[Any]]:
+        """The points whose (key, step) the run does not have yet."""
+        have: dict[str, set[int]] = {}
+        for key in {str(p[0]) for p in points}:
+            have[key] = {m.step for m in self.client.get_metric_history(run_id, key)}
+        return [p for p in points if int(p[3]) not in have[str(p[0])]]
 
 
 def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:

@@ -23,6 +23,9 @@ class Writer(threading.Thread):
         super().__init__(name="hpsearch-mlflow", daemon=True)
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.errors: list[str] = []
+        # Called on every turn of the loop; does what is due (the tracker: check an absent store, replay
+        # its journal) and returns the seconds until it next wants a turn (None: only on the next call).
+        self.heartbeat: Callable[[], float | None] = lambda: None
 
     def call(self, fn: Callable[[], Any], flush: str | None = None) -> None:
         """``fn`` after the pending points of trial ``flush``; ``flush=None``: of every trial; ``""``: none."""
@@ -58,8 +61,12 @@ class Writer(threading.Thread):
                     points = take(key)
                     self._guard(functools.partial(self.log_points, key, points))
 
+        wake: float | None = None
         while True:
-            timeout = max(0.0, min(since.values()) + self.FLUSH_S - time.monotonic()) if since else None
+            waits = [min(since.values()) + self.FLUSH_S - time.monotonic()] if since else []
+            if wake is not None:
+                waits.append(wake)
+            timeout = max(0.0, min(waits)) if waits else None
             try:
                 kind, payload = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -81,6 +88,7 @@ class Writer(threading.Thread):
                 return
             now = time.monotonic()
             write([k for k, t in since.items() if now - t >= self.FLUSH_S])
+            wake = self.heartbeat()
 
     log_points: Callable[[str, list[Any]], None]  # set by the tracker
 

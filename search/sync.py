@@ -1,0 +1,53 @@
+"""``hpsearch sync RUN_DIR``: write what a search kept in its journal while MLflow was away."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpsearch import rundir
+from hpsearch.errors import HpsearchError
+from hpsearch.redact import connectable, redact
+from hpsearch.tracking.journal import Journal
+from hpsearch.tracking.store import check_reachable
+
+
+@dataclass
+class SyncResult:
+    applied: int
+    pending: int  # still journaled (the store failed again)
+    tracking_uri: str
+    error: str | None = None
+
+
+def sync(run_dir: str | Path) -> SyncResult:
+    """Replay the run directory's MLflow journal into its store, in order; idempotent.
+
+    Raises:
+        SpecError: ``run_dir`` is not a search's run directory.
+        TrackingError: the store does not answer (nothing is written; the journal is kept).
+        HpsearchError: the run directory names no MLflow run.
+    """
+    from hpsearch.review.report_output import log_report
+    from hpsearch.tracking.tracker import MlflowTracker
+
+    location = rundir.normalise(run_dir)
+    meta = rundir.read_meta(location)
+    journal = Journal.load(location)
+    uri = connectable(meta.tracking_uri)
+    if not len(journal):
+        return SyncResult(0, 0, uri)
+    if meta.experiment_id is None or meta.parent_run_id is None:
+        raise HpsearchError(f"{location}/{rundir.META_FILE} names no MLflow run to write to")
+    check_reachable(uri)
+    tracker = MlflowTracker(uri, "", report=log_report)
+    before = len(journal)
+    try:
+        applied = tracker.sync(journal, meta.experiment_id, meta.parent_run_id)
+    except Exception as exc:
+        applied = before - len(journal)
+        return SyncResult(applied, len(journal), uri, redact(f"{type(exc).__name__}: {exc}").splitlines()[0])
+    return SyncResult(applied, len(journal), uri)
+
+
+__all__ = ["SyncResult", "sync"]

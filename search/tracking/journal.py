@@ -1,0 +1,120 @@
+"""Writes MLflow has not taken yet, kept durably beside the search's state.
+
+While the tracking store answers, writes go straight to it and the journal stays empty. When a write
+fails and the store does not answer its health check, that write and every one after it go to the
+journal (``RUN_DIR/mlflow-journal.jsonl``, one JSON line per write, in order) instead; the tracking
+thread checks the store every few seconds and replays the journal, in order, when it is back. What is
+still pending when the search ends stays there for ``hpsearch sync RUN_DIR``.
+
+Replaying is idempotent: a trial's run is found by its tags before one is created, metric points MLflow
+already has (same key and step) are skipped, params, tags, artifacts and statuses are the same values
+again. So a replay cut short (the store went away again, ``sync`` was killed) can simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpsearch import rundir
+
+JOURNAL_FILE = "mlflow-journal.jsonl"
+PARENT = "parent"  # the ref of the search's own run
+
+
+@dataclass
+class Op:
+    """One write. ``ref`` names the run: :data:`PARENT` or a trial id (whose run may not exist yet when
+    the write is journaled; ``run_id`` is filled in when it is known)."""
+
+    kind: str  # create_trial | metrics | tags | end_trial | parent_results | report | terminate
+    ref: str
+    data: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+    def to_line(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+
+    @staticmethod
+    def from_line(line: str) -> Op:
+        return Op(**json.loads(line))
+
+
+class Journal:
+    """The pending writes of one search, in memory and in ``RUN_DIR/mlflow-journal.jsonl``."""
+
+    SAVE_EVERY_S = 1.0  # a storage URI (no appends) is rewritten at most this often, and at the end
+
+    def __init__(self, run_dir: str):
+        self.path = f"{run_dir.rstrip('/')}/{JOURNAL_FILE}"
+        self.local = not rundir.is_uri(self.path)
+        self.ops: list[Op] = []
+        self._saved_at = 0.0
+        self._dirty = False
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def append(self, op: Op) -> None:
+        with self._lock:
+            self.ops.append(op)
+            if self.local:  # appended and flushed: durable as soon as it is journaled
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a") as f:
+                    f.write(op.to_line() + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                self._dirty = True
+        if not self.local and time.monotonic() - self._saved_at >= self.SAVE_EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        """Write the pending ops (all of them: the file is replaced); no file when none is pending."""
+        with self._lock:
+            text = "".join(op.to_line() + "\n" for op in self.ops)
+            self._saved_at, self._dirty = time.monotonic(), False
+            if self.local:
+                path = Path(self.path)
+                if not text:
+                    path.unlink(missing_ok=True)
+                    return
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(text)
+                os.replace(tmp, path)
+            elif text or rundir.read_text(self.path) is not None:
+                rundir.write_text(self.path, text)
+
+    @staticmethod
+    def load(run_dir: str) -> Journal:
+        journal = Journal(run_dir)
+        text = rundir.read_text(journal.path) or ""
+        journal.ops = [Op.from_line(line) for line in text.splitlines() if line.strip()]
+        return journal
+
+    def replay(self, apply: Callable[[Op], None], on_progress: Callable[[int], None] | None = None) -> int:
+        """Apply the pending ops in order (each with ``replaying=True`` semantics, see the module doc),
+        dropping each once applied; stop at the first that fails (it raises). Returns how many were applied."""
+        done = 0
+        try:
+            while self.ops:
+                apply(self.ops[0])
+                with self._lock:
+                    self.ops.pop(0)
+                done += 1
+                if on_progress is not None:
+                    on_progress(done)
+        finally:
+            if done:
+                self.save()
+        return done
+
+
+__all__ = ["JOURNAL_FILE", "PARENT", "Journal", "Op"]

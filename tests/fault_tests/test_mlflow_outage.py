@@ -1,0 +1,137 @@
+"""The MLflow server killed (kill -9 of its process group) in the middle of a search:
+
+* back while the search runs: the writes made meanwhile wait in the run directory's journal and are
+  replayed, in order, when it answers; nothing is lost or written twice;
+* gone until after the search: the search ends without waiting on it, says what is pending and how to
+  sync it; `hpsearch sync RUN_DIR` writes it all once the server is back, and syncing again (even the
+  same journal a second time) writes nothing twice.
+
+Counted from MLflow: one run per trial, none RUNNING, every epoch a trial reported exactly once."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.fault_tests.mlflow_server import MlflowServer
+from tests.helpers import hpsearch, start_hpsearch, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def spec_file(tmp_path: Path, name: str, trials: int, epochs: int, epoch_s: float) -> Path:
+    return write_spec(
+        tmp_path / f"{name}.yaml",
+        {
+            "name": name,
+            "trainable": "tests.fault_tests.trainables:slow_mlp",
+            "data": {"dataset": "digits"},
+            "space": {"units": {"choice": [32, 64]}, "epoch_s": epoch_s},
+            "search": {
+                "num_trials": trials,
+                "max_concurrent": 2,
+                "report_interval_s": 0,
+                "sampler": {"seed": 0},
+                "scheduler": {"max_epochs": epochs, "grace_period": epochs, "reduction_factor": 2},
+            },
+        },
+    )
+
+
+def wait_for_finished_trial(client: MlflowClient, name: str, run, timeout_s: float = 180) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert run.poll() is None, run.communicate()
+        exp = client.get_experiment_by_name(name)
+        if exp and [
+            r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("hpsearch.trial_state") == "completed"
+        ]:
+            return
+        time.sleep(0.5)
+    raise AssertionError("no trial finished")
+
+
+def check_complete(client: MlflowClient, name: str, trials: int, epochs: int) -> int:
+    """Everything the search reported is in MLflow once; returns the number of metric points."""
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
+    (parent,) = [r for r in runs if r.data.tags["hpsearch.role"] == "search"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_completed"] == trials
+    assert "report/report.json" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert len(children) == trials and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(r.data.tags["hpsearch.trial"] for r in children) == [f"t{i:03d}" for i in range(1, trials + 1)]
+    points = 0
+    for r in children:
+        assert r.data.tags["hpsearch.epochs"] == str(epochs)
+        for key in ("val_accuracy", "val_loss", "train_loss"):
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert sorted(steps) == list(range(1, epochs + 1)), (r.data.tags["hpsearch.trial"], key, steps)
+            points += len(steps)
+    return points
+
+
+def test_the_server_killed_and_back_during_the_search_loses_nothing(tmp_path):
+    server = MlflowServer(tmp_path)
+    server.start()
+    client = MlflowClient(server.uri)
+    spec = spec_file(tmp_path, "fault-mlflow-back", trials=12, epochs=3, epoch_s=1.5)
+    try:
+        run = start_hpsearch("run", spec, "--tracking-uri", server.uri, "--storage", tmp_path / "runs", cwd=tmp_path)
+        wait_for_finished_trial(client, "fault-mlflow-back", run)
+        server.kill()
+        time.sleep(10)  # longer than MLflow's client retries as hpsearch sets them
+        back_in = server.start()
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err + out
+        assert "does not answer" in err and "answers again" in err, err
+        assert "pending" not in out
+        assert check_complete(client, "fault-mlflow-back", trials=12, epochs=3) == 12 * 3 * 3
+        assert not list((tmp_path / "runs").glob("*/mlflow-journal.jsonl"))  # all replayed
+        print(f"\nserver down ~10 s, restarted in {back_in:.1f} s")
+    finally:
+        server.stop()
+
+
+def test_the_server_gone_until_after_the_search_is_synced_later_once(tmp_path):
+    server = MlflowServer(tmp_path)
+    server.start()
+    client = MlflowClient(server.uri)
+    spec = spec_file(tmp_path, "fault-mlflow-gone", trials=6, epochs=3, epoch_s=0.5)
+    try:
+        run = start_hpsearch("run", spec, "--tracking-uri", server.uri, "--storage", tmp_path / "runs", cwd=tmp_path)
+        wait_for_finished_trial(client, "fault-mlflow-gone", run)
+        server.kill()
+        killed = time.time()
+        out, err = run.communicate(timeout=600)
+        ended = time.time()
+        assert run.returncode == 0, err + out
+        assert "MLflow write(s) pending" in out and "hpsearch sync" in out, out
+        (journal,) = (tmp_path / "runs").glob("*/mlflow-journal.jsonl")
+        run_dir = journal.parent
+        saved = journal.read_text()
+
+        # the server is still away: sync says so and keeps everything
+        early = hpsearch("sync", run_dir, cwd=tmp_path)
+        assert early.returncode == 1 and "not reachable" in early.stderr and journal.read_text() == saved
+
+        server.start()
+        synced = hpsearch("sync", run_dir, cwd=tmp_path)
+        assert synced.returncode == 0, synced.stderr
+        assert f"{len(saved.splitlines())} MLflow writes synced" in synced.stdout
+        assert not journal.exists()
+        points = check_complete(client, "fault-mlflow-gone", trials=6, epochs=3)
+        assert points == 6 * 3 * 3
+
+        again = hpsearch("sync", run_dir, cwd=tmp_path)
+        assert again.returncode == 0 and "nothing to sync" in again.stdout
+        journal.write_text(saved)  # the same journal replayed a second time (a sync cut short, run again)
+        twice = hpsearch("sync", run_dir, cwd=tmp_path)
+        assert twice.returncode == 0, twice.stderr
+        assert check_complete(client, "fault-mlflow-gone", trials=6, epochs=3) == points  # nothing twice
+        shutil.rmtree(tmp_path / "runs")
+        print(f"\nsearch ended {ended - killed:.1f} s after the server was killed")
+    finally:
+        server.stop()
