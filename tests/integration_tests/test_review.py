@@ -276,3 +276,24 @@ def test_ui_with_auth_asks_for_the_admin_password(search):
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["experiment"]["name"] == NAME
         assert (search["folder"] / "basic_auth.db").is_file()  # the users live next to the store
+
+        # A search logs to it with the credentials in the URI, or in MLflow's own variables; neither
+        # way shows the password.
+        data = yaml.safe_load(QUICKSTART.read_text())
+        data["search"].update(num_trials=2, max_concurrent=2)
+        data["search"]["scheduler"]["max_epochs"] = 1
+        server = f"http://127.0.0.1:{port}"
+        for name, uri, env in (
+            ("auth-in-uri", f"http://admin:{password}@127.0.0.1:{port}", {}),
+            ("auth-in-env", server, {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}),
+        ):
+            spec = write_spec(search["folder"] / f"{name}.yaml", {**data, "name": name})
+            run = hpsearch("run", spec, "--tracking-uri", uri, cwd=search["folder"], env=env)
+            assert run.returncode == 0, run.stderr + run.stdout
+            assert password not in run.stdout + run.stderr and server in run.stdout
+            request = urllib.request.Request(
+                url.replace(NAME, name),
+                headers={"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read())["experiment"]["name"] == name

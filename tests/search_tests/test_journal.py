@@ -1,0 +1,62 @@
+"""The MLflow journal: durable, in order, emptied as it is replayed, also on s3:// run directories."""
+
+import pytest
+
+from hpsearch.tracking.journal import JOURNAL_FILE, Journal, Op
+
+
+def ops(n):
+    return [Op("metrics", f"trial-{i}", {"points": [["val_accuracy", 0.5, 1000 + i, i]]}) for i in range(n)]
+
+
+def test_each_write_is_on_disk_when_journaled_and_replayed_in_order(tmp_path):
+    journal = Journal(str(tmp_path / "run"))
+    for op in ops(3):
+        journal.append(op)
+    assert len((tmp_path / "run" / JOURNAL_FILE).read_text().splitlines()) == 3  # no save needed
+    again = Journal.load(str(tmp_path / "run"))
+    assert [o.ref for o in again.ops] == ["trial-0", "trial-1", "trial-2"]
+
+    applied = []
+
+    def apply(op):
+        if op.ref == "trial-2":
+            raise ConnectionError("away again")
+        applied.append(op.ref)
+
+    with pytest.raises(ConnectionError):
+        again.replay(apply)
+    assert applied == ["trial-0", "trial-1"]
+    assert [o.ref for o in Journal.load(str(tmp_path / "run")).ops] == ["trial-2"]  # the rest stays, on disk
+    assert again.replay(applied.append) == 1
+    assert not (tmp_path / "run" / JOURNAL_FILE).exists()  # nothing pending: no file
+
+
+def test_a_journal_on_s3(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    from tests.integration_tests.servers import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        for name, value in {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        import boto3
+
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="runs")
+        journal = Journal("s3://runs/searches/s1")
+        for op in ops(2):
+            journal.append(op)
+        journal.save()
+        assert [o.ref for o in Journal.load("s3://runs/searches/s1").ops] == ["trial-0", "trial-1"]
+        journal.replay(lambda op: None)
+        assert Journal.load("s3://runs/searches/s1").ops == []
+    finally:
+        server.stop()
