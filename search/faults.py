@@ -13,6 +13,10 @@
 Ray Tune has no hook to tell these apart before it decides to retry, so :func:`install` wraps
 ``Trial.handle_error`` (Tune counts the failure there; ``should_recover`` reads the count right after):
 a node loss within the limit leaves the count as it was, as Ray itself does for preempted nodes.
+
+It also mends a Ray Tune 2.60 gap: when Ray's memory monitor kills a trial's actor, its task fails with
+``OutOfMemoryError``, which Tune's actor manager does not expect ("Caught unexpected exception") and
+which ends the whole search. :func:`install` hands it on as the actor's death it is.
 """
 
 from __future__ import annotations
@@ -117,6 +121,9 @@ def classify(exc: BaseException | None, trial_id: str) -> Failure:
             return Failure(PROCESS_DIED, note)
         return Failure(NODE_LOST, "its node was lost (the trial's actor became unreachable: " + _first(message) + ")")
     if isinstance(exc, actor_died):
+        if OOM_MARK in message:  # Ray's memory monitor killed it (see install): the trainable's memory
+            detail = next((line.strip() for line in message.splitlines() if "Memory on the node" in line), "")
+            return Failure(PROCESS_DIED, f"the trial's process was killed for using too much memory: {detail[:300]}")
         if getattr(exc, "preempted", False) or re.search(r"node (has )?died|node .*(is )?dead", message, re.I):
             return Failure(NODE_LOST, "its node was lost (" + _first(message) + ")")
         return Failure(PROCESS_DIED, _died_of(message, trial_id))
@@ -136,13 +143,34 @@ def failure_of(trial: Any) -> Failure | None:
     return getattr(trial, FAILURE_ATTR, None)
 
 
+OOM_MARK = "Worker exit type: NODE_OUT_OF_MEMORY"
+
+
+def as_actor_death(exc: BaseException) -> BaseException:
+    """Ray's ``OutOfMemoryError`` for a killed actor's task, as the ``ActorDiedError`` Tune can handle."""
+    from ray.exceptions import ActorDiedError, OutOfMemoryError
+
+    if not isinstance(exc, OutOfMemoryError):
+        return exc
+    died = ActorDiedError()
+    died.error_msg = f"{OOM_MARK}\n{exc}"
+    return died
+
+
 def install(max_node_restarts: int) -> None:
-    """Wrap Tune's ``Trial.handle_error`` for this process (idempotent; the limit is updated)."""
+    """Wrap Tune's ``Trial.handle_error`` and actor manager for this process (idempotent; the limit is updated)."""
+    from ray.air.execution._internal.actor_manager import RayActorManager
     from ray.tune.experiment import Trial
 
     _limit["max_node_restarts"] = max_node_restarts
     if getattr(Trial.handle_error, "_hpsearch", False):
         return
+    task_failed = RayActorManager._actor_task_failed
+
+    def _actor_task_failed(self: Any, tracked_actor_task: Any, exception: Exception) -> None:
+        task_failed(self, tracked_actor_task, as_actor_death(exception))
+
+    RayActorManager._actor_task_failed = _actor_task_failed  # type: ignore[method-assign]
     original = Trial.handle_error
 
     def handle_error(self: Any, exc: Any = None) -> None:

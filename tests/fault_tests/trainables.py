@@ -34,3 +34,17 @@ def slow_mlp(config, data, epochs, report, seed=0, resume=None, checkpoint_every
     return train_mlp(
         mlp, data, epochs, slow_report, seed, resume=resume, checkpoint_every=checkpoint_every, device=device
     )
+
+
+def eats_memory(config, data, epochs, report, seed=0):
+    """One epoch reported, then it allocates (and touches) ``config["gib"]`` GiB, 256 MiB at a time,
+    until something kills it (Ray's memory monitor, set to a threshold the test chose)."""
+    report({"val_accuracy": 0.1, "val_loss": 2.3})
+    time.sleep(0.3)
+    held = []
+    for _ in range(int(config["gib"] * 4)):
+        block = bytearray(256 * 1024 * 1024)
+        block[::4096] = b"\x01" * len(block[::4096])
+        held.append(block)
+        time.sleep(0.05)
+    raise RuntimeError(f"allocated {config['gib']} GiB and was not stopped")
