@@ -146,7 +146,7 @@ def failure_of(trial: Any) -> Failure | None:
 OOM_MARK = "Worker exit type: NODE_OUT_OF_MEMORY"
 
 
-def as_actor_death(exc: BaseException) -> BaseException:
+def as_actor_death(exc: Exception) -> Exception:
     """Ray's ``OutOfMemoryError`` for a killed actor's task, as the ``ActorDiedError`` Tune can handle."""
     from ray.exceptions import ActorDiedError, OutOfMemoryError
 
