@@ -12,7 +12,7 @@ PACKAGES := search spaces trainables
 # not), a pyenv installation, /usr/bin and /usr/local/bin; its real path.
 find_python = $(shell for p in python$(1) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/$(1).*/bin/python$(1) 2>/dev/null) /usr/bin/python$(1) /usr/local/bin/python$(1); do $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: run test test-fast lint typecheck compat compat-one install install-dev constraints clean
+.PHONY: run test test-faults test-fast lint typecheck compat compat-one install install-dev constraints clean
 
 install: $(RUN_STAMP)
 install-dev: $(DEV_STAMP)
@@ -31,7 +31,11 @@ run: $(RUN_STAMP)
 	$(BIN)/hpsearch run examples/quickstart.yaml
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not faults"
+
+# The fault tests: real nodes, trial processes and an MLflow server killed (about 9 minutes; CI runs them).
+test-faults: $(DEV_STAMP)
+	$(BIN)/python -m pytest -m faults
 
 # The tests not marked slow (a few minutes).
 test-fast: $(DEV_STAMP)

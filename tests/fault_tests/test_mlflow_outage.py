@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from tests.fault_tests.mlflow_server import MlflowServer
 from tests.helpers import hpsearch, start_hpsearch, write_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 
 def spec_file(tmp_path: Path, name: str, trials: int, epochs: int, epoch_s: float) -> Path:

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from tests.fault_tests.cluster import kill_node, local_cluster, trial_processes, worker_nodes
 from tests.helpers import start_hpsearch, write_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 EPOCHS = 6
 

@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 
 from tests.helpers import hpsearch, write_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 CAUSES = {
     "exit": "the trainable ended its process with os._exit(3)",

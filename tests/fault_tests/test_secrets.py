@@ -20,7 +20,7 @@ from tests.fault_tests.cluster import local_cluster
 from tests.helpers import QUICKSTART, hpsearch, write_spec
 from tests.integration_tests.servers import running_postgres, wait_job
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 CANARY = "Canary-7f3a-pw"
 
