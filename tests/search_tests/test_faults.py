@@ -75,3 +75,22 @@ def test_within_the_limit_a_lost_node_is_not_counted_and_beyond_it_the_trial_giv
     other = new_trial("b")
     other.handle_error(died(pid=999999))  # its own process: counted as ever
     assert other.run_metadata.num_failures == 1 and not other.should_recover()
+
+
+def test_rays_out_of_memory_error_becomes_an_actor_death_tune_handles():
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    oom = OutOfMemoryError(
+        "1 worker(s) were killed due to the node running low on memory.\n"
+        "Memory on the node (IP: 10.0.0.7, ID: abc) was 5.85GB used / 23.54GB limit (0.248662)\n"
+    )
+    died = faults.as_actor_death(oom)
+    assert isinstance(died, RayActorError)  # Tune's actor manager takes it (it raised on OutOfMemoryError)
+    failure = faults.classify(died, "t1")
+    assert failure.kind == faults.PROCESS_DIED
+    assert failure.text == (
+        "the trial's process was killed for using too much memory: "
+        "Memory on the node (IP: 10.0.0.7, ID: abc) was 5.85GB used / 23.54GB limit (0.248662)"
+    )
+    other = ValueError("x")
+    assert faults.as_actor_death(other) is other
