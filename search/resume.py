@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpsearch import raysetup, rundir
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, TrackingError
 from hpsearch.ledger import Ledger
 from hpsearch.redact import connectable
 from hpsearch.run import Search, SearchResult, execute, tracker_for, trainable_for
 from hpsearch.searcher import SpaceSearch
 from hpsearch.spec import load_spec_text
+from hpsearch.sync import sync
 from hpsearch.tracking.store import check_reachable
 
 if TYPE_CHECKING:
@@ -43,10 +44,13 @@ def resume_search(
     spec = load_spec_text(meta.spec, source=f"{location}/{rundir.META_FILE}")
     uri = connectable(meta.tracking_uri)  # the password, if any, from this machine's environment
     check_reachable(uri)
+    synced = sync(location)  # what an MLflow outage left in the journal lands first, as `hpsearch sync`
+    if synced.error is not None:
+        raise TrackingError(f"cannot write the MLflow journal of {location} ({synced.error}); resume again later")
     tracker = tracker_for(spec, uri)
     if meta.experiment_id is None or meta.parent_run_id is None:
         raise HpsearchError(f"{location}/{rundir.META_FILE} names no MLflow run to continue")
-    tracker.use_journal(location)  # writes a store outage left behind are replayed first
+    tracker.use_journal(location)  # for an outage from now on
     tracker.reopen(meta.experiment_id, meta.parent_run_id)
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
     search = Search(spec, uri, location, tracker, ledger)

@@ -57,6 +57,7 @@ class Journal:
         self.ops: list[Op] = []
         self._saved_at = 0.0
         self._dirty = False
+        self._on_storage = False  # (storage URI) whether a journal file may exist there
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -89,14 +90,16 @@ class Journal:
                 tmp = path.with_name(f".{path.name}.tmp")
                 tmp.write_text(text)
                 os.replace(tmp, path)
-            elif text or rundir.read_text(self.path) is not None:
+            elif text or self._on_storage:
                 rundir.write_text(self.path, text)
+                self._on_storage = bool(text)
 
     @staticmethod
     def load(run_dir: str) -> Journal:
         journal = Journal(run_dir)
         text = rundir.read_text(journal.path) or ""
         journal.ops = [Op.from_line(line) for line in text.splitlines() if line.strip()]
+        journal._on_storage = bool(text)
         return journal
 
     def replay(self, apply: Callable[[Op], None], on_progress: Callable[[int], None] | None = None) -> int:

@@ -106,11 +106,11 @@ class MlflowTracker:
             os.environ.setdefault(name, value)
 
     def use_journal(self, run_dir: str) -> None:
-        """Keep writes the store does not take in ``run_dir``'s journal; writes already pending there (a
-        search resumed before it was synced) are replayed first."""
+        """Keep writes the store does not take in ``run_dir``'s journal (``hpsearch resume`` syncs what
+        an earlier outage left there before it continues)."""
         self.journal = Journal.load(run_dir)
         if len(self.journal):
-            self._offline_since = time.monotonic()
+            self._offline_since = time.monotonic()  # replayed at the first turn of the tracking thread
 
     def sync(self, journal: Journal, experiment_id: str, parent_run_id: str) -> int:
         """Replay ``journal`` into the search's runs now, on this thread (``hpsearch sync``); return how many
@@ -231,8 +231,11 @@ class MlflowTracker:
             self._op(Op("terminate", PARENT_REF, {"status": status}))
             self._writer.call(self._last_chance)
         self._writer.stop()
-        if self.journal is not None:
-            self.journal.save()
+        if self.journal is not None and len(self.journal):
+            try:
+                self.journal.save()
+            except Exception as exc:  # reported with the other write failures; the search's results stand
+                self._writer.errors.append(f"cannot save the MLflow journal {self.journal.path}: {exc}")
         return list(self._writer.errors)
 
     # Listener (driver thread: enqueue only) ------------------------------------------

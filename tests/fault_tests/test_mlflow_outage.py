@@ -21,14 +21,14 @@ from tests.helpers import hpsearch, start_hpsearch, write_spec
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 
-def spec_file(tmp_path: Path, name: str, trials: int, epochs: int, epoch_s: float) -> Path:
+def spec_file(tmp_path: Path, name: str, trials: int, epochs: int, epoch_s: float, hold: Path | None = None) -> Path:
     return write_spec(
         tmp_path / f"{name}.yaml",
         {
             "name": name,
             "trainable": "tests.fault_tests.trainables:slow_mlp",
             "data": {"dataset": "digits"},
-            "space": {"units": {"choice": [32, 64]}, "epoch_s": epoch_s},
+            "space": {"units": {"choice": [32, 64]}, "epoch_s": epoch_s, **({"hold": str(hold)} if hold else {})},
             "search": {
                 "num_trials": trials,
                 "max_concurrent": 2,
@@ -77,18 +77,22 @@ def test_the_server_killed_and_back_during_the_search_loses_nothing(tmp_path):
     server = MlflowServer(tmp_path)
     server.start()
     client = MlflowClient(server.uri)
-    spec = spec_file(tmp_path, "fault-mlflow-back", trials=12, epochs=3, epoch_s=1.5)
+    hold = tmp_path / "hold"  # while it exists, no trial ends: the search is still running when the server is back
+    spec = spec_file(tmp_path, "fault-mlflow-back", trials=8, epochs=3, epoch_s=1.0, hold=hold)
     try:
         run = start_hpsearch("run", spec, "--tracking-uri", server.uri, "--storage", tmp_path / "runs", cwd=tmp_path)
         wait_for_finished_trial(client, "fault-mlflow-back", run)
+        hold.touch()
         server.kill()
-        time.sleep(10)  # longer than MLflow's client retries as hpsearch sets them
+        time.sleep(10)  # longer than MLflow's client retries as hpsearch sets them; trials report meanwhile
         back_in = server.start()
+        time.sleep(6)  # the tracking thread checks an absent store every 5 s
+        hold.unlink()
         out, err = run.communicate(timeout=600)
         assert run.returncode == 0, err + out
         assert "does not answer" in err and "answers again" in err, err
         assert "pending" not in out
-        assert check_complete(client, "fault-mlflow-back", trials=12, epochs=3) == 12 * 3 * 3
+        assert check_complete(client, "fault-mlflow-back", trials=8, epochs=3) == 8 * 3 * 3
         assert not list((tmp_path / "runs").glob("*/mlflow-journal.jsonl"))  # all replayed
         print(f"\nserver down ~10 s, restarted in {back_in:.1f} s")
     finally:

@@ -24,11 +24,16 @@ def ends_itself(config, data, epochs, report, seed=0):
 
 
 def slow_mlp(config, data, epochs, report, seed=0, resume=None, checkpoint_every=1, device=None):
-    """The built-in MLP, each epoch made to last ``config["epoch_s"]`` seconds (time to lose a node mid-trial)."""
-    mlp = {k: v for k, v in config.items() if k != "epoch_s"}
+    """The built-in MLP, each epoch made to last ``config["epoch_s"]`` seconds (time to lose a node
+    mid-trial). With ``config["hold"]`` (a path), a trial's last epoch waits while that file exists: a
+    test holds the search open until it has done what it needs."""
+    mlp = {k: v for k, v in config.items() if k not in ("epoch_s", "hold")}
 
     def slow_report(metrics, state=None):
         time.sleep(config["epoch_s"])
+        if config.get("hold") and metrics.get("epoch") == epochs:
+            while os.path.exists(config["hold"]):
+                time.sleep(0.2)
         report(metrics, state)
 
     return train_mlp(
