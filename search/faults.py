@@ -134,6 +134,37 @@ def _first(message: str) -> str:
     return next((line.strip() for line in message.splitlines() if line.strip()), "")[:300]
 
 
+def sweep() -> int:
+    """Remove the fault files of trial processes on this node that are gone (a process Ray ended without
+    its exit handlers leaves an empty one); returns how many."""
+    folder = os.path.dirname(fault_file(0))
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        pid = name.removesuffix(".txt")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 FAILURE_ATTR = "_hpsearch_failure"
 RESTARTS_ATTR = "_hpsearch_node_restarts"
 

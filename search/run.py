@@ -267,6 +267,7 @@ def execute(
         status = "KILLED"
         raise
     finally:
+        faults.sweep()  # fault files of this node's trial processes that are gone
         result = finish(search, status, time.time() - started)
         if status == "FINISHED":
             rundir.prune_checkpoints(search.run_dir)

@@ -94,3 +94,18 @@ def test_rays_out_of_memory_error_becomes_an_actor_death_tune_handles():
     )
     other = ValueError("x")
     assert faults.as_actor_death(other) is other
+
+
+def test_fault_files_of_processes_that_are_gone_are_swept(tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for pid in (os.getpid(), gone.pid):
+        os.makedirs(os.path.dirname(fault_file(pid)), exist_ok=True)
+        open(fault_file(pid), "w").close()
+    assert faults.sweep() == 1
+    assert os.path.exists(fault_file(os.getpid())) and not os.path.exists(fault_file(gone.pid))
