@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,8 +172,9 @@ def cluster_python(jobs: Any, wait_s: float = 120.0, sleep: Any = time.sleep) ->
     return found
 
 
-def check_cluster_python(found: ClusterPython, tracking_uri: str) -> None:
-    """The cluster can run this search: the same hpsearch, and the tracking store's password if it has one.
+def check_cluster_python(found: ClusterPython, tracking_uri: str) -> list[str]:
+    """The cluster can run this search: the same hpsearch, and the tracking store's password if it has
+    one. Returns warnings (MLflow credentials here that the cluster lacks: the server may not need them).
 
     Raises:
         HpsearchError: what is missing, in one line (nothing is submitted).
@@ -184,9 +186,7 @@ def check_cluster_python(found: ClusterPython, tracking_uri: str) -> None:
         )
     parts = urlsplit(tracking_uri)
     server = parts.scheme in ("http", "https")
-    local_has = has_password(tracking_uri) or password_from_env() is not None
-    if server and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
-        local_has = True
+    local_has = has_password(tracking_uri) or (parts.username is not None and password_from_env() is not None)
     cluster_has = found.has_password or (server and found.has_mlflow_credentials)
     if local_has and not cluster_has:
         raise HpsearchError(
@@ -195,6 +195,12 @@ def check_cluster_python(found: ClusterPython, tracking_uri: str) -> None:
             + (", or MLflow's MLFLOW_TRACKING_USERNAME/PASSWORD" if server else "")
             + ") in the environment Ray runs in on the cluster's head node; nothing was submitted"
         )
+    if server and os.environ.get("MLFLOW_TRACKING_PASSWORD") and not cluster_has:
+        return [
+            "the cluster has no MLFLOW_TRACKING_USERNAME/PASSWORD (set here): if the MLflow server needs them, "
+            f"set them (or {PASSWORD_ENV}) where Ray runs on the head node"
+        ]
+    return []
 
 
 def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, cwd: Path) -> str:
@@ -203,7 +209,8 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
     from hpsearch.trainables import BUILTIN
 
     jobs = client(address)
-    check_cluster_python(cluster_python(jobs), tracking_uri)
+    for warning in check_cluster_python(cluster_python(jobs), tracking_uri):
+        print(f"hpsearch: warning: {warning}", file=sys.stderr)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     job_id = f"hpsearch-{spec.name}-{stamp}-{secrets.token_hex(2)}"
     runtime_env: dict[str, Any] = {}

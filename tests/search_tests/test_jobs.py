@@ -158,7 +158,15 @@ def test_submit_checks_the_clusters_hpsearch_and_password_first(monkeypatch):
     with pytest.raises(HpsearchError) as err:
         jobs.check_cluster_python(found, "postgresql://hp:canary-pw@db/m")
     assert "HPSEARCH_TRACKING_PASSWORD" in str(err.value) and "canary-pw" not in str(err.value)
-    jobs.check_cluster_python(jobs.ClusterPython(__version__, True, False), "postgresql://hp:canary-pw@db/m")
+    assert (
+        jobs.check_cluster_python(jobs.ClusterPython(__version__, True, False), "postgresql://hp:canary-pw@db/m") == []
+    )
+    # MLflow's own credentials here: the server may not need them on the cluster, so a warning only
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-here")
+    (warning,) = jobs.check_cluster_python(found, "http://mlflow:5000")
+    assert "MLFLOW_TRACKING_USERNAME/PASSWORD" in warning and "pw-here" not in warning
+    monkeypatch.setenv("HPSEARCH_TRACKING_PASSWORD", "pw-here")  # no user in the URI: not its password
+    assert jobs.check_cluster_python(found, "sqlite:////tmp/m.db") == []
     assert jobs.parse_check("Traceback ...\nModuleNotFoundError: No module named 'hpsearch'\n") is None
 
 
