@@ -65,22 +65,23 @@ def _exit_note(trial_id: str) -> str | None:
         return None
 
 
-def _fault_text(pid: str | None) -> str | None:
-    """What faulthandler wrote for ``pid`` (on this node), as one line: the error and where it struck."""
+def _fault_text(pid: str | None) -> tuple[bool, str | None]:
+    """Whether ``pid`` had a fault file on this node (every trial process makes one: so it ran here), and
+    what faulthandler wrote there, as one line: the error and where it struck."""
     if not pid or not pid.isdigit():
-        return None
+        return False, None
     path = fault_file(int(pid))
     try:
         with open(path) as f:
             text = f.read()
         os.unlink(path)
     except OSError:
-        return None
+        return False, None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        return None
+        return True, None
     where = next((line for line in lines if line.startswith("File ")), "")
-    return f"{lines[0]}{f' ({where})' if where else ''}"
+    return True, f"{lines[0]}{f' ({where})' if where else ''}"
 
 
 def _died_of(message: str, trial_id: str) -> str:
@@ -89,7 +90,7 @@ def _died_of(message: str, trial_id: str) -> str:
     if note:
         return note
     pid, ip = _field(message, "pid"), _field(message, "ip")
-    fault = _fault_text(pid)
+    here, fault = _fault_text(pid)
     if fault:
         return f"the trial's process died of a fatal signal: {fault}"
     if "OUT_OF_MEMORY" in message or "low on memory" in message or "OutOfMemory" in message:
@@ -97,10 +98,13 @@ def _died_of(message: str, trial_id: str) -> str:
             f"the trial's process was killed for using too much memory (Ray's memory monitor: the node"
             f"{f' {ip}' if ip else ''} ran low on memory)"
         )
-    return (
+    text = (
         "the trial's process was killed without an exit code or a Python error: SIGKILL, by the kernel's OOM "
         f"killer (look for 'Killed process {pid or ''}' in `dmesg`{f' on {ip}' if ip else ''}) or kill -9"
     )
+    if pid and pid.isdigit() and not here:  # it ran on another node: a fatal signal left its stack there
+        text += f"; or a fatal signal: then {fault_file(int(pid))}{f' on {ip}' if ip else ''} has its Python stack"
+    return text
 
 
 def classify(exc: BaseException | None, trial_id: str) -> Failure:

@@ -109,3 +109,17 @@ def test_fault_files_of_processes_that_are_gone_are_swept(tmp_path, monkeypatch)
         open(fault_file(pid), "w").close()
     assert faults.sweep() == 1
     assert os.path.exists(fault_file(os.getpid())) and not os.path.exists(fault_file(gone.pid))
+
+
+def test_a_death_on_another_node_says_where_a_fatal_signals_stack_would_be(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    failure = faults.classify(died(pid=31337), "t1")  # no fault file here: the process ran on another node
+    assert failure.kind == faults.PROCESS_DIED
+    assert failure.text.endswith(f"; or a fatal signal: then {fault_file(31337)} on 10.0.0.7 has its Python stack")
+    os.makedirs(os.path.dirname(fault_file(31338)), exist_ok=True)
+    open(fault_file(31338), "w").close()  # here, empty: SIGKILL on this node
+    here = faults.classify(died(pid=31338), "t1").text
+    assert "SIGKILL" in here and "or a fatal signal" not in here
