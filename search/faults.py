@@ -93,11 +93,6 @@ def _died_of(message: str, trial_id: str) -> str:
     here, fault = _fault_text(pid)
     if fault:
         return f"the trial's process died of a fatal signal: {fault}"
-    if "OUT_OF_MEMORY" in message or "low on memory" in message or "OutOfMemory" in message:
-        return (
-            f"the trial's process was killed for using too much memory (Ray's memory monitor: the node"
-            f"{f' {ip}' if ip else ''} ran low on memory)"
-        )
     text = (
         "the trial's process was killed without an exit code or a Python error: SIGKILL, by the kernel's OOM "
         f"killer (look for 'Killed process {pid or ''}' in `dmesg`{f' on {ip}' if ip else ''}) or kill -9"

@@ -56,7 +56,6 @@ class Journal:
         self.local = not rundir.is_uri(self.path)
         self.ops: list[Op] = []
         self._saved_at = 0.0
-        self._dirty = False
         self._on_storage = False  # (storage URI) whether a journal file may exist there
         self._lock = threading.Lock()
 
@@ -72,8 +71,6 @@ class Journal:
                     f.write(op.to_line() + "\n")
                     f.flush()
                     os.fsync(f.fileno())
-            else:
-                self._dirty = True
         if not self.local and time.monotonic() - self._saved_at >= self.SAVE_EVERY_S:
             self.save()
 
@@ -81,7 +78,7 @@ class Journal:
         """Write the pending ops (all of them: the file is replaced); no file when none is pending."""
         with self._lock:
             text = "".join(op.to_line() + "\n" for op in self.ops)
-            self._saved_at, self._dirty = time.monotonic(), False
+            self._saved_at = time.monotonic()
             if self.local:
                 path = Path(self.path)
                 if not text:

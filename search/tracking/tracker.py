@@ -109,8 +109,6 @@ class MlflowTracker:
         """Keep writes the store does not take in ``run_dir``'s journal (``hpsearch resume`` syncs what
         an earlier outage left there before it continues)."""
         self.journal = Journal.load(run_dir)
-        if len(self.journal):
-            self._offline_since = time.monotonic()  # replayed at the first turn of the tracking thread
 
     def sync(self, journal: Journal, experiment_id: str, parent_run_id: str) -> int:
         """Replay ``journal`` into the search's runs now, on this thread (``hpsearch sync``); return how many

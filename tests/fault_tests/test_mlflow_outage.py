@@ -16,28 +16,15 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.fault_tests.mlflow_server import MlflowServer
-from tests.helpers import hpsearch, start_hpsearch, write_spec
+from tests.fault_tests.specs import fault_spec
+from tests.helpers import hpsearch, start_hpsearch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 
 def spec_file(tmp_path: Path, name: str, trials: int, epochs: int, epoch_s: float, hold: Path | None = None) -> Path:
-    return write_spec(
-        tmp_path / f"{name}.yaml",
-        {
-            "name": name,
-            "trainable": "tests.fault_tests.trainables:slow_mlp",
-            "data": {"dataset": "digits"},
-            "space": {"units": {"choice": [32, 64]}, "epoch_s": epoch_s, **({"hold": str(hold)} if hold else {})},
-            "search": {
-                "num_trials": trials,
-                "max_concurrent": 2,
-                "report_interval_s": 0,
-                "sampler": {"seed": 0},
-                "scheduler": {"max_epochs": epochs, "grace_period": epochs, "reduction_factor": 2},
-            },
-        },
-    )
+    space = {"units": {"choice": [32, 64]}, "epoch_s": epoch_s, **({"hold": str(hold)} if hold else {})}
+    return fault_spec(tmp_path, name, "slow_mlp", space, trials=trials, epochs=epochs)
 
 
 def wait_for_finished_trial(client: MlflowClient, name: str, run, timeout_s: float = 180) -> None:

@@ -8,7 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.fault_tests.cluster import kill_node, local_cluster, trial_processes, worker_nodes
-from tests.helpers import start_hpsearch, write_spec
+from tests.fault_tests.specs import fault_spec
+from tests.helpers import start_hpsearch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
@@ -16,23 +17,10 @@ EPOCHS = 6
 
 
 def test_a_trial_whose_node_is_lost_continues_in_its_run_on_another_node(tmp_path):
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        {
-            "name": "fault-node-loss",
-            "trainable": "tests.fault_tests.trainables:slow_mlp",
-            "data": {"dataset": "digits"},
-            "space": {"units": {"choice": [32, 64]}, "epoch_s": 1.5},
-            "search": {
-                "num_trials": 3,
-                "max_concurrent": 3,
-                "report_interval_s": 0,
-                "checkpoint_min_interval_s": 0,
-                "sampler": {"seed": 0},
-                "scheduler": {"max_epochs": EPOCHS, "grace_period": EPOCHS, "reduction_factor": 2},
-            },
-        },
-    )
+    spec = fault_spec(
+        tmp_path, "fault-node-loss", "slow_mlp", {"units": {"choice": [32, 64]}, "epoch_s": 1.5}, trials=3,
+        epochs=EPOCHS, max_concurrent=3, checkpoint_min_interval_s=0,
+    )  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     with local_cluster(tmp_path / "home", workers=2) as (env, address, _, state):
         run = start_hpsearch(

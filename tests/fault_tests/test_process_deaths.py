@@ -5,7 +5,8 @@ on; no run stays RUNNING and every epoch that reached the search is in MLflow on
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import hpsearch, write_spec
+from tests.fault_tests.specs import fault_spec
+from tests.helpers import hpsearch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
@@ -17,22 +18,10 @@ CAUSES = {
 
 
 def test_a_trainable_that_kills_its_process_fails_with_its_cause_and_the_search_goes_on(tmp_path):
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        {
-            "name": "fault-process-deaths",
-            "trainable": "tests.fault_tests.trainables:ends_itself",
-            "data": {"dataset": "digits"},
-            "space": {"outcome": {"choice": ["ok", "exit", "abort", "sigkill"]}},
-            "search": {
-                "num_trials": 10,
-                "max_concurrent": 2,
-                "report_interval_s": 0,
-                "sampler": {"seed": 0, "n_startup_trials": 10},
-                "scheduler": {"max_epochs": 2, "grace_period": 2, "reduction_factor": 2},
-            },
-        },
-    )
+    spec = fault_spec(
+        tmp_path, "fault-process-deaths", "ends_itself", {"outcome": {"choice": ["ok", "exit", "abort", "sigkill"]}},
+        trials=10, epochs=2, sampler={"seed": 0, "n_startup_trials": 10},
+    )  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     run = hpsearch("run", spec, "--tracking-uri", uri, "--storage", tmp_path / "runs", cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr + run.stdout  # the search went on to its end
@@ -66,20 +55,8 @@ def test_a_trial_killed_by_rays_memory_monitor_fails_as_out_of_memory_and_the_se
     from ray._private.utils import get_system_memory, get_used_memory
 
     threshold = (get_used_memory() + 4 * 2**30) / get_system_memory()
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        {
-            "name": "fault-oom",
-            "trainable": "tests.fault_tests.trainables:eats_memory",
-            "data": {"dataset": "digits"},
-            "space": {"gib": {"choice": [8]}},
-            "search": {
-                "num_trials": 2,
-                "max_concurrent": 1,
-                "report_interval_s": 0,
-                "scheduler": {"max_epochs": 2, "grace_period": 2, "reduction_factor": 2},
-            },
-        },
+    spec = fault_spec(
+        tmp_path, "fault-oom", "eats_memory", {"gib": {"choice": [8]}}, trials=2, epochs=2, max_concurrent=1
     )
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     env = {"RAY_memory_usage_threshold": f"{threshold:.4f}"}
