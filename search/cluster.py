@@ -88,6 +88,23 @@ def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log: 
     raise HpsearchError(f"nothing answered on 127.0.0.1:{port} after {timeout_s:.0f} s; see {log}")
 
 
+STARTED_MARK = "Ray runtime started."
+
+
+def _wait_started(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
+    """Wait until `ray start` says its node runs (its raylet registered with the head). Nodes of one
+    machine start one after the other: two `ray start` at once choose the same socket and log names in
+    the session folder (``raylet.1``), and one raylet dies on "bind: Address already in use"."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if STARTED_MARK in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise HpsearchError(f"`ray start` exited with code {proc.returncode}; see {log}")
+        time.sleep(0.2)
+    raise HpsearchError(f"`ray start` did not start its node in {timeout_s:.0f} s; see {log}")
+
+
 def free_port() -> int:
     """A TCP port nothing on this machine listens on now."""
     with socket.socket() as s:
@@ -189,14 +206,15 @@ def up(
         procs.append(head)
         _wait_port(port, 60, head, log)
         _wait_port(dashboard_port, 60, head, log)
+        _wait_started(head, log)
         for i in range(workers):
             log = logs / f"worker{i + 1}.log"
             cmd = [_ray_bin(), "start", "--address", f"127.0.0.1:{port}", *common, *agent_port_args()]
-            procs.append(
-                subprocess.Popen(
-                    cmd, env=node_env(i + 1), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-                )
+            worker = subprocess.Popen(
+                cmd, env=node_env(i + 1), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
             )
+            procs.append(worker)
+            _wait_started(worker, log)
         _wait_nodes(f"127.0.0.1:{port}", 1 + workers, procs, logs, env)
     except BaseException:
         _stop([_record(psutil.Process(p.pid)) for p in procs if p.poll() is None], with_children=True)
