@@ -276,6 +276,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(problems)
     # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    from hpsearch import raysetup
+
+    raysetup.start_early(args.address, log_to_driver=args.ray_logs)  # while the rest is imported and set up
     from hpsearch.run import run_search
 
     result = run_search(

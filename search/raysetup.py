@@ -40,16 +40,86 @@ def snapshot_interval_s() -> float:
     return float(os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", TUNE_ENV["TUNE_GLOBAL_CHECKPOINT_S"]))
 
 
+_early: dict[str, Any] = {}  # the init_ray that start_early began: its thread, and what it raised
+
+
+def start_early(address: str | None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
+    """Begin :func:`init_ray` in a background thread; the next :func:`init_ray` waits for it (and raises
+    what it raised). A command calls this as soon as its input is valid: Ray's processes (~4 s to start
+    here, mostly waiting on them) then start while this process imports Tune, Optuna and MLflow and opens
+    the tracking store. From a thread, ``ray.init`` also leaves the SIGTERM handler alone: the CLI's
+    (SIGTERM ends the search as Ctrl-C does) stays in place."""
+    import threading
+
+    import ray  # noqa: F401 - imported here, before the thread: not by two threads at once
+
+    started = threading.Event()
+
+    def target() -> None:
+        try:
+            _init(address, num_cpus, log_to_driver)
+        except BaseException as exc:  # noqa: BLE001 - handed to init_ray, in the main thread
+            _early["error"] = exc
+        started.set()
+        # Ray starts its local processes with PR_SET_PDEATHSIG, which the kernel sends when the *thread*
+        # that started them ends: this one lives as long as the process (a daemon, it does not hold
+        # the exit up), or the GCS and raylet would be killed as soon as it returned.
+        threading.Event().wait()
+
+    thread = threading.Thread(target=target, name="hpsearch-ray-init", daemon=True)
+    _early.clear()
+    _early["started"] = started
+    thread.start()
+
+
+class _NotFromThread(logging.Filter):
+    """Ray's "SIGTERM handler is not set because current thread is not the main thread": by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+logging.getLogger("ray._private.worker").addFilter(_NotFromThread())
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
-    """Join the Ray cluster at ``address``, or start a fresh local Ray (``address=None``).
+    """Join the Ray cluster at ``address``, or start a fresh local Ray (``address=None``); if
+    :func:`start_early` began that already, wait for it.
 
     Raises:
         HpsearchError: the cluster cannot be joined (the message says what to set for token auth).
     """
+    started = _early.pop("started", None)
+    if started is not None:
+        started.wait()
+        error = _early.pop("error", None)
+        if error is not None:
+            raise error
+    _init(address, num_cpus, log_to_driver)
+
+
+def _init(address: str | None, num_cpus: int | None, log_to_driver: bool) -> None:
+    import signal
+    import threading
+
     import ray
 
     if ray.is_initialized():
         return
+    # ray.init in the main thread replaces the SIGTERM handler with sys.exit: a search told to stop
+    # would end FAILED, without its summary. hpsearch's own handler (if any) is put back.
+    in_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if in_main else None
+    try:
+        _connect(address, num_cpus, log_to_driver)
+    finally:
+        if in_main and callable(sigterm):
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _connect(address: str | None, num_cpus: int | None, log_to_driver: bool) -> None:
+    import ray
+
     kwargs: dict[str, Any] = dict(log_to_driver=log_to_driver, logging_level=logging.WARNING)
     if address:
         try:

@@ -20,16 +20,38 @@ def _run(*args: str, timeout: float = 600) -> str:
     return result.stdout
 
 
-def test_overhead_benchmark_compares_the_four_variants():
-    out = _run("benchmarks.overhead", "--trials", "3")
-    for name in ("hpsearch run (MLflow on)", "Ray Tune defaults", "reuse_actors", "in-process Optuna"):
-        assert name in out
-    last = out.strip().splitlines()[-1]
-    match = re.fullmatch(r"ratio_vs_tuned_raytune=(\S+) ratio_vs_optuna=(\S+) utilisation_a=(\S+)", last)
-    assert match and all(float(v) > 0 for v in match.groups()), last
-    row = next(line for line in out.splitlines() if line.startswith("a  hpsearch run"))
-    reported = re.search(r"(\d+)/(\d+)", row)
+LAST_LINE = (
+    r"ratio_vs_tuned_raytune=(\S+) ratio_vs_optuna=(\S+) ratio_vs_optuna_threads=(\S+) "
+    r"command_ratio_vs_optuna_threads=(\S+) first_epoch_a=(\S+) utilisation_a=(\S+)"
+)
+
+
+def _check_rows(out: str, variants: str) -> None:
+    rows = {line[0]: line for line in out.splitlines() if re.match(r"[a-e]  \S", line)}
+    assert sorted(rows) == sorted(variants), out
+    for row in rows.values():
+        wall, command, first = (float(x) for x in row[47:].split()[:3])
+        assert 0 < first < command and 0 < wall < command, row  # the command holds the search and its first epoch
+    reported = re.search(r"(\d+)/(\d+)", rows["a"])
     assert reported and reported.group(1) == reported.group(2)  # every metric point reached MLflow
+
+
+def test_overhead_benchmark_compares_the_five_variants():
+    out = _run("benchmarks.overhead", "--trials", "3")
+    names = ("hpsearch run (MLflow on)", "Ray Tune defaults", "reuse_actors", "in-process Optuna", "n_jobs threads")
+    assert all(name in out for name in names)
+    _check_rows(out, "abcde")
+    match = re.fullmatch(LAST_LINE, out.strip().splitlines()[-1])
+    assert match and all(float(v) > 0 for v in match.groups()), out
+
+
+def test_overhead_benchmark_realistic_workload_against_threaded_optuna():
+    out = _run("benchmarks.overhead", "--workload", "realistic", "--trials", "2", "--variants", "ae")
+    assert "realistic workload, 2 trials" in out
+    _check_rows(out, "ae")
+    match = re.fullmatch(LAST_LINE, out.strip().splitlines()[-1])
+    assert match, out
+    assert float(match.group(3)) > 0 and float(match.group(4)) > 0 and match.group(1) == "nan", out
 
 
 def test_overhead_benchmark_scale_mode():

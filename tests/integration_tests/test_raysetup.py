@@ -15,3 +15,34 @@ def test_the_autoscaler_config_is_read_where_ray_keeps_it(ray_session):
     assert autoscaling_groups() == []  # a local Ray has no autoscaler
     view = cluster_view()
     assert len(view.nodes) == 1 and view.nodes[0][1]["CPU"] >= 1 and view.groups == []
+
+
+EARLY = """
+import os, signal, sys, time
+handler = lambda *_: None
+signal.signal(signal.SIGTERM, handler)
+from hpsearch import raysetup
+raysetup.start_early(None, num_cpus=1)
+import ray
+raysetup.init_ray(None, num_cpus=1)
+time.sleep(2)  # Ray's processes outlive the thread's call (they die with the thread that started them)
+print("nodes", sum(n["Alive"] for n in ray.nodes()))
+print("task", ray.get(ray.remote(lambda: os.getpid()).remote()) != os.getpid())
+print("sigterm kept", signal.getsignal(signal.SIGTERM) is handler)
+"""
+
+
+def test_ray_started_early_in_a_thread_stays_up_and_leaves_the_sigterm_handler(tmp_path):
+    """`hpsearch run` starts Ray in a background thread while it imports the rest: Ray's processes must
+    live on after that thread's ``ray.init`` returned, and the CLI's SIGTERM handler must stay."""
+    import subprocess
+    import sys
+
+    from tests.helpers import cli_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:3] == ["nodes 1", "task True", "sigterm kept True"], done.stdout + done.stderr
+    assert "SIGTERM handler is not set" not in done.stderr

@@ -1,0 +1,58 @@
+"""`raysetup.start_early`: what the background start raised is raised where the search waits for Ray."""
+
+import pytest
+
+from hpsearch import raysetup
+from hpsearch.errors import HpsearchError
+
+
+def test_an_early_start_that_failed_raises_its_error_in_init_ray(monkeypatch):
+    calls = []
+
+    def failing(address, num_cpus, log_to_driver):
+        calls.append(address)
+        raise HpsearchError(f"cannot join the Ray cluster at {address}: refused")
+
+    monkeypatch.setattr(raysetup, "_init", failing)
+    raysetup.start_early("127.0.0.1:1")
+    with pytest.raises(HpsearchError, match="cannot join the Ray cluster at 127.0.0.1:1"):
+        raysetup.init_ray("127.0.0.1:1")
+    assert calls == ["127.0.0.1:1"]  # the wait did not start Ray a second time after the failure
+
+
+def test_init_ray_without_an_early_start_starts_it_itself(monkeypatch):
+    calls = []
+    monkeypatch.setattr(raysetup, "_init", lambda *args: calls.append(args))
+    raysetup.init_ray("127.0.0.1:6379", None, True)
+    assert calls == [("127.0.0.1:6379", None, True)]
+
+
+def test_an_early_start_is_waited_for_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(raysetup, "_init", lambda *args: calls.append(args))
+    raysetup.start_early(None, 2, False)
+    raysetup.init_ray(None, 2, False)  # waits for the thread's start, then _init (which finds Ray up)
+    assert calls == [(None, 2, False)] * 2
+    raysetup.init_ray(None, 2, False)  # nothing pending any more: _init alone
+    assert calls == [(None, 2, False)] * 3
+
+
+def test_init_ray_in_the_main_thread_keeps_the_sigterm_handler(monkeypatch):
+    """``ray.init`` sets SIGTERM to ``sys.exit`` (a stopped search would end FAILED, without its
+    summary): the handler the CLI set is put back."""
+    import signal
+    import sys
+
+    def ray_init_like(*args):  # what ray.init does to SIGTERM in the main thread
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+
+    def ours(signum, frame):
+        pass
+
+    monkeypatch.setattr(raysetup, "_connect", ray_init_like)
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        raysetup.init_ray(None)
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
