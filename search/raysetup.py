@@ -23,6 +23,11 @@ TUNE_ENV = {
     # Tune's automatic per-trial JSON/CSV/TensorBoard loggers: MLflow already records every result
     # (BENCHMARKS.md: they cost the driver CPU and memory that the trials then lack)
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # Ray's C++ failure-signal handler in the driver: it logs a stack for SIGTERM, which hpsearch
+    # handles itself (the search ends as with Ctrl-C), and then aborts the process at exit (exit 134
+    # after a clean interrupt). Trial processes keep hpsearch's own record of fatal signals
+    # (hpsearch.trainables.exits: faulthandler).
+    "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
 }
 
 
@@ -51,6 +56,7 @@ def start_early(address: str | None, num_cpus: int | None = None, log_to_driver:
     (SIGTERM ends the search as Ctrl-C does) stays in place."""
     import threading
 
+    configure_tune()  # before Ray is imported and its processes start (they inherit the environment)
     import ray  # noqa: F401 - imported here, before the thread: not by two threads at once
 
     started = threading.Event()

@@ -36,9 +36,9 @@ def resume_search(
         HpsearchError: the run directory cannot be read, or Tune has no state to restore there.
         TrackingError: the search's MLflow store cannot be used.
     """
+    raysetup.configure_tune()  # before Ray is imported (some of its settings are read then)
     from ray import tune
 
-    raysetup.configure_tune()
     location = rundir.normalise(run_dir)
     meta = rundir.read_meta(location)
     spec = load_spec_text(meta.spec, source=f"{location}/{rundir.META_FILE}")

@@ -178,9 +178,9 @@ def run_search(
         HpsearchError: Ray cannot be joined, or the cluster can never run a trial.
         KeyboardInterrupt: the search was interrupted (its results so far are written first).
     """
+    raysetup.configure_tune()  # before Ray is imported (some of its settings are read then)
     from ray import tune
 
-    raysetup.configure_tune()
     uri = connectable(tracking_uri or spec.tracking.uri or default_tracking_uri())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_name = run_name or f"{spec.name}-{stamp}"
