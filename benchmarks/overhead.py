@@ -19,6 +19,7 @@ and e's, and a's median command over e's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -116,6 +117,10 @@ def _tune_trainable(config: dict, workload: str) -> None:
     w.fit({**load.fixed, **config}, w.load(workload), load.max_epochs, lambda metrics, state=None: tune.report(metrics))
 
 
+def _define_by_run(trial: Any, workload: str) -> None:
+    w.suggest(trial, w.WORKLOADS[workload])
+
+
 def run_tune(trials: int, seed: int, folder: Path, workload: w.Workload, reuse_actors: bool) -> dict:
     import optuna
     import ray
@@ -129,11 +134,8 @@ def run_tune(trials: int, seed: int, folder: Path, workload: w.Workload, reuse_a
     ray_init = time.perf_counter() - t0
     uri = f"sqlite:///{folder / 'mlruns.db'}"
 
-    def define_by_run(trial: Any) -> None:
-        w.suggest(trial, workload)
-
     searcher = OptunaSearch(
-        space=define_by_run,
+        space=functools.partial(_define_by_run, workload=workload.name),  # picklable: Tune saves the searcher
         metric=w.METRIC,
         mode=w.MODE,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10),
