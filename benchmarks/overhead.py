@@ -80,6 +80,7 @@ def run_a(
 
     def capture(result: Any) -> int:
         timing["written"] = time.perf_counter()
+        timing["summary_at"] = time.time()
         captured["result"] = result
         return outcome(result)
 
@@ -100,6 +101,7 @@ def run_a(
         "points_reported": sum(r.epochs for r in records),
         "points_in_mlflow": _mlflow_points(uri, "bench-overhead"),
         "states": result.counts,
+        "summary_at": timing["summary_at"],  # wall-clock: when the summary was printed
         "tracking_errors": len(result.tracking_errors),
         "windows": [
             (r.started, r.ended, r.metrics.get("compute_s", 0.0)) for r in sorted(records, key=lambda r: r.index)
@@ -319,6 +321,8 @@ def spawn(
         raise RuntimeError(f"variant {variant} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(out.read_text())
     result["command_s"] = command
+    if "summary_at" in result:  # a: the summary's time, and what the command still took after it
+        result["after_summary_s"] = t0 + command - result["summary_at"]
     stamps = [float(line) for line in first.read_text().split()]
     result["first_epoch_s"] = min(stamps) - t0 if stamps else None
     out.unlink()
@@ -336,7 +340,8 @@ def compare(trials: int, repeats: int, seed: int, variants: str, workload: str =
             print(
                 f"  repeat {r + 1} {v}: wall {result['wall_s']:.1f} s, command {result['command_s']:.1f} s, "
                 f"first epoch {_num(result['first_epoch_s'], 1)} s, compute {result['compute_s']:.1f} s, "
-                f"epochs {result['epochs']}, utilisation {result['utilisation']:.2f}, best {result['best']}",
+                f"epochs {result['epochs']}, utilisation {result['utilisation']:.2f}, best {result['best']}"
+                + (f", after the summary {result['after_summary_s']:.2f} s" if "after_summary_s" in result else ""),
                 flush=True,
             )
     return runs

@@ -258,6 +258,7 @@ def execute(
         tuner = make_tuner(search)
         search.ledger.listeners = listeners  # the new ledger, or the one Tune restored
         tuner.fit()
+        raysetup.release_early()  # a command's own local Ray stops while the results are written
         search.tracker.wait_ready()  # a store that failed after the last trial started
         finished = sum(1 for r in search.ledger.records.values() if r.state != "running")
         budget = spec.search.time_budget_s

@@ -29,12 +29,22 @@ time.sleep(2)  # Ray's processes outlive the thread's call (they die with the th
 print("nodes", sum(n["Alive"] for n in ray.nodes()))
 print("task", ray.get(ray.remote(lambda: os.getpid()).remote()) != os.getpid())
 print("sigterm kept", signal.getsignal(signal.SIGTERM) is handler)
+import psutil
+ray_processes = psutil.Process().children(recursive=True)
+raysetup.release_early()  # the search is over: Ray stops in the background
+deadline = time.time() + 60
+while ray.is_initialized() and time.time() < deadline:
+    time.sleep(0.1)
+print("released", not ray.is_initialized())
+gone, alive = psutil.wait_procs(ray_processes, timeout=30)
+print("processes left", [p.name() for p in alive])
 """
 
 
 def test_ray_started_early_in_a_thread_stays_up_and_leaves_the_sigterm_handler(tmp_path):
     """`hpsearch run` starts Ray in a background thread while it imports the rest: Ray's processes must
-    live on after that thread's ``ray.init`` returned, and the CLI's SIGTERM handler must stay."""
+    live on after that thread's ``ray.init`` returned, and the CLI's SIGTERM handler must stay. When
+    the search is over, that Ray stops in the background, every process of it."""
     import subprocess
     import sys
 
@@ -44,5 +54,8 @@ def test_ray_started_early_in_a_thread_stays_up_and_leaves_the_sigterm_handler(t
         [sys.executable, "-c", EARLY], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[:3] == ["nodes 1", "task True", "sigterm kept True"], done.stdout + done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[:5] == ["nodes 1", "task True", "sigterm kept True", "released True", "processes left []"], (
+        done.stdout + done.stderr
+    )
     assert "SIGTERM handler is not set" not in done.stderr

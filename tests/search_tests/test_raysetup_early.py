@@ -56,3 +56,16 @@ def test_init_ray_in_the_main_thread_keeps_the_sigterm_handler(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is ours
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_release_stops_only_the_ray_a_command_started_itself(monkeypatch):
+    """A Ray the caller started (tests, a notebook) or a cluster the search joined stays up."""
+    import threading
+
+    monkeypatch.setattr(raysetup, "_init", lambda *args: None)
+    raysetup._early.clear()
+    raysetup.release_early()  # nothing started early: nothing to stop
+    raysetup.start_early("127.0.0.1:6379")
+    raysetup.init_ray("127.0.0.1:6379")
+    raysetup.release_early()  # a cluster: the driver only leaves it at exit, as before
+    assert not [t for t in threading.enumerate() if t.name == "hpsearch-ray-shutdown"]
