@@ -53,6 +53,7 @@ class Workload:
     fixed: dict[str, Any]  # settings of the flat config not searched
     max_epochs: int
     trials: int  # the default number of trials
+    trainable: str = "fit"  # this module's function variant a runs
 
     @property
     def space(self) -> dict[str, Any]:
@@ -78,6 +79,7 @@ WORKLOADS = {
         REALISTIC_FIXED,
         8,
         16,
+        "fit_realistic",
     ),
 }
 
@@ -85,7 +87,7 @@ WORKLOADS = {
 def spec_data(num_trials: int, seed: int, workload: Workload = WORKLOADS["tiny"]) -> dict[str, Any]:
     return {
         "name": "bench-overhead",
-        "trainable": f"benchmarks.workload:fit_{workload.name}",
+        "trainable": f"benchmarks.workload:{workload.trainable}",
         "data": dict(workload.data),
         "space": workload.space,
         "search": {
@@ -174,14 +176,6 @@ def fit(
     return train_model("mlp", train_config(config), data, epochs, timed, seed, resume, checkpoint_every)
 
 
-def fit_tiny(
-    config: dict[str, Any], data: Any, epochs: int, report: Any, seed: int = 0,
-    resume: dict[str, Any] | None = None, checkpoint_every: int = 0,
-) -> Any:  # fmt: skip
-    """The ``tiny`` workload's trainable (hpsearch's custom-trainable contract)."""
-    return fit(config, data, epochs, report, seed, resume, checkpoint_every)
-
-
 def fit_realistic(
     config: dict[str, Any], data: Any, epochs: int, report: Any, seed: int = 0,
     resume: dict[str, Any] | None = None, checkpoint_every: int = 0,
@@ -196,7 +190,3 @@ def load(name: str = "tiny") -> Any:
     from hpsearch.trainables.data import load_data
 
     return load_data(WORKLOADS[name].data)
-
-
-def digits() -> Any:
-    return load("tiny")

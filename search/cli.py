@@ -277,11 +277,10 @@ def _run(args: argparse.Namespace) -> int:
     # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     from hpsearch import raysetup
-    from hpsearch.redact import connectable
-    from hpsearch.tracking.store import check_reachable, default_tracking_uri
+    from hpsearch.tracking.store import check_reachable, search_uri
 
     # A server that does not answer fails the command before Ray starts (run_search checks again).
-    check_reachable(connectable(args.tracking_uri or spec.tracking.uri or default_tracking_uri()))
+    check_reachable(search_uri(args.tracking_uri, spec.tracking.uri))
     raysetup.start_early(args.address, log_to_driver=args.ray_logs)  # while the rest is imported and set up
     from hpsearch.run import run_search
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from hpsearch import faults, raysetup, rundir
 from hpsearch.ledger import Ledger, TrialRecord
 from hpsearch.progress import ProgressPrinter
-from hpsearch.redact import connectable, redact, strip_password
+from hpsearch.redact import redact, strip_password
 from hpsearch.searcher import SpaceSearch, optuna_search
 from hpsearch.spec import JobSpec
-from hpsearch.tracking.store import check_reachable, default_tracking_uri
+from hpsearch.tracking.store import check_reachable, search_uri
 from hpsearch.tracking.tags import BEST_PREFIX, BEST_TRIAL, OVERRIDES, RUN_DIR, STATUS
 from hpsearch.tracking.tracker import MlflowTracker, flatten
 from hpsearch.trainables import BUILTIN
@@ -181,7 +181,7 @@ def run_search(
     raysetup.configure_tune()  # before Ray is imported (some of its settings are read then)
     from ray import tune
 
-    uri = connectable(tracking_uri or spec.tracking.uri or default_tracking_uri())
+    uri = search_uri(tracking_uri, spec.tracking.uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_name = run_name or f"{spec.name}-{stamp}"
     storage_path = str(storage or "hpsearch_results")

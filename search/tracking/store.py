@@ -120,6 +120,14 @@ def new_sqlite_store(tracking_uri: str, cache: Path | None = None) -> bool:
     return True
 
 
+def search_uri(given: str | None, spec_uri: str | None) -> str:
+    """The store a search writes to: ``--tracking-uri``, else the spec's ``tracking.uri``, else the
+    default; credentials in an ``http://`` URI moved to MLflow's variables (:func:`connectable`)."""
+    from hpsearch.redact import connectable
+
+    return connectable(given or spec_uri or default_tracking_uri())
+
+
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, before anything starts, when an MLflow server does not answer
     (MLflow's own client retries for minutes)."""

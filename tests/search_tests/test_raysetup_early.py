@@ -59,13 +59,30 @@ def test_init_ray_in_the_main_thread_keeps_the_sigterm_handler(monkeypatch):
 
 
 def test_release_stops_only_the_ray_a_command_started_itself(monkeypatch):
-    """A Ray the caller started (tests, a notebook) or a cluster the search joined stays up."""
+    """A Ray the caller started (tests, a notebook) or a cluster the search joined stays up; the local
+    Ray a command started early is shut down once, in a thread."""
     import threading
 
+    import ray
+
+    stopped = []
     monkeypatch.setattr(raysetup, "_init", lambda *args: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: stopped.append(threading.current_thread().name))
+
+    def released() -> list[str]:
+        for t in threading.enumerate():
+            if t.name == "hpsearch-ray-shutdown":
+                t.join(timeout=10)
+        return stopped
+
     raysetup._early.clear()
     raysetup.release_early()  # nothing started early: nothing to stop
     raysetup.start_early("127.0.0.1:6379")
     raysetup.init_ray("127.0.0.1:6379")
     raysetup.release_early()  # a cluster: the driver only leaves it at exit, as before
-    assert not [t for t in threading.enumerate() if t.name == "hpsearch-ray-shutdown"]
+    assert released() == []
+    raysetup.start_early(None)
+    raysetup.init_ray(None)
+    raysetup.release_early()
+    raysetup.release_early()  # once only
+    assert released() == ["hpsearch-ray-shutdown"]
