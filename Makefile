@@ -55,7 +55,10 @@ typecheck: $(DEV_STAMP)
 	cp -rs $(CURDIR)/trainables build/typecheck/hpsearch/trainables
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p hpsearch
 
-# The quickstart and the fast tests on Python 3.12 and 3.13, each in a venv of its own.
+# The quickstart and the fast tests on Python 3.12 and 3.13, each in a venv of its own (about 7 GB
+# each: torch from PyPI for these Pythons is a CUDA build). DROP_COMPAT_VENVS=1 removes each venv once
+# its tests pass, so the disk holds at most one of them (CI does this).
+DROP_COMPAT_VENVS ?=
 compat:
 	$(MAKE) --no-print-directory compat-one PYVER=3.12
 	$(MAKE) --no-print-directory compat-one PYVER=3.13
@@ -64,6 +67,7 @@ compat-one:
 	@test -n "$(call find_python,$(PYVER))" || { echo "python$(PYVER) not found"; exit 1; }
 	$(MAKE) --no-print-directory run test-fast VENV=.venv-py$(PYVER) PYTHON=$(call find_python,$(PYVER)) \
 		PYTEST_ADDOPTS="-p no:cacheprovider"
+	$(if $(DROP_COMPAT_VENVS),rm -rf .venv-py$(PYVER))
 
 # Regenerate constraints.txt from the current .venv (after changing a version on purpose).
 constraints: $(DEV_STAMP)
