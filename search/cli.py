@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     p.add_argument("--ray-logs", action="store_true", help="also show Ray's own logs and trial tracebacks")
     p.add_argument("--run-name", help="name of the run directory under --storage (default NAME-TIMESTAMP)")
+    p.add_argument(
+        "--warm-start",
+        metavar="EXPERIMENT",
+        help="seed the search with the finished trials of this MLflow experiment (sets search.warm_start)",
+    )
 
     p = sub.add_parser(
         "sync", help="write to MLflow what a search kept in its run directory while the tracking store was away"
@@ -274,6 +279,10 @@ def _run(args: argparse.Namespace) -> int:
     spec = _load(args.spec)  # validated before anything starts
     if args.tracking_uri and (problems := check_tracking_uri(args.tracking_uri)):
         raise UsageError(problems)
+    if args.warm_start is not None:
+        if not args.warm_start:
+            raise UsageError([("--warm-start", "needs an experiment name, got ''")])
+        spec = spec.model_copy(update={"search": spec.search.model_copy(update={"warm_start": args.warm_start})})
     # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     from hpsearch import raysetup
@@ -281,6 +290,10 @@ def _run(args: argparse.Namespace) -> int:
 
     # A server that does not answer fails the command before Ray starts (run_search checks again).
     check_reachable(search_uri(args.tracking_uri, spec.tracking.uri))
+    if spec.search.warm_start:  # an experiment that is not there fails the command before Ray starts
+        from hpsearch.warmstart import find_experiment
+
+        find_experiment(search_uri(args.tracking_uri, spec.tracking.uri), spec.search.warm_start)
     raysetup.start_early(args.address, log_to_driver=args.ray_logs)  # while the rest is imported and set up
     from hpsearch.run import run_search
 

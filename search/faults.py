@@ -26,17 +26,25 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hpsearch.protocol import EXIT_NOTE_NAMESPACE, exit_note_key, fault_file
+from hpsearch.protocol import EXIT_NOTE_NAMESPACE, TrialDiverged, exit_note_key, fault_file
 
 NODE_LOST = "node_lost"
 PROCESS_DIED = "process_died"
 RAISED = "raised"
+DIVERGED = "diverged"  # the trainable raised TrialDiverged: the loss became NaN/inf
 
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # NODE_LOST | PROCESS_DIED | RAISED
+    kind: str  # NODE_LOST | PROCESS_DIED | RAISED | DIVERGED
     text: str  # one readable line (for process deaths and node losses); "" for exceptions
+    out_of_memory: bool = False  # the config asked for more memory than there is (host or GPU)
+
+    @property
+    def blames_config(self) -> bool:
+        """Whether the config itself caused it (it diverged, or ran out of memory), so the searcher should
+        steer away from it; a lost node, a bug or a crash says nothing about the config."""
+        return self.kind == DIVERGED or self.out_of_memory
 
 
 def _ray_errors() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:
@@ -111,8 +119,11 @@ def classify(exc: BaseException | None, trial_id: str) -> Failure:
         cause: Any = exc.as_instanceof_cause()  # type: ignore[attr-defined]
         if isinstance(cause, (actor_died, unavailable)):
             exc = cause
-        else:
-            return Failure(RAISED, "")
+        elif isinstance(cause, TrialDiverged):
+            return Failure(DIVERGED, "")
+        else:  # torch.OutOfMemoryError (CUDA) is the config's doing: its model or batch is too big
+            names = {c.__name__ for c in type(getattr(exc, "cause", None) or cause).__mro__}
+            return Failure(RAISED, "", out_of_memory="OutOfMemoryError" in names)
     message = str(exc)
     if isinstance(exc, unavailable):
         note = _exit_note(trial_id)  # the process may have ended itself just before the connection broke
@@ -122,7 +133,8 @@ def classify(exc: BaseException | None, trial_id: str) -> Failure:
     if isinstance(exc, actor_died):
         if OOM_MARK in message:  # Ray's memory monitor killed it (see install): the trainable's memory
             detail = next((line.strip() for line in message.splitlines() if "Memory on the node" in line), "")
-            return Failure(PROCESS_DIED, f"the trial's process was killed for using too much memory: {detail[:300]}")
+            text = f"the trial's process was killed for using too much memory: {detail[:300]}"
+            return Failure(PROCESS_DIED, text, out_of_memory=True)
         if getattr(exc, "preempted", False) or re.search(r"node (has )?died|node .*(is )?dead", message, re.I):
             return Failure(NODE_LOST, "its node was lost (" + _first(message) + ")")
         return Failure(PROCESS_DIED, _died_of(message, trial_id))
@@ -173,6 +185,14 @@ def failure_of(trial: Any) -> Failure | None:
     return getattr(trial, FAILURE_ATTR, None)
 
 
+_by_trial_id: dict[str, Failure] = {}
+
+
+def take_failure(trial_id: str) -> Failure | None:
+    """The classified failure that ended trial ``trial_id``, once (Tune tells its searcher only the id)."""
+    return _by_trial_id.pop(trial_id, None)
+
+
 OOM_MARK = "Worker exit type: NODE_OUT_OF_MEMORY"
 
 
@@ -221,6 +241,7 @@ def install(max_node_restarts: int) -> None:
                 )
                 self.run_metadata.num_failures = max(self.max_failures, 0) + 1
         setattr(self, FAILURE_ATTR, failure)
+        _by_trial_id[self.trial_id] = failure
 
     handle_error._hpsearch = True  # type: ignore[attr-defined]
     Trial.handle_error = handle_error  # type: ignore[method-assign]
@@ -228,4 +249,14 @@ def install(max_node_restarts: int) -> None:
 
 _limit: dict[str, int] = {"max_node_restarts": 3}
 
-__all__ = ["NODE_LOST", "PROCESS_DIED", "RAISED", "Failure", "classify", "failure_of", "install"]
+__all__ = [
+    "DIVERGED",
+    "NODE_LOST",
+    "PROCESS_DIED",
+    "RAISED",
+    "Failure",
+    "classify",
+    "failure_of",
+    "install",
+    "take_failure",
+]

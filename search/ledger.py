@@ -17,7 +17,7 @@ from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from hpsearch.faults import NODE_LOST, RAISED, failure_of
+from hpsearch.faults import NODE_LOST, PROCESS_DIED, failure_of
 from hpsearch.protocol import EARLIER, TrialDiverged
 
 STATES = ("completed", "stopped_early", "diverged", "failed")
@@ -146,7 +146,7 @@ class Ledger(Callback):
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         rec = self.records[trial.trial_id]
         failure = failure_of(trial)
-        if failure is not None and failure.kind != RAISED:  # its process or its node died: say how
+        if failure is not None and failure.kind in (NODE_LOST, PROCESS_DIED):  # its process or its node died: say how
             rec.error = f"{'NodeLost' if failure.kind == NODE_LOST else 'ProcessDied'}: {failure.text}"
             self._end(rec, "failed")
             return

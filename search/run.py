@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch import faults, raysetup, rundir
+from hpsearch import faults, raysetup, rundir, warmstart
 from hpsearch.ledger import Ledger, TrialRecord
 from hpsearch.progress import ProgressPrinter
 from hpsearch.redact import redact, strip_password
 from hpsearch.searcher import SpaceSearch, optuna_search
 from hpsearch.spec import JobSpec
 from hpsearch.tracking.store import check_reachable, search_uri
-from hpsearch.tracking.tags import BEST_PREFIX, BEST_TRIAL, OVERRIDES, RUN_DIR, STATUS
+from hpsearch.tracking.tags import BEST_PREFIX, BEST_TRIAL, OVERRIDES, RUN_DIR, STATUS, WARM_START, WARM_START_TRIALS
 from hpsearch.tracking.tracker import MlflowTracker, flatten
 from hpsearch.trainables import BUILTIN
+from hpsearch.warmstart import WarmStart
 
 if TYPE_CHECKING:
     from ray.tune import Tuner
@@ -52,6 +53,7 @@ class SearchResult:
     searcher_states: dict[str, int] = field(default_factory=dict)  # Optuna's view: COMPLETE / FAIL / ...
     pending_writes: int = 0  # MLflow writes kept in the run directory's journal (the store was away)
     journal: str | None = None
+    warm_start: WarmStart | None = None  # what seeded the study (search.warm_start)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Search:
     tracker: MlflowTracker
     ledger: Ledger
     searcher: SpaceSearch | None = None
+    warm_start: WarmStart | None = None
 
 
 def asha_scheduler(spec: JobSpec) -> ASHAScheduler:
@@ -191,23 +194,29 @@ def run_search(
 
     check_reachable(uri)
     searcher = optuna_search(spec)
+    warm: WarmStart | None = None
+    if spec.search.warm_start:
+        prior, warm = warmstart.read(uri, spec.search.warm_start, spec)
+        searcher.add_prior(prior)
     tracker = tracker_for(spec, uri)
     tracker.use_journal(run_dir)  # what the store does not take while it is away waits there
     spec_text = redact(spec.source_text or json.dumps(spec.model_dump(), indent=2))
     # The run directory records the store without its password: resume takes it from the environment.
     meta = lambda: rundir.RunMeta(spec_text, strip_password(uri), tracker.experiment_id, tracker.parent_run_id)  # noqa: E731
+    tags = {RUN_DIR: run_dir}
+    artifacts = {"spec.yaml": spec_text, "space.json": json.dumps(spec.search_space.to_data(), indent=2)}
+    if warm is not None:  # where the prior trials came from
+        tags.update({WARM_START: warm.experiment, WARM_START_TRIALS: str(warm.trials)})
+        artifacts["warm_start.json"] = json.dumps(warm.to_data(), indent=2)
     tracker.start(
         run_name=f"search {stamp}",
         params=spec_params(spec),
-        tags={RUN_DIR: run_dir},
-        artifacts={
-            "spec.yaml": spec_text,
-            "space.json": json.dumps(spec.search_space.to_data(), indent=2),
-        },
+        tags=tags,
+        artifacts=artifacts,
         on_ready=lambda: rundir.write_meta(run_dir, meta()),  # what `hpsearch resume` reads
     )
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
-    search = Search(spec, uri, run_dir, tracker, ledger, searcher)
+    search = Search(spec, uri, run_dir, tracker, ledger, searcher, warm)
 
     def make_tuner(search: Search) -> Tuner:
         return tune.Tuner(
@@ -326,6 +335,7 @@ def finish(search: Search, status: str, wall: float) -> SearchResult:
         num_trials=spec.search.num_trials,
         pending_writes=search.tracker.pending_writes,
         journal=search.tracker.journal.path if search.tracker.journal is not None else None,
+        warm_start=search.warm_start,
     )
 
 

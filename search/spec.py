@@ -52,6 +52,9 @@ class SamplerSpec(_Strict):
     seed: int = 0
     n_startup_trials: int = Field(10, ge=0)
     multivariate: bool = False
+    # trials in flight count as bad guesses while they run (Optuna's constant liar): parallel trials
+    # are sampled aware of each other instead of as near-duplicates
+    constant_liar: bool = True
 
 
 class SchedulerSpec(_Strict):
@@ -83,6 +86,12 @@ class SearchSpec(_Strict):
     # always at ASHA's rung epochs and a trial's last: each Tune result is a round trip the trial waits
     # for. 0 = every epoch on its own.
     report_interval_s: float = Field(1.0, ge=0)
+    # Seed the study with the finished trials of this MLflow experiment (an earlier search of the same or
+    # a compatible space, in the same tracking store); hpsearch run --warm-start sets it.
+    warm_start: str | None = Field(None, min_length=1, max_length=500)
+    # Configs (dotted keys, partial ones allowed: TPE fills in the rest) run first, in order. Default: the
+    # preset's own first configs, if the space is a preset that has some; [] for none.
+    enqueue: list[dict[str, Any]] | None = None
 
 
 class ResourcesSpec(_Strict):
@@ -121,6 +130,13 @@ class JobSpec(_Strict):
     @property
     def epochs(self) -> int:
         return self.search.scheduler.max_epochs
+
+    @property
+    def first_configs(self) -> list[dict[str, Any]]:
+        """The configs the search runs first: ``search.enqueue``, else the preset's own."""
+        if self.search.enqueue is not None:
+            return self.search.enqueue
+        return spaces.preset_first_configs(self.space) if isinstance(self.space, str) else []
 
 
 def load_spec(path: str | Path) -> JobSpec:
@@ -204,6 +220,8 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
 
     if spec is not None:
         problems.extend(_check_data_files(spec.data))
+        if space is not None:
+            problems.extend(_check_first_configs(spec, space))
     if problems:
         raise SpecError(problems, source)
     assert spec is not None and space is not None  # no problems means both parsed
@@ -253,6 +271,18 @@ def _check_data_files(d: DataSpec) -> list[Problem]:
             Problem("data.shape", f"must be [features] or [channels, height, width] of positive sizes, got {d.shape}")
         ]
     return []
+
+
+def _check_first_configs(spec: JobSpec, space: spaces.Space) -> list[Problem]:
+    """Every config to run first lies in the space (Optuna would quietly sample another value instead)."""
+    field = "search.enqueue" if spec.search.enqueue is not None else f"space[{spec.space}] first configs"
+    problems = []
+    for i, config in enumerate(spec.search.enqueue if spec.search.enqueue is not None else spec.first_configs):
+        try:
+            spaces.to_optuna(space, config)
+        except spaces.OutsideSpace as exc:
+            problems.append(Problem(f"{field}[{i}].{exc.key}", exc.message))
+    return problems
 
 
 def _check_trainable(name: str) -> list[Problem]:
@@ -329,6 +359,7 @@ _MESSAGES = {
     "string_type": "must be a string",
     "model_type": "must be a mapping",
     "dict_type": "must be a mapping",
+    "list_type": "must be a list",
 }
 
 

@@ -42,6 +42,8 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
         table.add_row(f"best {result.metric}", "no trial reported a result")
     states = ", ".join(f"{state} {result.counts.get(state, 0)}" for state in STATES)
     table.add_row("trials", f"{sum(result.counts.values())}: {states}")
+    if result.warm_start is not None:
+        table.add_row("warm start", result.warm_start.line())
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
     table.add_row("tracking", redact(result.tracking_uri))
     if result.parent_run_id:

@@ -3,8 +3,8 @@
 Imports neither Ray nor torch; Optuna is imported only when a space is sampled.
 """
 
-from hpsearch.spaces._compile import define_by_run, sample
-from hpsearch.spaces._presets import load_space, preset_names
+from hpsearch.spaces._compile import OutsideSpace, define_by_run, sample, to_optuna
+from hpsearch.spaces._presets import load_space, preset_first_configs, preset_names
 from hpsearch.spaces._schema import Choice, Conditional, Fixed, Float, Int, Space, SpaceError, parse_space, space_kinds
 
 __all__ = [
@@ -13,12 +13,15 @@ __all__ = [
     "Fixed",
     "Float",
     "Int",
+    "OutsideSpace",
     "Space",
     "SpaceError",
     "define_by_run",
     "load_space",
     "parse_space",
+    "preset_first_configs",
     "preset_names",
     "sample",
     "space_kinds",
+    "to_optuna",
 ]

@@ -69,3 +69,82 @@ def sample(space: Space, n: int, seed: int = 0) -> list[Config]:
         configs.append(fn(trial))
         study.tell(trial, 0.0)
     return configs
+
+
+class OutsideSpace(ValueError):
+    """A config value the space cannot produce: ``key`` (dotted) and why."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+
+def to_optuna(space: Space, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A config (dotted keys, as a trial gets it) as Optuna params and distributions: the Optuna names the
+    space's define-by-run function would have suggested it under (``optimizer[sgd].lr``).
+
+    Keys the config leaves out are left out (Optuna samples them: a partial config, or a trial of an
+    earlier space without today's newer parameters). Raises :class:`OutsideSpace` for a value the space
+    cannot produce, and for a key that is not one of its parameters in the branches the config chose.
+    """
+    params: dict[str, Any] = {}
+    distributions: dict[str, Any] = {}
+    used: set[str] = set()
+    _replay(space, config, "", "", params, distributions, used)
+    extra = [k for k in config if k not in used]
+    if extra:
+        raise OutsideSpace(extra[0], "not a parameter of the space (in the branches this config chose)")
+    return params, distributions
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _replay(
+    space: Space,
+    config: Config,
+    key_prefix: str,
+    name_prefix: str,
+    params: dict[str, Any],
+    distributions: dict[str, Any],
+    used: set[str],
+) -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    for key, param in space.params.items():
+        name, full_key = name_prefix + key, key_prefix + key
+        if full_key not in config:
+            continue
+        used.add(full_key)
+        value = config[full_key]
+        if isinstance(param, (Float, Int)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(param, Int):
+                if not number or float(value) != int(value):
+                    raise OutsideSpace(full_key, f"must be an integer, got {value!r}")
+                dist: Any = IntDistribution(param.low, param.high, log=param.log, step=param.step)
+                value = int(value)
+            else:
+                if not number:
+                    raise OutsideSpace(full_key, f"must be a number, got {value!r}")
+                dist = FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+                value = float(value)
+            if not dist._contains(dist.to_internal_repr(value)):
+                step = f" in steps of {param.step}" if param.step not in (None, 1) else ""
+                raise OutsideSpace(full_key, f"{value!r} is outside [{param.low}, {param.high}]{step}")
+        elif isinstance(param, Choice):
+            match = [o for o in param.options if _same(o, value)]
+            if not match:
+                raise OutsideSpace(full_key, f"{value!r} is not one of {list(param.options)}")
+            value, dist = match[0], CategoricalDistribution(param.options)
+        elif isinstance(param, Fixed):
+            if not _same(value, param.value):
+                raise OutsideSpace(full_key, f"{value!r} differs from the space's fixed value {param.value!r}")
+            continue
+        elif isinstance(param, Conditional):
+            if value not in param.branches:
+                raise OutsideSpace(full_key, f"{value!r} is not one of {list(param.branches)}")
+            dist = CategoricalDistribution(tuple(param.branches))
+            _replay(param.branches[value], config, f"{full_key}.", f"{name}[{value}].", params, distributions, used)
+        params[name], distributions[name] = value, dist

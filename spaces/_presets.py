@@ -17,6 +17,15 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def preset_first_configs(name: str) -> list[dict[str, Any]]:
+    """The first configs a search of preset ``name`` runs (``presets/first/NAME.yaml``; [] if it has none)."""
+    path = PRESET_DIR / "first" / f"{name}.yaml"
+    if not path.is_file():
+        return []
+    data = yamlfile.load(path.read_text())
+    return [dict(c) for c in data or []]
+
+
 def load_space(ref: Any, base_dir: Path | None = None, path: str = "space") -> Space:
     """Resolve a preset name, a YAML file path, or an inline mapping to a :class:`Space`.
 

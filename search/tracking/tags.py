@@ -26,6 +26,8 @@ STATUS = "hpsearch.status"  # the search's: RUNNING | FINISHED | KILLED | FAILED
 RUN_DIR = "hpsearch.run_dir"
 BEST_TRIAL = "hpsearch.best_trial"
 BEST_PREFIX = "best."  # best.<param>: the best trial's config on the search run
+WARM_START = "hpsearch.warm_start"  # the experiment a search was warm-started from (warm_start.json: the details)
+WARM_START_TRIALS = "hpsearch.warm_start_trials"  # how many of its trials seeded the study
 RUNTIME_PREFIX = "hpsearch.runtime."  # hpsearch.runtime.<key>: how a trial used its device (gpu, amp, tf32, ...)
 # retrain runs
 SOURCE_TRIAL = "hpsearch.source_trial"

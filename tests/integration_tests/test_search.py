@@ -140,8 +140,11 @@ def test_failed_and_diverged_trials_do_not_stop_the_search(ray_session, tmp_path
     (parent,) = by_role["search"]
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["trials_failed"] == result.counts["failed"]
-    # the searcher (Optuna) was told these trials failed
-    assert result.searcher_states["FAIL"] == result.counts["failed"] + result.counts["diverged"]
+    # Optuna was told: a failure (not the config's fault) as FAIL, which TPE leaves out; a diverged config
+    # as PRUNED without values (the worst rank TPE gives); a trial ASHA stopped as PRUNED; the rest COMPLETE
+    assert result.searcher_states.get("FAIL", 0) == result.counts["failed"]
+    assert result.searcher_states.get("PRUNED", 0) == result.counts["diverged"] + result.counts["stopped_early"]
+    assert result.searcher_states.get("COMPLETE", 0) == result.counts["completed"]
 
 
 def test_epochs_sent_together_give_the_same_search_as_one_result_per_epoch(ray_session, tmp_path):
@@ -164,6 +167,9 @@ def test_epochs_sent_together_give_the_same_search_as_one_result_per_epoch(ray_s
         }
         assert all(steps[r.name] == list(range(1, r.epochs + 1)) for r in records), steps
         outcomes.append([(r.config, r.state, r.epochs, r.metrics["val_accuracy"]) for r in records])
+        # Optuna learnt what its own pruning would record: ASHA's stops as PRUNED, full runs as COMPLETE
+        assert result.searcher_states.get("PRUNED", 0) == result.counts["stopped_early"]
+        assert result.searcher_states.get("COMPLETE", 0) == result.counts["completed"]
     per_epoch, batched = outcomes
     assert batched == per_epoch
     assert {state for _, state, _, _ in batched} == {"completed", "stopped_early"}
@@ -208,8 +214,9 @@ def test_a_diverging_config_ends_diverged_and_the_search_goes_on(ray_session, tm
             assert rec.state == "diverged" and "non-finite" in rec.error
         else:
             assert rec.state == "completed"
-    assert result.searcher_states["FAIL"] == result.counts["diverged"] >= 1
+    assert result.searcher_states["PRUNED"] == result.counts["diverged"] >= 1  # steers TPE away (not FAIL)
     assert result.searcher_states["COMPLETE"] == 6 - result.counts["diverged"]
+    assert "FAIL" not in result.searcher_states
     client = MlflowClient(uri)
     _, by_role = runs_by_role(client, "it-diverge")
     diverged = [c for c in by_role["trial"] if c.data.tags["hpsearch.trial_state"] == "diverged"]
@@ -240,3 +247,49 @@ def test_seed_practices_mlp_search_on_digits(ray_session, tmp_path):
             assert params["init"] == "lecun_normal" and params["batch_norm"] == "none"
         if params["optimizer"] != "sgd":
             assert "optimizer.nesterov" not in params
+
+
+def test_warm_start_seeds_the_study_from_an_earlier_search_and_enqueued_configs_run_first(ray_session, tmp_path):
+    """A second search (another experiment, a narrower space) starts from the first one's finished trials
+    read back from MLflow: those in today's space seed its study, the others are skipped and counted; the
+    parent run says where they came from; its enqueued configs are its first trials."""
+    from hpsearch import spaces
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    first = run_search(make_spec("it-warm-a", 10, 3), tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+    narrow = {**SPACE, "optimizer": {"choice": {"adam": {"lr": {"float": [1e-3, 1e-2], "log": True}}}}}
+    enqueued = [{"optimizer": "adam", "optimizer.lr": 0.005, "activation": "elu"}, {"units": 32}]
+    spec = make_spec("it-warm-b", 3, 3, space=narrow, warm_start="it-warm-a", enqueue=enqueued)
+    second = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+
+    client = MlflowClient(uri)
+    _, earlier = runs_by_role(client, "it-warm-a")
+    fits, outside = [], []
+    for child in earlier["trial"]:
+        config = json.loads(child.data.tags["hpsearch.config"])
+        (fits if config["optimizer"] == "adam" else outside).append(child)
+    assert fits and outside, "the first search tried both optimizers (seeded TPE): the test needs both"
+    warm = second.warm_start
+    assert warm is not None and warm.experiment == "it-warm-a"
+    assert warm.trials == len(fits) and warm.outside_space == len(outside) and warm.not_finished == 0
+    assert all("optimizer" in why for why in warm.outside_examples)
+    states = {c.data.tags["hpsearch.trial_state"] for c in fits}
+    assert set(warm.used) == {"COMPLETE" if s == "completed" else "PRUNED" for s in states}
+    assert warm.searches == [earlier["search"][0].info.run_id]
+    assert first.counts["completed"] + first.counts["stopped_early"] == len(fits) + len(outside)
+
+    _, later = runs_by_role(client, "it-warm-b")
+    (parent,) = later["search"]
+    assert parent.data.tags["hpsearch.warm_start"] == "it-warm-a"
+    assert parent.data.tags["hpsearch.warm_start_trials"] == str(len(fits))
+    assert parent.data.params["search.warm_start"] == "it-warm-a"
+    with open(client.download_artifacts(parent.info.run_id, "warm_start.json", str(tmp_path))) as f:
+        recorded = json.load(f)
+    assert recorded["trials"] == len(fits) and recorded["skipped"]["outside_space"] == len(outside)
+    # this search's own trials: the enqueued ones first, in order; Optuna's count leaves the prior out
+    records = sorted(second.records, key=lambda r: r.index)
+    for rec, want in zip(records, enqueued, strict=False):
+        assert {k: rec.config[k] for k in want} == want
+    assert sum(second.searcher_states.values()) == 3
+    space = spec.search_space
+    assert all(spaces.to_optuna(space, r.config) for r in records)  # every trial lies in today's space

@@ -73,6 +73,21 @@ def test_run_with_bad_tracking_uri_argument_starts_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_run_warm_started_from_an_experiment_that_is_not_there_starts_nothing(tmp_path):
+    before = ray_session_marker()
+    result = hpsearch("run", QUICKSTART, "--warm-start", "nope", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "search.warm_start: no experiment 'nope'" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [] and ray_session_marker() == before  # no store created, no Ray
+    store = f"sqlite:///{tmp_path / 'other.db'}"
+    from mlflow import MlflowClient
+
+    MlflowClient(store).create_experiment("something-else")
+    result = hpsearch("run", QUICKSTART, "--warm-start", "nope", "--tracking-uri", store, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "no experiment 'nope' in the tracking store" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"] and ray_session_marker() == before
+
+
 def test_run_with_unreachable_mlflow_server_fails_fast(tmp_path):
     before = ray_session_marker()
     result = hpsearch("run", QUICKSTART, "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path, timeout=60)

@@ -20,6 +20,23 @@ def test_an_exception_in_the_trainable_is_its_own():
     assert faults.classify(exc, "t1").kind == faults.RAISED
 
 
+def test_a_diverged_config_and_an_out_of_memory_config_blame_the_config_other_failures_do_not():
+    from hpsearch.protocol import TrialDiverged
+
+    class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError's name (CUDA out of memory)
+        pass
+
+    diverged = faults.classify(RayTaskError("train", "Traceback ...", TrialDiverged("non-finite loss")), "t1")
+    assert diverged.kind == faults.DIVERGED and diverged.blames_config
+    cuda_oom = faults.classify(RayTaskError("train", "Traceback ...", OutOfMemoryError("CUDA out of memory")), "t1")
+    assert cuda_oom.kind == faults.RAISED and cuda_oom.blames_config
+    host_oom = faults.classify(died("Worker exit type: NODE_OUT_OF_MEMORY Task was killed."), "t1")
+    assert host_oom.kind == faults.PROCESS_DIED and host_oom.blames_config
+    assert not faults.classify(RayTaskError("train", "Traceback ...", ValueError("bad")), "t1").blames_config
+    assert not faults.classify(died("The actor died because its node has died."), "t1").blames_config
+    assert not faults.classify(died(pid=999999), "t1").blames_config  # killed: says nothing about the config
+
+
 def test_an_unreachable_actor_is_a_lost_node():
     exc = ActorUnavailableError("The actor is temporarily unavailable: RpcError: Socket closed", b"\x02" * 16)
     failure = faults.classify(exc, "t1")
@@ -75,6 +92,10 @@ def test_within_the_limit_a_lost_node_is_not_counted_and_beyond_it_the_trial_giv
     other = new_trial("b")
     other.handle_error(died(pid=999999))  # its own process: counted as ever
     assert other.run_metadata.num_failures == 1 and not other.should_recover()
+    # the searcher, which Tune tells only the trial id, gets each failure once
+    assert faults.take_failure(other.trial_id).kind == faults.PROCESS_DIED
+    assert faults.take_failure(other.trial_id) is None
+    assert faults.take_failure(trial.trial_id).kind == faults.NODE_LOST
 
 
 def test_rays_out_of_memory_error_becomes_an_actor_death_tune_handles():

@@ -71,6 +71,20 @@ def test_quickstart_is_valid():
         (lambda d: d.update(tracking={"uri": "mlruns.db"}), "tracking.uri: must start with one of"),
         (lambda d: d["search"].pop("num_trials"), "search.num_trials: required"),
         (lambda d: d["search"].update(num_trials="30"), "search.num_trials: must be an integer, got '30'"),
+        (
+            lambda d: d["search"].update(enqueue=[{"units": 64}, {"optimizer": "adam", "optimizer.lr": 0.5}]),
+            "search.enqueue[1].optimizer.lr: 0.5 is outside [0.0001, 0.03]",
+        ),
+        (
+            lambda d: d["search"].update(enqueue=[{"optimizer": "adam", "optimizer.momentum": 0.9}]),
+            "search.enqueue[0].optimizer.momentum: not a parameter of the space (in the branches this config chose)",
+        ),
+        (
+            lambda d: d["search"].update(enqueue=[{"activation": "swish"}]),
+            "search.enqueue[0].activation: 'swish' is not one of",
+        ),
+        (lambda d: d["search"].update(enqueue={"units": 64}), "search.enqueue: must be a list"),
+        (lambda d: d["search"].update(warm_start=""), "search.warm_start: "),
     ],
 )
 def test_each_error_names_its_path_and_value(quickstart_data, edit, expected):
@@ -155,3 +169,31 @@ def test_space_keys_are_checked_against_the_trainable(quickstart_data, trainable
         parse_spec(quickstart_data)
     else:
         assert any(p.startswith(expected) for p in problems_of(quickstart_data)), problems_of(quickstart_data)
+
+
+def test_every_presets_first_configs_lie_in_its_space_and_enqueue_replaces_them(quickstart_data):
+    from hpsearch import spaces
+
+    with_first = [n for n in spaces.preset_names() if spaces.preset_first_configs(n)]
+    assert {"seed_practices_mlp", "seed_practices_cnn"} <= set(with_first)
+    for name in with_first:
+        space = spaces.load_space(name)
+        for config in spaces.preset_first_configs(name):
+            params, _ = spaces.to_optuna(space, config)
+            assert params and len(params) >= len(config) - 1, (name, config)  # fixed values carry no param
+    quickstart_data["space"] = "seed_practices_mlp"
+    spec = parse_spec(quickstart_data)
+    assert spec.first_configs == spaces.preset_first_configs("seed_practices_mlp")
+    quickstart_data["search"]["enqueue"] = []
+    assert parse_spec(quickstart_data).first_configs == []
+
+
+def test_the_searcher_hands_out_the_first_configs_first(quickstart_data):
+    from hpsearch.searcher import optuna_search
+
+    quickstart_data["search"]["enqueue"] = [{"optimizer": "sgd", "optimizer.lr": 0.02, "units": 64}, {"units": 128}]
+    searcher = optuna_search(parse_spec(quickstart_data))
+    first, second, third = (searcher.suggest(t) for t in ("a", "b", "c"))
+    assert (first["optimizer"], first["optimizer.lr"], first["units"]) == ("sgd", 0.02, 64)
+    assert second["units"] == 128
+    assert set(first) >= {"optimizer.momentum", "dropout"}  # the rest sampled

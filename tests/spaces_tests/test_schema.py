@@ -154,3 +154,34 @@ def test_a_space_round_trips_through_its_data_form(preset):
     again = parse_space(data)
     assert again.keys() == space.keys()
     assert spaces.sample(again, 20, seed=2) == spaces.sample(space, 20, seed=2)
+
+
+def test_a_config_replays_as_the_optuna_params_and_distributions_the_space_suggests():
+    """to_optuna is define_by_run backwards: a sampled config replays as exactly the params Optuna drew."""
+    import optuna
+
+    from hpsearch.spaces import OutsideSpace, define_by_run, load_space, to_optuna
+
+    space = load_space("seed_practices_mlp")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    fn = define_by_run(space)
+    for _ in range(25):
+        trial = study.ask()
+        config = fn(trial)
+        params, distributions = to_optuna(space, config)
+        assert params == trial.params and distributions == trial.distributions
+        study.tell(trial, 0.0)
+    partial, _ = to_optuna(space, {"optimizer": "adam", "optimizer.lr": 1e-3})
+    assert partial == {"optimizer": "adam", "optimizer[adam].lr": 1e-3}
+    for config, key, message in [
+        ({"optimizer": "adam", "optimizer.lr": 0.5}, "optimizer.lr", "0.5 is outside [0.0001, 0.01]"),
+        ({"optimizer": "adam", "optimizer.momentum": 0.9}, "optimizer.momentum", "not a parameter of the space"),
+        ({"optimizer": "lion"}, "optimizer", "'lion' is not one of"),
+        ({"hidden_layers": 2.5}, "hidden_layers", "must be an integer, got 2.5"),
+        ({"mc_dropout": True}, "mc_dropout", "True is not one of [0, 10]"),  # a bool is not the option 1/0
+        ({"units": "64"}, "units", "'64' is not one of"),
+        ({"no_such": 1}, "no_such", "not a parameter of the space"),
+    ]:
+        with pytest.raises(OutsideSpace) as info:
+            to_optuna(space, config)
+        assert info.value.key == key and info.value.message.startswith(message), info.value
