@@ -3,8 +3,10 @@ run when a search ends (``report/`` artifacts: PNG plots + JSON/CSV) and printed
 
 Contents: the top trials, the optimization history (best so far vs trials), parameter importance
 (Optuna's fANOVA on the finished trials), per-choice marginals (trials, median and best metric per
-value of each parameter), learning curves of the top trials and ASHA rung statistics (how many
-trials reached each rung and how they did there).
+value of each parameter), the same at equal epochs (:func:`rung_marginals`: every value compared at
+each ASHA rung, on the trials that reached it, with how many trials and how sure), the lecture's
+questions answered with this search's evidence (:func:`answer_questions`), learning curves of the top
+trials and ASHA rung statistics (how many trials reached each rung and how they did there).
 
 "Finished" trials are those that completed or that ASHA stopped early; their value is the last
 metric they reported. Diverged and failed trials count in the marginals (as failures), not in
@@ -72,6 +74,8 @@ class SearchReport:
     marginals: dict[str, list[dict[str, Any]]]
     curves: dict[str, list[list[float]]]
     rungs: list[dict[str, Any]]
+    by_rung: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # marginals at equal epochs
+    questions: list[dict[str, Any]] = field(default_factory=list)  # the lecture's questions, answered
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -271,6 +275,8 @@ def build_report(settings: Settings, rows: list[TrialRow], top_k: int = TOP_K, *
         marginals=marginals(rows, settings, sign),
         curves={r.name: [[s, v] for s, v in r.history] for r in ranked[:top_k]},
         rungs=rung_stats(rows, settings, sign),
+        by_rung=(by_rung := rung_marginals(rows, settings, sign)),
+        questions=answer_questions(rows, settings, sign, by_rung),
         **about,
     )
 
@@ -425,3 +431,165 @@ def _text(v: Any) -> str:
 
 def _num(x: float) -> str:
     return f"{x:.3g}"
+
+
+# At equal epochs ---------------------------------------------------------------------------------
+# A trial's last value is an epoch-1 value when ASHA stopped it at its first rung and an epoch-9 value when
+# it ran on: comparing choices by it favours whatever TPE happened to let run. At a rung, every trial that
+# reached it is valued at that same epoch.
+def value_at(row: TrialRow, epoch: int) -> float | None:
+    for step, value in row.history:
+        if step == epoch:
+            return value if math.isfinite(value) else None
+    return None
+
+
+def beats(a: list[float], b: list[float], sign: float) -> tuple[float, float | None]:
+    """How often a trial of ``a`` beats one of ``b`` (ties count half: the AUC), and the two-sided
+    Mann-Whitney U p-value of that (None when either side has fewer than 2 trials)."""
+    if not a or not b:
+        return math.nan, None
+    wins = sum((sign * x > sign * y) + 0.5 * (x == y) for x in a for y in b)
+    share = wins / (len(a) * len(b))
+    if len(a) < 2 or len(b) < 2 or len(set(a) | set(b)) < 2:
+        return share, None
+    from scipy.stats import mannwhitneyu
+
+    return share, float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def certainty(p: float | None, n: int) -> str:
+    """A word for how sure a comparison is: its p-value and the trials it rests on."""
+    if p is None or n < 3:
+        return "too few trials"
+    if p < 0.01:
+        return "sure"
+    if p < 0.05:
+        return "likely"
+    if p < 0.2:
+        return "a hint"
+    return "unclear"
+
+
+def rung_marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str, list[dict[str, Any]]]:
+    """Per parameter and rung: each value's trials that reached the rung, their median at that epoch, and
+    how often one of them beats a trial of another value there (with the p-value and a word for it)."""
+    keys = list(settings.kinds) or sorted({k for r in rows for k in r.config})
+    rungs = rung_milestones(settings) or sorted({s for r in rows for s, _ in r.history})[:1]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key in keys:
+        having = [r for r in rows if key in r.config and r.state != "running"]
+        if not having:
+            continue
+        labels, label_of = _groups(key, settings.kinds.get(key), [r.config[key] for r in having])
+        table = []
+        for rung in rungs:
+            at: dict[str, list[float]] = {lab: [] for lab in labels}
+            for r in having:
+                v = value_at(r, rung)
+                if v is not None:
+                    at.setdefault(label_of(r.config[key]), []).append(v)
+            if sum(len(v) for v in at.values()) == 0:
+                continue
+            for lab, values in at.items():
+                if not values:
+                    continue
+                rest = [v for other, vs in at.items() if other != lab for v in vs]
+                share, p = beats(values, rest, sign)
+                table.append(
+                    {
+                        "rung": rung,
+                        "value": lab,
+                        "trials": len(values),
+                        "median": statistics.median(values),
+                        "best": max(values, key=lambda v: sign * v),
+                        "beats_others": None if math.isnan(share) else round(share, 3),
+                        "p_value": None if p is None else round(p, 4),
+                        "certainty": certainty(p, len(values)),
+                    }
+                )
+        out[key] = table
+    return out
+
+
+QUESTIONS: list[tuple[str, str, list[str] | None]] = [
+    (
+        "activation",
+        "Which activation? (the lecture: SELU > ELU > leaky ReLU > ReLU > tanh > sigmoid)",
+        ["selu", "elu", "leaky_relu", "relu", "tanh", "sigmoid"],
+    ),
+    ("batch_norm", "Batch norm before or after the activation (or none)?", None),
+    ("grad_clip", "Clip gradients by value or by norm (or not at all)?", None),
+    ("optimizer", "Which optimizer?", None),
+    ("schedule", "Which learning-rate schedule?", None),
+    ("init", "Which weight initialisation?", None),
+]
+
+
+def _deepest_rung(table: list[dict[str, Any]], least: int = 3) -> int | None:
+    """The deepest rung where at least two values each have ``least`` trials (else the first rung)."""
+    rungs = sorted({row["rung"] for row in table})
+    good = [r for r in rungs if sum(row["trials"] >= least for row in table if row["rung"] == r) >= 2]
+    return good[-1] if good else (rungs[0] if rungs else None)
+
+
+def answer_questions(
+    rows: list[TrialRow], settings: Settings, sign: float, by_rung: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The lecture's questions this search can speak to: each answered by ranking the values at the deepest
+    rung where two or more values have at least 3 trials, with how sure each step of the ranking is."""
+    out = []
+    for key, question, expected in QUESTIONS:
+        table = by_rung.get(key)
+        if not table:
+            continue
+        rung = _deepest_rung(table)
+        if rung is None:
+            continue
+        ranking = sorted((row for row in table if row["rung"] == rung), key=lambda row: -sign * row["median"])
+        if len(ranking) < 2:
+            continue
+        label_of = _groups(key, settings.kinds.get(key), [r.config[key] for r in rows if key in r.config])[1]
+        values = {
+            row["value"]: [
+                v
+                for r in rows
+                if key in r.config and label_of(r.config[key]) == row["value"]
+                for v in [value_at(r, rung)]
+                if v is not None
+            ]
+            for row in ranking
+        }
+        steps = []
+        for a, b in zip(ranking, ranking[1:], strict=False):
+            share, p = beats(values[a["value"]], values[b["value"]], sign)
+            steps.append(
+                {
+                    "better": a["value"],
+                    "worse": b["value"],
+                    "beats": round(share, 3),
+                    "p_value": None if p is None else round(p, 4),
+                    "certainty": certainty(p, min(a["trials"], b["trials"])),
+                }
+            )
+        answer: dict[str, Any] = {
+            "param": key,
+            "question": question,
+            "rung": rung,
+            "trials": sum(row["trials"] for row in ranking),
+            "ranking": [{k: row[k] for k in ("value", "trials", "median")} for row in ranking],
+            "steps": steps,
+        }
+        if expected:
+            seen = [row["value"] for row in ranking if row["value"] in expected]
+            pairs = [(x, y) for i, x in enumerate(seen) for y in seen[i + 1 :]]
+            agree = sum(expected.index(x) < expected.index(y) for x, y in pairs)
+            answer["expected"] = [v for v in expected if v in seen]
+            answer["agreement"] = (
+                f"{agree} of {len(pairs)} pairs in the lecture's order" if pairs else "nothing to compare"
+            )
+        text = " > ".join(f"{row['value']} {row['median']:.4f} (n={row['trials']})" for row in ranking)
+        sure = ", ".join(f"{s['better']} over {s['worse']}: {s['certainty']}" for s in steps)
+        answer["answer"] = f"at epoch {rung}: {text}; {sure}"
+        out.append(answer)
+    return out

@@ -27,6 +27,7 @@ def write_report(report: SearchReport, folder: Path) -> list[Path]:
         "optimization_history.csv": report.history,
         "param_importance.csv": [{"param": k, "importance": v} for k, v in report.importance.get("params", {}).items()],
         "marginals.csv": [{"param": k, **row} for k, table in report.marginals.items() for row in table],
+        "marginals_by_rung.csv": [{"param": k, **row} for k, table in report.by_rung.items() for row in table],
         "asha_rungs.csv": report.rungs,
         "learning_curves.csv": [
             {"trial": t, "epoch": s, report.metric: v} for t, pts in report.curves.items() for s, v in pts
@@ -131,6 +132,26 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
         fig.suptitle(f"{metric} per value (finished trials)")
         save(fig, "marginals.png")
 
+    # At equal epochs: each value's median at each rung (the trials that reached it), n in the legend
+    keys = [k for k, table in report.by_rung.items() if len({row["value"] for row in table}) > 1]
+    if keys:
+        cols = 3
+        rows_n = math.ceil(len(keys) / cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(12, 2.8 * rows_n), squeeze=False)
+        for ax, key in zip(axes.flat, keys, strict=False):
+            table = report.by_rung[key]
+            for value in dict.fromkeys(row["value"] for row in table):
+                line = [(row["rung"], row["median"], row["trials"]) for row in table if row["value"] == value]
+                ax.plot([p[0] for p in line], [p[1] for p in line], marker="o", ms=3, label=f"{value} (n={line[0][2]})")
+            ax.set_xscale("log" if len({row["rung"] for row in table}) > 2 else "linear")
+            ax.set_title(key, fontsize=9)
+            ax.set_xlabel("rung (epochs)", fontsize=7)
+            ax.legend(fontsize=6)
+        for ax in list(axes.flat)[len(keys) :]:
+            ax.set_axis_off()
+        fig.suptitle(f"median {metric} per value at each ASHA rung (the trials that reached it)")
+        save(fig, "marginals_by_rung.png")
+
     # Learning curves of the top trials
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for trial, curve in report.curves.items():
@@ -199,15 +220,44 @@ def print_report(report: SearchReport, console: Any = None) -> None:
     for key in order:
         if key not in report.marginals:
             continue
-        table = Table(title=f"{key}: {report.metric} per value", title_justify="left")
-        for col in ("value", "trials", "finished", "failed", "median", "best"):
-            table.add_column(col, justify="left" if col == "value" else "right")
+        # Each value at equal epochs (every ASHA rung, on the trials that reached it): a trial's last value
+        # would weigh epoch-1 values of trials ASHA stopped against full runs.
+        at = report.by_rung.get(key, [])
+        rungs = sorted({r["rung"] for r in at})
+        table = Table(
+            title=f"{key}: median {report.metric} at each ASHA rung (trials that reached it)",
+            title_justify="left",
+        )
+        table.add_column("value")
+        table.add_column("failed", justify="right")
+        for rung in rungs:
+            table.add_column(f"epoch {rung}", justify="right")
+        if rungs:
+            table.add_column(f"beats rest @{rungs[0]}", justify="right")
         for r in report.marginals[key]:
-            if r["trials"]:
-                table.add_row(
-                    r["value"], str(r["trials"]), str(r["finished"]), str(r["failed"]), fmt(r["median"]), fmt(r["best"])
-                )
+            if not r["trials"]:
+                continue
+            cells = {c["rung"]: c for c in at if c["value"] == r["value"]}
+            first = cells.get(rungs[0]) if rungs else None
+            beat = (
+                f"{first['beats_others']:.0%} ({first['certainty']})"
+                if first is not None and first["beats_others"] is not None
+                else "-"
+            )
+            table.add_row(
+                r["value"],
+                f"{r['failed']}/{r['trials']}",
+                *(f"{fmt(cells[g]['median'])} ({cells[g]['trials']})" if g in cells else "-" for g in rungs),
+                *([beat] if rungs else []),
+            )
         console.print(table)
+    if report.questions:
+        console.print("[bold]The lecture's questions, with this search's evidence[/bold]")
+        for q in report.questions:
+            console.print(f"- {q['question']}", soft_wrap=True)
+            console.print(f"  {q['answer']}", soft_wrap=True)
+            if "agreement" in q:
+                console.print(f"  {q['agreement']}", soft_wrap=True)
     table = Table(title="ASHA rungs", title_justify="left")
     for col in ("rung (epochs)", "reached", "went on", "median", "best"):
         table.add_column(col, justify="right")

@@ -73,7 +73,14 @@ def test_child_runs_are_named_by_their_choices_and_keep_every_point(search):
 def test_parent_run_holds_the_report(search):
     client, parent = search["client"], search["parent"]
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    plots = ["optimization_history", "param_importance", "marginals", "learning_curves", "asha_rungs"]
+    plots = [
+        "optimization_history",
+        "param_importance",
+        "marginals",
+        "marginals_by_rung",
+        "learning_curves",
+        "asha_rungs",
+    ]
     for name in plots:
         assert f"report/{name}.png" in files
     for name in ("report.json", "top_trials.csv", "marginals.csv", "param_importance.csv", "asha_rungs.csv"):
@@ -104,6 +111,12 @@ def test_parent_run_holds_the_report(search):
     assert rungs[1] == TRIALS and rungs[3] == report["counts"]["completed"]
     marginals_csv = (folder / "marginals.csv").read_text().splitlines()
     assert marginals_csv[0] == "param,value,trials,finished,failed,median,best"
+    # at equal epochs: at the first rung every trial that reported an epoch, valued at that epoch
+    first = [r for r in report["by_rung"]["activation"] if r["rung"] == 1]
+    assert sum(r["trials"] for r in first) == TRIALS - sum(1 for r in report["history"] if r["state"] == "failed")
+    by_rung_csv = (folder / "marginals_by_rung.csv").read_text().splitlines()
+    assert by_rung_csv[0] == "param,rung,value,trials,median,best,beats_others,p_value,certainty"
+    assert {q["param"] for q in report["questions"]} >= {"activation", "optimizer"}
 
 
 def test_report_command_prints_the_same_report(search):
@@ -121,7 +134,9 @@ def test_report_command_prints_the_same_report(search):
     for heading in (
         "top 5 by val_accuracy",
         "parameter importance",
-        "activation: val_accuracy per value",
+        "activation: median val_accuracy at each ASHA rung",
+        "The lecture's questions, with this search's evidence",
+        "Which activation?",
         "ASHA rungs",
     ):
         assert heading in table.stdout

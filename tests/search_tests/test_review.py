@@ -15,6 +15,7 @@ from hpsearch.review.report import (
     marginals,
     param_importance,
     parse_param,
+    rung_marginals,
     rung_milestones,
     space_kinds,
 )
@@ -171,6 +172,50 @@ def test_marginals_bin_numeric_ranges_and_min_mode():
     assert sum(r["trials"] for r in lr) == 40
     for r in table["activation"]:
         assert r["best"] <= r["median"]  # mode min: the best is the lowest
+
+
+def _asha_biased_rows(seed=1):
+    """Activations that learn alike, but TPE happened to try sigmoid mostly in trials ASHA stopped at epoch
+    1, and relu in trials that ran 9 epochs (the 80-trial seed_practices_digits search had this shape)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(1, 41):
+        act = "sigmoid" if i % 2 else "relu"
+        epochs = 1 if (act == "sigmoid") == (i % 5 != 0) else 9  # 80 % of sigmoid trials stopped at epoch 1
+        history = [(e, 0.6 + 0.04 * e + rng.uniform(-0.02, 0.02)) for e in range(1, epochs + 1)]
+        state = "completed" if epochs == 9 else "stopped_early"
+        config = {"activation": act}
+        rows.append(TrialRow(f"t{i:03d}", f"t{i:03d}", f"r{i}", state, epochs, history[-1][1], config, history))
+    return rows
+
+
+def test_choices_are_compared_at_equal_epochs_not_by_their_last_epoch():
+    space = spaces.parse_space({"activation": {"choice": ["relu", "sigmoid"]}})
+    settings = _settings(kinds=space_kinds(space))
+    rows = _asha_biased_rows()
+    last = {r["value"]: r for r in marginals(rows, settings, sign=1.0)["activation"]}
+    assert last["relu"]["median"] - last["sigmoid"]["median"] > 0.2  # the artefact: epoch 1 against epoch 9
+    at = {(r["rung"], r["value"]): r for r in rung_marginals(rows, settings, sign=1.0)["activation"]}
+    assert at[(1, "relu")]["trials"] == at[(1, "sigmoid")]["trials"] == 20  # every trial at the first rung
+    assert abs(at[(1, "relu")]["median"] - at[(1, "sigmoid")]["median"]) < 0.02
+    assert at[(1, "relu")]["certainty"] in ("unclear", "a hint")  # no real difference: not called one
+    assert at[(9, "sigmoid")]["trials"] == 4 and at[(9, "relu")]["trials"] == 16
+
+
+def test_the_lecture_questions_are_answered_with_how_sure_the_search_is():
+    rows = _rows()  # selu beats relu by far; batch norm makes no difference
+    report = build_report(
+        _settings(), rows, experiment="e", experiment_id="1", search_run_id="p", search_run_name="s", status="x"
+    )
+    answers = {q["param"]: q for q in report.questions}
+    act = answers["activation"]
+    assert [r["value"] for r in act["ranking"]] == ["selu", "relu"]
+    assert act["steps"][0]["certainty"] == "sure" and act["agreement"] == "1 of 1 pairs in the lecture's order"
+    assert act["rung"] == 9  # the deepest rung where both have >= 3 trials
+    bn = answers["batch_norm"]
+    assert {r["value"] for r in bn["ranking"]} == {"none", "before", "after"}
+    assert all(s["certainty"] in ("unclear", "a hint", "too few trials") for s in bn["steps"])
+    assert "grad_clip" not in answers  # one value only: nothing to compare
 
 
 def test_importance_says_why_it_is_missing():
