@@ -120,7 +120,6 @@ def retrain(
 
     from hpsearch.run import trial_describer
     from hpsearch.trainables.data import load_data
-    from hpsearch.trainables.loop import evaluate
     from hpsearch.trainables.tune_adapter import resolve_trainable
 
     device = retrain_device(device, spec.resources.gpu, torch.cuda.is_available())
@@ -164,14 +163,10 @@ def retrain(
 
             model: Any = None
             try:
-                model = fn(config, data, epochs, report_epoch, seed=seed)
-                if not isinstance(model, torch.nn.Module):
-                    raise HpsearchError(
-                        f"trainable {spec.trainable!r} returned {type(model).__name__}: retrain needs the trained "
-                        "model (a torch.nn.Module) to evaluate it on the test split"
-                    )
                 mc = int(params.get("mc_dropout", 0) or 0)
-                test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y, mc_samples=mc)
+                model, test_loss, test_accuracy = fit_and_test(
+                    fn, spec.trainable, config, data, epochs, seed, report_epoch, mc
+                )
             except HpsearchError:
                 client.set_terminated(run_id, "FAILED")
                 raise
@@ -222,6 +217,25 @@ def retrain(
     result = RetrainResult(experiment, parent.info.run_id, metric, mode, epochs, configs, chosen)
     _log_summary(client, parent.info.run_id, result)
     return result
+
+
+def fit_and_test(
+    fn: Any, trainable: str, config: dict[str, Any], data: Any, epochs: int, seed: int, report: Any, mc_dropout: int = 0
+) -> tuple[Any, float, float]:
+    """Train ``config`` with ``fn`` on ``data`` (train + validation merged) and test it once: the model,
+    its test loss and accuracy. What retrain does per config and seed (the quality benchmark uses it too)."""
+    import torch
+
+    from hpsearch.trainables.loop import evaluate
+
+    model = fn(config, data, epochs, report, seed=seed)
+    if not isinstance(model, torch.nn.Module):
+        raise HpsearchError(
+            f"trainable {trainable!r} returned {type(model).__name__}: retrain needs the trained "
+            "model (a torch.nn.Module) to evaluate it on the test split"
+        )
+    test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y, mc_samples=mc_dropout)
+    return model, test_loss, test_accuracy
 
 
 def _log_model(

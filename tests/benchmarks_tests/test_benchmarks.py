@@ -65,3 +65,20 @@ def test_throughput_benchmark():
     last = out.strip().splitlines()[-1]
     match = re.fullmatch(r"mlp_speedup=(\S+) cnn_speedup=(\S+)", last)
     assert match and all(float(v) > 0 for v in match.groups()), last
+
+
+def test_quality_benchmark_compares_the_four_methods_and_warm_start(tmp_path):
+    out = _run("benchmarks.quality", "--workloads", "digits", "--seeds", "1", "--trials", "4", "--out", str(tmp_path))
+    rows = {line.split()[0]: line for line in out.splitlines() if re.match(r"  [abcd] ", line)}
+    assert sorted(rows) == ["a", "b", "c", "d"], out
+    for row in rows.values():  # best at 25 %, 50 %, 100 % of the budget never falls; a test accuracy
+        values = [float(x) for x in re.findall(r"(\d\.\d{4}) ±", row)]
+        assert len(values) == 4 and values[0] <= values[1] <= values[2] and 0 < values[3] <= 1, row
+    assert re.search(r"warm start, digits seed 0: first search best 0\.\d+ after \d+ of \d+ epochs", out), out
+    assert re.fullmatch(r"quality digits=(ahead|behind)", out.strip().splitlines()[-1]), out
+    import json
+
+    results = json.loads((tmp_path / "quality.json").read_text())
+    (seed,) = results["workloads"]["digits"]["seeds"]
+    assert all(m["epochs_spent"] >= seed["budget"] > 0 for m in seed["methods"].values())
+    assert (tmp_path / "quality.png").read_bytes()[:4] == b"\x89PNG"

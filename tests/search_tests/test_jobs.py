@@ -41,6 +41,25 @@ def test_the_printer_writes_the_records_a_job_reads_and_logs_hide_them():
     assert "hpsearch-progress" not in shown and shown.count("\n") == 2 and "[2/3] t002 completed" in shown
 
 
+def test_a_resumed_search_says_where_it_starts_even_with_nothing_left_to_run():
+    """A stop that lands as the last trials end leaves a resume with nothing to do: `hpsearch status` still
+    reads how far the search got (it read no record at all before: "trials done -")."""
+    from dataclasses import asdict
+
+    from hpsearch.ledger import TrialRecord
+
+    out = io.StringIO()
+    ledger = Ledger(max_epochs=2, metric="val_accuracy", mode="max", listeners=[])
+    ledger.listeners = [ProgressPrinter(lambda: ledger, num_trials=2, max_epochs=2, stream=out, records=True)]
+    done = [
+        TrialRecord(i, f"id{i}", {}, state="completed", epochs=2, metrics={"val_accuracy": v})
+        for i, v in ((1, 0.5), (2, 0.7))
+    ]
+    ledger.set_state({"records": [asdict(r) for r in done]})
+    assert progress_of(out.getvalue()) == ("2/2", "0.7000")
+    assert "resumed: 2 of 2 trials already done, 0 to continue" in without_records(out.getvalue())
+
+
 def test_a_local_folder_is_not_a_shared_filesystem(tmp_path):
     from hpsearch.raysetup import shared_filesystem
 
