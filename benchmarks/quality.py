@@ -40,7 +40,11 @@ METHODS = {
     "b": "Ray Tune OptunaSearch + ASHA",
     "c": "Optuna TPE + Hyperband",
     "d": "random + ASHA",
+    # ablations of a (not in the default run): what each of its changes buys
+    "e": "hpsearch, no first configs",
+    "f": "hpsearch, no constant liar",
 }
+ABLATIONS = {"e": {"enqueue": []}, "f": {"sampler_constant_liar": False}}
 TIMELINE_ENV = "BENCH_QUALITY_TIMELINE"  # the folder trials write their epochs to
 METRIC, MODE, CONCURRENCY, GRACE, FACTOR = "val_accuracy", "max", 2, 1, 3
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -153,6 +157,7 @@ def _space(load: Workload) -> Any:
 def spec_for(load: Workload, seed: int, trials: int, name: str, **search: Any) -> Any:
     from hpsearch.spec import parse_spec
 
+    liar = search.pop("sampler_constant_liar", True)
     return parse_spec(
         {
             "name": name,
@@ -162,7 +167,7 @@ def spec_for(load: Workload, seed: int, trials: int, name: str, **search: Any) -
             "search": {
                 "num_trials": trials,
                 "max_concurrent": CONCURRENCY,
-                "sampler": {"seed": seed},
+                "sampler": {"seed": seed, "constant_liar": liar},
                 "scheduler": {"max_epochs": load.max_epochs, "grace_period": GRACE, "reduction_factor": FACTOR},
                 **search,
             },
@@ -327,7 +332,9 @@ def run_all(workloads: list[str], methods: str, seeds: int, trials: int | None, 
                     (timeline / "current").write_text(run)
                     folder = Path(tempfile.mkdtemp(prefix=f"bench-quality-{run}-"))
                     started = time.perf_counter()
-                    if method == "a":
+                    if method in ABLATIONS:
+                        run_hpsearch(load, seed, n, folder, f"q-{name}-{seed}-{method}", **ABLATIONS[method])
+                    elif method == "a":
                         run_hpsearch(load, seed, n, folder, f"q-{name}-{seed}")
                         if name == "digits" and warm:
                             results["warm_start"].append(_warm_start(load, seed, n, folder, timeline, run))
@@ -485,7 +492,9 @@ def plot(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {', '.join(WORKLOADS)}")
-    parser.add_argument("--methods", default="abcd")
+    parser.add_argument(
+        "--methods", default="abcd", help="of abcd, and the ablations e (no first configs), f (no liar)"
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, help="trials per search (default: the workload's)")
     parser.add_argument("--no-warm-start", action="store_true", help="skip the warm-start comparison")

@@ -71,6 +71,7 @@ def resume_search(
         if Ledger.restored is None or SpaceSearch.restored is None:
             raise HpsearchError(f"the Tune state in {location} was not written by hpsearch (no ledger or searcher)")
         search.ledger, search.searcher = Ledger.restored, SpaceSearch.restored
+        search.searcher.__dict__.setdefault("_max_epochs", spec.epochs)  # a searcher saved before it kept max_epochs
         return tuner
 
     return execute(search, make_tuner, address, quiet, ray_logs)

@@ -193,11 +193,14 @@ def run_search(
     run_dir = f"{storage_path.rstrip('/')}/{run_name}"
 
     check_reachable(uri)
-    searcher = optuna_search(spec)
     warm: WarmStart | None = None
     if spec.search.warm_start:
         prior, warm = warmstart.read(uri, spec.search.warm_start, spec)
+        # the best earlier configs first, then the spec's own enqueued ones (a preset's defaults: not again)
+        searcher = optuna_search(spec, first=warm.rerun + (spec.search.enqueue or []))
         searcher.add_prior(prior)
+    else:
+        searcher = optuna_search(spec)
     tracker = tracker_for(spec, uri)
     tracker.use_journal(run_dir)  # what the store does not take while it is away waits there
     spec_text = redact(spec.source_text or json.dumps(spec.model_dump(), indent=2))

@@ -131,8 +131,9 @@ class SpaceSearch(OptunaSearch):
         SpaceSearch.restored = self
 
 
-def optuna_search(spec: JobSpec) -> SpaceSearch:
-    """SpaceSearch with TPE (seeded) driven by the space's define-by-run function."""
+def optuna_search(spec: JobSpec, first: list[dict[str, Any]] | None = None) -> SpaceSearch:
+    """SpaceSearch with TPE (seeded) driven by the space's define-by-run function; it hands out ``first``
+    (default: the spec's first configs) before it samples."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = spec.search.sampler
     sampler = optuna.samplers.TPESampler(
@@ -152,6 +153,6 @@ def optuna_search(spec: JobSpec) -> SpaceSearch:
     )
     study = searcher._ot_study
     assert study is not None
-    for config in spec.first_configs:  # the study hands these out first, in order (validated with the spec)
+    for config in spec.first_configs if first is None else first:  # handed out first, in order (validated)
         study.enqueue_trial(spaces.to_optuna(spec.search_space, config)[0], skip_if_exists=False)
     return searcher

@@ -7,6 +7,10 @@ TPE samples them). It reaches Optuna as the search itself would have told it
 (:func:`hpsearch.searcher.verdict`): trained to today's ``max_epochs`` -> COMPLETE with its last value;
 fewer epochs -> PRUNED with its last value at its last epoch; diverged -> PRUNED without values.
 Failed and unfinished trials say nothing about their config and are not used.
+
+The best three earlier configs are also run first again (with the new search's seed): ASHA then has
+strong trials at its rungs from the start and stops weak ones sooner, and the search starts from its
+best known point. They replace a preset's own first configs (``search.enqueue`` still runs, after them).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
     from hpsearch.spec import JobSpec
 
 PAGE = 1000
+RERUN = 3  # the best earlier configs a warm-started search runs first again (with its own seed)
 
 
 @dataclass
@@ -39,6 +44,7 @@ class WarmStart:
     no_metric: int = 0  # finished without the search's metric
     searches: list[str] = field(default_factory=list)  # the parent runs the used trials came from
     outside_examples: list[str] = field(default_factory=list)  # why, for the first few
+    rerun: list[dict[str, Any]] = field(default_factory=list)  # the best earlier configs: run first again
 
     @property
     def trials(self) -> int:
@@ -69,6 +75,7 @@ class WarmStart:
             },
             "outside_examples": self.outside_examples,
             "searches": self.searches,
+            "rerun": self.rerun,
         }
 
 
@@ -112,7 +119,25 @@ def read(uri: str, experiment: str, spec: JobSpec) -> tuple[list[FrozenTrial], W
         if not token:
             break
     taken.searches = sorted(s for s in searches if s)
+    taken.rerun = best_configs(trials, spec.search.mode, RERUN)
     return trials, taken
+
+
+def best_configs(trials: list[FrozenTrial], mode: str, k: int) -> list[dict[str, Any]]:
+    """The configs (as sampled) of the ``k`` best earlier trials, ranked as TPE ranks them: completed
+    trials by value, then the others by how far they got and their value there."""
+    sign = 1.0 if mode == "max" else -1.0
+
+    def rank(t: FrozenTrial) -> tuple[int, int, float]:
+        if t.value is not None:
+            return (0, 0, -sign * t.value)
+        if t.intermediate_values:
+            step = max(t.intermediate_values)
+            return (1, -step, -sign * t.intermediate_values[step])
+        return (2, 0, 0.0)
+
+    ranked = sorted((t for t in trials if t.value is not None or t.intermediate_values), key=rank)
+    return [dict(t.user_attrs["config"]) for t in ranked[:k]]
 
 
 def _trial(run: Any, spec: JobSpec, taken: WarmStart) -> FrozenTrial | None:
@@ -151,7 +176,7 @@ def _trial(run: Any, spec: JobSpec, taken: WarmStart) -> FrozenTrial | None:
         params=params,
         distributions=distributions,
         intermediate_values=intermediate,
-        user_attrs={"warm_start_run_id": run.info.run_id},
+        user_attrs={"warm_start_run_id": run.info.run_id, "config": config},
     )
 
 

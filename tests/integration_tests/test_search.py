@@ -259,7 +259,7 @@ def test_warm_start_seeds_the_study_from_an_earlier_search_and_enqueued_configs_
     first = run_search(make_spec("it-warm-a", 10, 3), tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
     narrow = {**SPACE, "optimizer": {"choice": {"adam": {"lr": {"float": [1e-3, 1e-2], "log": True}}}}}
     enqueued = [{"optimizer": "adam", "optimizer.lr": 0.005, "activation": "elu"}, {"units": 32}]
-    spec = make_spec("it-warm-b", 3, 3, space=narrow, warm_start="it-warm-a", enqueue=enqueued)
+    spec = make_spec("it-warm-b", 5, 3, space=narrow, warm_start="it-warm-a", enqueue=enqueued)
     second = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
 
     client = MlflowClient(uri)
@@ -286,10 +286,26 @@ def test_warm_start_seeds_the_study_from_an_earlier_search_and_enqueued_configs_
     with open(client.download_artifacts(parent.info.run_id, "warm_start.json", str(tmp_path))) as f:
         recorded = json.load(f)
     assert recorded["trials"] == len(fits) and recorded["skipped"]["outside_space"] == len(outside)
-    # this search's own trials: the enqueued ones first, in order; Optuna's count leaves the prior out
-    records = sorted(second.records, key=lambda r: r.index)
-    for rec, want in zip(records, enqueued, strict=False):
-        assert {k: rec.config[k] for k in want} == want
-    assert sum(second.searcher_states.values()) == 3
+
+    # this search's own trials: the three best earlier configs again (completed ones by value, then the
+    # others by how far they got), then the enqueued ones, in order; Optuna's count leaves the prior out
+    def rank(child):
+        value = child.data.metrics["val_accuracy"]
+        return (
+            child.data.tags["hpsearch.trial_state"] != "completed",
+            -int(child.data.tags["hpsearch.epochs"]),
+            -value,
+        )
+
+    best3 = [json.loads(c.data.tags["hpsearch.config"]) for c in sorted(fits, key=rank)[:3]]
+    assert warm.rerun == best3
+    records = sorted(second.records, key=lambda r: r.index)  # start order (two start at once: either first)
+    as_text = lambda configs: sorted(json.dumps(c, sort_keys=True) for c in configs)  # noqa: E731
+    assert as_text(r.config for r in records[:3]) == as_text(best3)
+    from itertools import permutations
+
+    fits_enqueued = lambda recs: all({k: r.config.get(k) for k in w} == w for r, w in zip(recs, enqueued, strict=True))  # noqa: E731
+    assert any(fits_enqueued(order) for order in permutations(records[3:])), records[3:]
+    assert sum(second.searcher_states.values()) == 5
     space = spec.search_space
     assert all(spaces.to_optuna(space, r.config) for r in records)  # every trial lies in today's space
