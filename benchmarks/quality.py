@@ -136,15 +136,11 @@ def fit_cnn(config: dict[str, Any], data: Any, epochs: int, report: Any, seed: i
     return _train("cnn", config, data, epochs, report, seed, **kw)
 
 
-def _data(load: Workload) -> Any:
-    from hpsearch.trainables.data import load_data
-
-    return load_data(load.data)
-
-
 @functools.lru_cache(maxsize=4)
 def _cached_data(name: str) -> Any:
-    return _data(WORKLOADS[name])
+    from hpsearch.trainables.data import load_data
+
+    return load_data(WORKLOADS[name].data)
 
 
 def _space(load: Workload) -> Any:

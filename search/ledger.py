@@ -173,12 +173,13 @@ class Ledger(Callback):
             counts[rec.state] += 1
         return counts
 
-    def best(self) -> TrialRecord | None:
-        """The finished trial whose last reported metric is best (diverged and failed trials excluded)."""
+    def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:
+        """The finished trial whose last reported metric is best (diverged and failed trials excluded), of
+        ``records`` (default: this ledger's)."""
         sign = 1.0 if self.mode == "max" else -1.0
         candidates = [
             r
-            for r in self.records.values()
+            for r in (self.records.values() if records is None else records)
             if r.state in ("completed", "stopped_early") and math.isfinite(r.metrics.get(self.metric, math.nan))
         ]
         return max(candidates, key=lambda r: sign * r.metrics[self.metric], default=None)

@@ -3,7 +3,6 @@ that ``hpsearch status`` and ``hpsearch list`` read back."""
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -44,15 +43,9 @@ class ProgressPrinter:
             flush=True,
         )
         if self.records:  # `hpsearch status` shows where the resumed search starts (it may have nothing left)
-            ledger = self.ledger
-            sign = 1.0 if ledger.mode == "max" else -1.0
-            values = [
-                r.metrics[ledger.metric]
-                for r in records
-                if r.state in ("completed", "stopped_early") and math.isfinite(r.metrics.get(ledger.metric, math.nan))
-            ]
-            best = max(values, key=lambda v: sign * v) if values else None
-            print(Progress(done, self.num_trials, best).line(), file=self.stream, flush=True)
+            best = self.ledger.best(records)  # of the restored records (the printer may not see that ledger yet)
+            value = best.metrics[self.ledger.metric] if best else None
+            print(Progress(done, self.num_trials, value).line(), file=self.stream, flush=True)
 
     def trial_started(self, rec: TrialRecord) -> None:
         pass

@@ -361,11 +361,10 @@ def _groups(key: str, kind: dict[str, Any] | None, values: list[Any]) -> tuple[l
     return labels, label
 
 
-def marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str, list[dict[str, Any]]]:
-    """Per parameter and value (numeric ranges in 4 bins): trials, finished, failed (diverged or
-    failed), median and best of the finished trials' metric."""
+def _grouped(rows: list[TrialRow], settings: Settings) -> Any:
+    """Per searched parameter the trials that ended having it, grouped by value (numeric ranges in 4 bins):
+    ``(key, {label: [rows]})``, every label of the parameter present (empty groups too), in order."""
     keys = list(settings.kinds) or sorted({k for r in rows for k in r.config})
-    out: dict[str, list[dict[str, Any]]] = {}
     for key in keys:
         having = [r for r in rows if key in r.config and r.state != "running"]
         if not having:
@@ -374,6 +373,14 @@ def marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str
         groups: dict[str, list[TrialRow]] = {lab: [] for lab in labels}
         for r in having:
             groups.setdefault(label_of(r.config[key]), []).append(r)
+        yield key, groups
+
+
+def marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str, list[dict[str, Any]]]:
+    """Per parameter and value (numeric ranges in 4 bins): trials, finished, failed (diverged or
+    failed), median and best of the finished trials' metric."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, groups in _grouped(rows, settings):
         table = []
         for lab, members in groups.items():
             values = [r.value for r in members if r.state in FINISHED and r.value is not None]
@@ -444,6 +451,11 @@ def value_at(row: TrialRow, epoch: int) -> float | None:
     return None
 
 
+def _values_at(groups: dict[str, list[TrialRow]], rung: int) -> dict[str, list[float]]:
+    """Each group's values at epoch ``rung``, of the trials that reached it."""
+    return {lab: [v for r in members for v in [value_at(r, rung)] if v is not None] for lab, members in groups.items()}
+
+
 def beats(a: list[float], b: list[float], sign: float) -> tuple[float, float | None]:
     """How often a trial of ``a`` beats one of ``b`` (ties count half: the AUC), and the two-sided
     Mann-Whitney U p-value of that (None when either side has fewer than 2 trials)."""
@@ -474,21 +486,12 @@ def certainty(p: float | None, n: int) -> str:
 def rung_marginals(rows: list[TrialRow], settings: Settings, sign: float) -> dict[str, list[dict[str, Any]]]:
     """Per parameter and rung: each value's trials that reached the rung, their median at that epoch, and
     how often one of them beats a trial of another value there (with the p-value and a word for it)."""
-    keys = list(settings.kinds) or sorted({k for r in rows for k in r.config})
     rungs = rung_milestones(settings) or sorted({s for r in rows for s, _ in r.history})[:1]
     out: dict[str, list[dict[str, Any]]] = {}
-    for key in keys:
-        having = [r for r in rows if key in r.config and r.state != "running"]
-        if not having:
-            continue
-        labels, label_of = _groups(key, settings.kinds.get(key), [r.config[key] for r in having])
+    for key, groups in _grouped(rows, settings):
         table = []
         for rung in rungs:
-            at: dict[str, list[float]] = {lab: [] for lab in labels}
-            for r in having:
-                v = value_at(r, rung)
-                if v is not None:
-                    at.setdefault(label_of(r.config[key]), []).append(v)
+            at = _values_at(groups, rung)
             if sum(len(v) for v in at.values()) == 0:
                 continue
             for lab, values in at.items():
@@ -538,6 +541,7 @@ def answer_questions(
 ) -> list[dict[str, Any]]:
     """The lecture's questions this search can speak to: each answered by ranking the values at the deepest
     rung where two or more values have at least 3 trials, with how sure each step of the ranking is."""
+    groups = {key: grouped for key, grouped in _grouped(rows, settings) if key in by_rung}
     out = []
     for key, question, expected in QUESTIONS:
         table = by_rung.get(key)
@@ -549,17 +553,7 @@ def answer_questions(
         ranking = sorted((row for row in table if row["rung"] == rung), key=lambda row: -sign * row["median"])
         if len(ranking) < 2:
             continue
-        label_of = _groups(key, settings.kinds.get(key), [r.config[key] for r in rows if key in r.config])[1]
-        values = {
-            row["value"]: [
-                v
-                for r in rows
-                if key in r.config and label_of(r.config[key]) == row["value"]
-                for v in [value_at(r, rung)]
-                if v is not None
-            ]
-            for row in ranking
-        }
+        values = _values_at(groups[key], rung)
         steps = []
         for a, b in zip(ranking, ranking[1:], strict=False):
             share, p = beats(values[a["value"]], values[b["value"]], sign)

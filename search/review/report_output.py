@@ -61,6 +61,15 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
     files = []
     metric = report.metric
 
+    def panels(keys: list[str]) -> tuple[Any, Any]:
+        """One panel per parameter, three to a row; the panels left over are hidden."""
+        fig, axes = plt.subplots(
+            math.ceil(len(keys) / 3), 3, figsize=(12, 2.8 * math.ceil(len(keys) / 3)), squeeze=False
+        )
+        for ax in list(axes.flat)[len(keys) :]:
+            ax.set_axis_off()
+        return fig, axes
+
     def save(fig: Any, name: str) -> None:
         path = folder / name
         fig.tight_layout()
@@ -105,9 +114,7 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
     # Marginals: one panel per parameter, median bars with the best marked
     keys = list(report.marginals)
     if keys:
-        cols = 3
-        rows_n = math.ceil(len(keys) / cols)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(12, 2.8 * rows_n), squeeze=False)
+        fig, axes = panels(keys)
         for ax, key in zip(axes.flat, keys, strict=False):
             table = report.marginals[key]
             labels = [f"{r['value']}\n(n={r['trials']})" for r in table]
@@ -126,8 +133,6 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
                 list(x), labels, fontsize=7, rotation=25 if crowded else 0, ha="right" if crowded else "center"
             )
             ax.set_title(key, fontsize=9)
-        for ax in list(axes.flat)[len(keys) :]:
-            ax.set_axis_off()
         axes.flat[0].legend(fontsize=7)
         fig.suptitle(f"{metric} per value (finished trials)")
         save(fig, "marginals.png")
@@ -135,9 +140,7 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
     # At equal epochs: each value's median at each rung (the trials that reached it), n in the legend
     keys = [k for k, table in report.by_rung.items() if len({row["value"] for row in table}) > 1]
     if keys:
-        cols = 3
-        rows_n = math.ceil(len(keys) / cols)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(12, 2.8 * rows_n), squeeze=False)
+        fig, axes = panels(keys)
         for ax, key in zip(axes.flat, keys, strict=False):
             table = report.by_rung[key]
             for value in dict.fromkeys(row["value"] for row in table):
@@ -147,8 +150,6 @@ def plot_report(report: SearchReport, folder: Path) -> list[Path]:
             ax.set_title(key, fontsize=9)
             ax.set_xlabel("rung (epochs)", fontsize=7)
             ax.legend(fontsize=6)
-        for ax in list(axes.flat)[len(keys) :]:
-            ax.set_axis_off()
         fig.suptitle(f"median {metric} per value at each ASHA rung (the trials that reached it)")
         save(fig, "marginals_by_rung.png")
 
