@@ -305,14 +305,19 @@ def _run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         ray_logs=args.ray_logs,
         run_name=args.run_name,
+        defer_report=True,
     )
     return _outcome(result)
 
 
 def _outcome(result: SearchResult) -> int:
-    from hpsearch.summary import print_summary
+    from hpsearch.summary import print_report_written, print_summary
 
-    print_summary(result)
+    print_summary(result)  # the results are written; the report (plots, importances) comes after it
+    if result.report_writer is not None:
+        pending = result.pending_writes
+        errors = result.write_report()
+        print_report_written(result, errors, pending)
     if result.status != "FINISHED":
         done = sum(n for state, n in result.counts.items() if state != "running")
         print(
@@ -346,7 +351,7 @@ def _resume(args: argparse.Namespace) -> int:
     from hpsearch.resume import resume_search
 
     address = args.address if args.address and not args.address.startswith("http") else None
-    return _outcome(resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs))
+    return _outcome(resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs, defer_report=True))
 
 
 def _sync(args: argparse.Namespace) -> int:

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 
 def resume_search(
-    run_dir: str | Path, address: str | None = None, quiet: bool = False, ray_logs: bool = False
+    run_dir: str | Path,
+    address: str | None = None,
+    quiet: bool = False,
+    ray_logs: bool = False,
+    defer_report: bool = False,
 ) -> SearchResult:
     """Continue an interrupted search: Tune's state (trials, their checkpoints, the Optuna searcher)
     and the same MLflow parent run, without duplicate trial runs.
@@ -30,6 +34,7 @@ def resume_search(
         address: a Ray cluster to join; default a fresh local Ray.
         quiet: no progress line per trial.
         ray_logs: also show Ray's own logs.
+        defer_report: the report is made by the result's ``write_report()`` (as in :func:`run_search`).
 
     Raises:
         SpecError: ``run_dir`` is not a search's run directory.
@@ -74,4 +79,4 @@ def resume_search(
         search.searcher.__dict__.setdefault("_max_epochs", spec.epochs)  # a searcher saved before it kept max_epochs
         return tuner
 
-    return execute(search, make_tuner, address, quiet, ray_logs)
+    return execute(search, make_tuner, address, quiet, ray_logs, defer_report)

@@ -54,6 +54,19 @@ class SearchResult:
     pending_writes: int = 0  # MLflow writes kept in the run directory's journal (the store was away)
     journal: str | None = None
     warm_start: WarmStart | None = None  # what seeded the study (search.warm_start)
+    # The report, when the search was asked to leave it until after its summary (``defer_report``):
+    # makes it, ends the tracking, and returns its write errors and the writes then pending.
+    report_writer: Callable[[], tuple[list[str], int]] | None = field(default=None, repr=False)
+
+    def write_report(self) -> list[str]:
+        """Make the deferred report now (nothing when there is none pending); its write errors (also
+        added to ``tracking_errors``; ``pending_writes`` counts a report the store did not take)."""
+        if self.report_writer is None:
+            return []
+        writer, self.report_writer = self.report_writer, None
+        errors, self.pending_writes = writer()
+        self.tracking_errors.extend(errors)
+        return errors
 
 
 @dataclass
@@ -160,6 +173,7 @@ def run_search(
     quiet: bool = False,
     ray_logs: bool = False,
     run_name: str | None = None,
+    defer_report: bool = False,
 ) -> SearchResult:
     """Run a whole search and return its summary.
 
@@ -172,6 +186,9 @@ def run_search(
         ray_logs: also show Ray's own logs and trial tracebacks (hpsearch summarises trial errors;
             they are kept in MLflow and the Tune folder either way).
         run_name: the run directory's name under ``storage``; default ``NAME-TIMESTAMP``.
+        defer_report: return as soon as the results are written; the end-of-search report (plots,
+            importances) is made by the result's ``write_report()`` (``hpsearch run`` prints the
+            summary first). Default: the report is written before this returns.
 
     Returns:
         The search's :class:`SearchResult`; ``status`` is ``FINISHED`` when every trial ran.
@@ -247,15 +264,24 @@ def run_search(
             ),
         )
 
-    return execute(search, make_tuner, address, quiet, ray_logs)
+    return execute(search, make_tuner, address, quiet, ray_logs, defer_report)
 
 
 def execute(
-    search: Search, make_tuner: Callable[[Search], Tuner], address: str | None, quiet: bool, ray_logs: bool
+    search: Search,
+    make_tuner: Callable[[Search], Tuner],
+    address: str | None,
+    quiet: bool,
+    ray_logs: bool,
+    defer_report: bool = False,
 ) -> SearchResult:
-    """Start Ray, run the Tuner ``make_tuner`` builds (it may swap in restored state), write the results."""
+    """Start Ray, run the Tuner ``make_tuner`` builds (it may swap in restored state), write the results
+    (the report too, unless ``defer_report``: see :func:`run_search`)."""
     spec = search.spec
     started = time.time()
+    # The report's imports wait until every trial has started: then a finished trial leaves a core idle.
+    search.tracker.warm_up_when = lambda: len(search.ledger.records) >= spec.search.num_trials
+    returned = False
     listeners: list[Any] = [search.tracker]
     if not quiet:
         listeners.append(ProgressPrinter(lambda: search.ledger, spec.search.num_trials, spec.epochs))
@@ -276,20 +302,23 @@ def execute(
         budget = spec.search.time_budget_s
         out_of_time = budget is not None and time.time() - started >= budget
         status = "FINISHED" if finished == spec.search.num_trials or out_of_time else "KILLED"
+        returned = True
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         faults.sweep()  # fault files of this node's trial processes that are gone
-        result = finish(search, status, time.time() - started)
+        # On the way out with an error the report is written now: nobody would ask for it later.
+        result = finish(search, status, time.time() - started, defer_report and returned)
         if status == "FINISHED":
             rundir.prune_checkpoints(search.run_dir)
         result.searcher_states = search.searcher.trial_states() if search.searcher is not None else {}
     return result
 
 
-def finish(search: Search, status: str, wall: float) -> SearchResult:
-    """End the trials still running, write the search's results to its parent run and close it."""
+def finish(search: Search, status: str, wall: float, defer_report: bool = False) -> SearchResult:
+    """End the trials still running, write the search's results to its parent run and close it (its
+    report too, unless ``defer_report``: then the result's ``write_report()`` makes it)."""
     spec, ledger = search.spec, search.ledger
     metric = spec.search.metric
     ledger.interrupt_running()
@@ -319,7 +348,7 @@ def finish(search: Search, status: str, wall: float) -> SearchResult:
         artifacts["best_config.json"] = json.dumps(
             {"trial": best.name, "metric": metric, "value": best.metrics[metric], "config": best.config}, indent=2
         )
-    errors = search.tracker.finish(status, metrics, {}, tags, artifacts)
+    errors = search.tracker.finish(status, metrics, {}, tags, artifacts, defer_report=defer_report)
     return SearchResult(
         spec_name=spec.name,
         status=status,
@@ -339,6 +368,9 @@ def finish(search: Search, status: str, wall: float) -> SearchResult:
         pending_writes=search.tracker.pending_writes,
         journal=search.tracker.journal.path if search.tracker.journal is not None else None,
         warm_start=search.warm_start,
+        report_writer=(lambda: (search.tracker.write_report(), search.tracker.pending_writes))
+        if defer_report
+        else None,
     )
 
 

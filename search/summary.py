@@ -73,3 +73,20 @@ def print_summary(result: SearchResult, console: Console | None = None) -> None:
             soft_wrap=True,
         )
     console.print(f"(run status per trial state: {', '.join(f'{k}={v}' for k, v in RUN_STATUS.items())})", style="dim")
+
+
+def print_report_written(
+    result: SearchResult, errors: list[str], pending_before: int, console: Console | None = None
+) -> None:
+    """The line after the summary, once the deferred report (plots, importances) is made."""
+    console = console or Console()
+    if errors:
+        console.print(f"[red]the search's report was not written[/red]: {redact(errors[0])}", soft_wrap=True)
+    elif result.pending_writes > pending_before:
+        console.print(
+            f"[yellow]the search's report waits in {result.journal}[/yellow] (the tracking store did not answer): "
+            f"hpsearch sync {result.run_dir}",
+            soft_wrap=True,
+        )
+    elif result.parent_run_id:
+        console.print(f"report written: report/ of parent run {result.parent_run_id}", style="dim", soft_wrap=True)

@@ -93,6 +93,10 @@ class MlflowTracker:
         self._init_error: BaseException | None = None
         self.points_reported = 0
         self._warmed = False
+        # When the report's imports may run (on this thread): by default after the first trial ends; the
+        # search sets it to "every trial has started", so they use the core a finished trial leaves idle.
+        self.warm_up_when: Callable[[], bool] = lambda: True
+        self._report_pending = False
         self._writer = Writer()
         self._writer.log_points = self._log_points
         self._writer.heartbeat = self._heartbeat
@@ -178,9 +182,9 @@ class MlflowTracker:
                 return runs
 
     def _warm_up(self) -> None:
-        """While trials run and this thread idles: import what the end-of-search report needs, so the
-        report does not pay for it after the last trial. (Not at start-up: there the CPU goes to the
-        trial workers' own start-up, and importing now would delay the first trials.)"""
+        """While the last trials run and this thread idles: import what the end-of-search report needs, so
+        the report does not pay for it after the last trial. (Not at start-up, and not while every core
+        trains: there the import's CPU would come out of the trials.)"""
         if self.report is None or self._init_error is not None:
             return
         import matplotlib
@@ -213,28 +217,62 @@ class MlflowTracker:
         params: dict[str, Any],
         tags: dict[str, str],
         artifacts: dict[str, str],
+        defer_report: bool = False,
     ) -> list[str]:
-        """Write the search's results to the parent run, close it, and return any write errors."""
+        """Write the search's results to the parent run, close it, and return any write errors.
+
+        ``defer_report``: return once the results are written (or journaled), before the report is made;
+        :meth:`write_report` then makes it and ends the tracking thread (the CLI prints the summary in
+        between: the report's plots and importances are not on the path to it)."""
+        if defer_report and self.parent_run_id is not None and self.report is not None:
+            self._op(Op("parent_results", PARENT_REF, self._results(metrics, params, tags, artifacts)), flush=None)
+            self._op(Op("terminate", PARENT_REF, {"status": status}))
+            self._writer.call(self._last_chance)
+            self._writer.call(self._save_journal)  # what the store did not take is on disk before the summary
+            self._writer.flush()
+            self._report_pending = True
+            return list(self._writer.errors)
         if self.parent_run_id is not None:
-            now = int(time.time() * 1000)
-            results = {
-                "metrics": [[k, v, now, 0] for k, v in metrics.items()],
-                "params": {k: _param_value(v) for k, v in params.items()},
-                "tags": {k: redact(v) for k, v in tags.items()},
-                "artifacts": {name: redact(text) for name, text in artifacts.items()},
-            }
-            self._op(Op("parent_results", PARENT_REF, results), flush=None)
+            self._op(Op("parent_results", PARENT_REF, self._results(metrics, params, tags, artifacts)), flush=None)
             if self.report is not None:  # after every trial's writes; a failure is reported, the run still closes
                 self._op(Op("report", PARENT_REF))
             self._op(Op("terminate", PARENT_REF, {"status": status}))
             self._writer.call(self._last_chance)
         self._writer.stop()
+        self._save_journal()
+        return list(self._writer.errors)
+
+    def write_report(self) -> list[str]:
+        """After ``finish(defer_report=True)``: make the report (into the journal if the store is away),
+        end the tracking thread, and return the write errors since ``finish``."""
+        if not self._report_pending:
+            return []
+        self._report_pending = False
+        before = len(self._writer.errors)
+        self._op(Op("report", PARENT_REF))
+        self._writer.call(self._last_chance)
+        self._writer.stop()
+        self._save_journal()
+        return self._writer.errors[before:]
+
+    @staticmethod
+    def _results(
+        metrics: dict[str, float], params: dict[str, Any], tags: dict[str, str], artifacts: dict[str, str]
+    ) -> dict[str, Any]:
+        now = int(time.time() * 1000)
+        return {
+            "metrics": [[k, v, now, 0] for k, v in metrics.items()],
+            "params": {k: _param_value(v) for k, v in params.items()},
+            "tags": {k: redact(v) for k, v in tags.items()},
+            "artifacts": {name: redact(text) for name, text in artifacts.items()},
+        }
+
+    def _save_journal(self) -> None:
         if self.journal is not None and len(self.journal):
             try:
                 self.journal.save()
             except Exception as exc:  # reported with the other write failures; the search's results stand
                 self._writer.errors.append(f"cannot save the MLflow journal {self.journal.path}: {exc}")
-        return list(self._writer.errors)
 
     # Listener (driver thread: enqueue only) ------------------------------------------
     def trial_started(self, rec: TrialRecord) -> None:
@@ -265,7 +303,7 @@ class MlflowTracker:
             self._run(Op("end_trial", trial_id, {"points": points, "tags": tags, "status": status}))
 
         self._writer.take(trial_id, end)
-        if not self._warmed:  # once, after the first trial: start-up is over by then
+        if not self._warmed and self.warm_up_when():  # once: start-up is over, a core is free
             self._warmed = True
             self._writer.call(self._warm_up)
 

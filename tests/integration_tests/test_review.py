@@ -49,6 +49,7 @@ def search(tmp_path_factory):
         "parent": parent,
         "children": children,
         "spec": load_spec(spec_path),
+        "stdout": result.stdout,
     }
 
 
@@ -72,6 +73,10 @@ def test_child_runs_are_named_by_their_choices_and_keep_every_point(search):
 
 def test_parent_run_holds_the_report(search):
     client, parent = search["client"], search["parent"]
+    out = search["stdout"]  # the summary first; the report is made after it, and says so
+    assert out.index(f"Report: hpsearch report {NAME}") < out.index(
+        f"report written: report/ of parent run {parent.info.run_id}"
+    )
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     plots = [
         "optimization_history",
