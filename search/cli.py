@@ -314,6 +314,7 @@ def _outcome(result: SearchResult) -> int:
     from hpsearch.summary import print_report_written, print_summary
 
     print_summary(result)  # the results are written; the report (plots, importances) comes after it
+    sys.stdout.flush()  # seen now, also through a pipe
     if result.report_writer is not None:
         pending = result.pending_writes
         errors = result.write_report()
