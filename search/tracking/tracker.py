@@ -92,9 +92,9 @@ class MlflowTracker:
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
         self.points_reported = 0
-        self._warmed = False
-        # When the report's imports may run (on this thread): by default after the first trial ends; the
-        # search sets it to "every trial has started", so they use the core a finished trial leaves idle.
+        self._warm_thread: threading.Thread | None = None
+        # When the report's imports may start: by default after the first trial ends; the search sets
+        # it to "every trial has started", so they use the core a finished trial leaves idle.
         self.warm_up_when: Callable[[], bool] = lambda: True
         self._report_pending = False
         self._writer = Writer()
@@ -182,9 +182,9 @@ class MlflowTracker:
                 return runs
 
     def _warm_up(self) -> None:
-        """While the last trials run and this thread idles: import what the end-of-search report needs, so
-        the report does not pay for it after the last trial. (Not at start-up, and not while every core
-        trains: there the import's CPU would come out of the trials.)"""
+        """While the last trials run: import what the end-of-search report needs, so the report does not
+        pay for it after the last trial. (Not at start-up, and not while every core trains: there the
+        import's CPU would come out of the trials.)"""
         if self.report is None or self._init_error is not None:
             return
         import matplotlib
@@ -303,9 +303,12 @@ class MlflowTracker:
             self._run(Op("end_trial", trial_id, {"points": points, "tags": tags, "status": status}))
 
         self._writer.take(trial_id, end)
-        if not self._warmed and self.warm_up_when():  # once: start-up is over, a core is free
-            self._warmed = True
-            self._writer.call(self._warm_up)
+        if self._warm_thread is None and self.report is not None and self.warm_up_when():
+            # Once: start-up is over and a core is free. A thread of its own, not the tracking thread,
+            # so that no write (and not the summary) waits behind the imports; the report, if it comes
+            # first, waits for them on Python's import lock.
+            self._warm_thread = threading.Thread(target=self._warm_up, name="hpsearch-report-imports", daemon=True)
+            self._warm_thread.start()
 
     def trial_restarted(self, rec: TrialRecord) -> None:
         """Tune restarts the trial from its checkpoint: its run continues (the ledger drops redone epochs)."""

@@ -309,3 +309,23 @@ def test_warm_start_seeds_the_study_from_an_earlier_search_and_enqueued_configs_
     assert sum(second.searcher_states.values()) == 5
     space = spec.search_space
     assert all(spaces.to_optuna(space, r.config) for r in records)  # every trial lies in today's space
+
+
+def test_no_tune_object_is_alive_when_the_local_ray_begins_to_stop(ray_session, tmp_path, monkeypatch):
+    """`hpsearch run` stops its own Ray in a background thread while it writes the results. Tune's objects
+    freed while that shutdown runs make Ray end the process with exit 1 ("The core worker has already been
+    shutdown"; reproduced by freeing a Tuner 50 ms into a threaded ray.shutdown()): none may be left then."""
+    import gc
+
+    from hpsearch import raysetup
+
+    alive = []
+
+    def release_early():
+        alive.extend(type(o).__name__ for o in gc.get_objects() if type(o).__name__ in ("Tuner", "TuneController"))
+
+    monkeypatch.setattr(raysetup, "release_early", release_early)
+    spec = make_spec("no-tune-left", num_trials=2, max_epochs=1)
+    result = run_search(spec, tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}", storage=tmp_path / "runs", quiet=True)
+    assert result.status == "FINISHED"
+    assert alive == []

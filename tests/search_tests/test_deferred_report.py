@@ -76,12 +76,13 @@ def test_the_report_imports_wait_until_every_trial_has_started(tmp_path):
             first = started[0]
             first.state, first.epochs = "completed", 1
             tracker.trial_ended(first)
-            tracker._writer.flush()
-            assert warmed == []
+            assert tracker._warm_thread is None
     for rec in started[1:]:
         rec.state, rec.epochs = "completed", 1
         tracker.trial_ended(rec)
     tracker.finish("FINISHED", {}, {}, {}, {})
+    assert tracker._warm_thread is not None and tracker._warm_thread.name == "hpsearch-report-imports"
+    tracker._warm_thread.join(10)
     assert warmed == [3]  # once, at the first trial that ended after the last one started
 
 
