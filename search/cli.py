@@ -161,6 +161,32 @@ def _address(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray Jobs API, http://HEAD:8265 (default: $RAY_ADDRESS)")
 
 
+def entry() -> NoReturn:
+    """The ``hpsearch`` command (and ``python -m hpsearch``): :func:`main`, then :func:`exit_now`."""
+    exit_now(main())
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process the way Python's exit does, without its last step. Once the command is done,
+    Python would spend ~1.5 s here tearing down torch, Ray, MLflow and matplotlib (measured: 0.8 s for
+    an ``import torch`` alone) before the shell gets its prompt back. Everything an exit does for other
+    code still happens, in the same order: threads that are not daemons are waited for (the local Ray's
+    shutdown), the exit handlers run (Ray's, MLflow's, logging's), and the output is flushed."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     from hpsearch.redact import guard_streams
 

@@ -114,7 +114,7 @@ def test_what_the_image_copies_is_in_the_build_context():
 
 def test_the_image_command_is_the_hpsearch_console_script():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["hpsearch"] == "hpsearch.cli:main"
+    assert scripts["hpsearch"] == "hpsearch.cli:entry"
     assert 'CMD ["hpsearch", "--help"]' in (DOCKER / "Dockerfile").read_text()
 
 
@@ -284,4 +284,4 @@ def test_the_build_context_the_dockerfile_copies_makes_a_complete_hpsearch_wheel
     presets = {p.name for p in (ROOT / "spaces" / "presets").glob("*.yaml")}
     assert presets and presets <= {Path(n).name for n in names if n.startswith("hpsearch/spaces/presets/")}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "hpsearch = hpsearch.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "hpsearch = hpsearch.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -1,6 +1,9 @@
 """The end-of-search report is off the path to the summary: `hpsearch run` writes the results, prints the
-summary, then makes the report (plots, importances). Real MLflow on SQLite; the report is a recorder."""
+summary, then makes the report (plots, importances). Real MLflow on SQLite; the report is a recorder.
+And the command ends without Python's slow teardown, but with everything an exit does."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -136,3 +139,25 @@ def test_a_report_that_fails_or_waits_for_the_store_is_said_after_the_summary(ca
     out = capsys.readouterr().out
     assert "the search's report waits in runs/deferred/mlflow-journal.jsonl" in out
     assert "hpsearch sync runs/deferred" in out and waits.pending_writes == 3
+
+
+def test_the_command_exit_waits_for_threads_runs_exit_handlers_and_flushes(tmp_path):
+    script = """
+import atexit, sys, threading, time
+from hpsearch import cli
+atexit.register(lambda: print("exit handler ran", flush=True))
+def late():
+    time.sleep(0.5)
+    (out / "thread.txt").write_text("done")
+from pathlib import Path
+out = Path(sys.argv[1])
+threading.Thread(target=late, name="not-a-daemon").start()
+sys.stdout.write("buffered, not flushed")
+cli.main = lambda argv=None: 3
+cli.entry()
+print("never")
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, not flushedexit handler ran\n"
+    assert (tmp_path / "thread.txt").read_text() == "done"  # the thread was waited for
