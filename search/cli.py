@@ -339,8 +339,7 @@ def _run(args: argparse.Namespace) -> int:
 def _outcome(result: SearchResult) -> int:
     from hpsearch.summary import print_report_written, print_summary
 
-    print_summary(result)  # the results are written; the report (plots, importances) comes after it
-    sys.stdout.flush()  # seen now, also through a pipe
+    print_summary(result)  # the results are written (rich flushes it); the report comes after it
     if result.report_writer is not None:
         pending = result.pending_writes
         errors = result.write_report()

@@ -224,22 +224,18 @@ class MlflowTracker:
         ``defer_report``: return once the results are written (or journaled), before the report is made;
         :meth:`write_report` then makes it and ends the tracking thread (the CLI prints the summary in
         between: the report's plots and importances are not on the path to it)."""
-        if defer_report and self.parent_run_id is not None and self.report is not None:
-            self._op(Op("parent_results", PARENT_REF, self._results(metrics, params, tags, artifacts)), flush=None)
-            self._op(Op("terminate", PARENT_REF, {"status": status}))
-            self._writer.call(self._last_chance)
-            self._writer.call(self._save_journal)  # what the store did not take is on disk before the summary
-            self._writer.flush()
-            self._report_pending = True
-            return list(self._writer.errors)
+        defer = defer_report and self.parent_run_id is not None and self.report is not None
         if self.parent_run_id is not None:
             self._op(Op("parent_results", PARENT_REF, self._results(metrics, params, tags, artifacts)), flush=None)
-            if self.report is not None:  # after every trial's writes; a failure is reported, the run still closes
+            if self.report is not None and not defer:  # after every trial's writes; a failure is reported
                 self._op(Op("report", PARENT_REF))
             self._op(Op("terminate", PARENT_REF, {"status": status}))
             self._writer.call(self._last_chance)
-        self._writer.stop()
-        self._save_journal()
+        if not defer:
+            return self._close()
+        self._writer.flush()
+        self._save_journal()  # what the store did not take is on disk before the summary
+        self._report_pending = True
         return list(self._writer.errors)
 
     def write_report(self) -> list[str]:
@@ -251,9 +247,13 @@ class MlflowTracker:
         before = len(self._writer.errors)
         self._op(Op("report", PARENT_REF))
         self._writer.call(self._last_chance)
+        return self._close()[before:]
+
+    def _close(self) -> list[str]:
+        """End the tracking thread once its queue is done, keep what the store did not take; all write errors."""
         self._writer.stop()
         self._save_journal()
-        return self._writer.errors[before:]
+        return list(self._writer.errors)
 
     @staticmethod
     def _results(

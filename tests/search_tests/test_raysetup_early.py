@@ -86,3 +86,36 @@ def test_release_stops_only_the_ray_a_command_started_itself(monkeypatch):
     raysetup.release_early()
     raysetup.release_early()  # once only
     assert released() == ["hpsearch-ray-shutdown"]
+
+
+def test_release_frees_garbage_cycles_before_ray_stops(monkeypatch):
+    """Tune's objects the search dropped sit in reference cycles; freed during the background shutdown
+    they would make Ray end the process, so the shutdown thread collects them first."""
+    import gc
+    import threading
+
+    import ray
+
+    events = []
+
+    class Held:  # stands for a Tune object in a cycle whose finaliser touches Ray
+        def __del__(self):
+            events.append("freed")
+
+    monkeypatch.setattr(raysetup, "_init", lambda *args: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: events.append("shutdown"))
+    raysetup._early.clear()
+    raysetup.start_early(None)
+    raysetup.init_ray(None)
+    gc.disable()  # no automatic collection may free it first
+    try:
+        held = Held()
+        held.me = held
+        del held
+        raysetup.release_early()
+        for t in threading.enumerate():
+            if t.name == "hpsearch-ray-shutdown":
+                t.join(timeout=10)
+    finally:
+        gc.enable()
+    assert events == ["freed", "shutdown"]
