@@ -138,7 +138,7 @@ def fit_cnn(config: dict[str, Any], data: Any, epochs: int, report: Any, seed: i
 
 @functools.lru_cache(maxsize=4)
 def _cached_data(name: str) -> Any:
-    from hpsearch.trainables.data import load_data
+    from hpsearch.sources import load_data
 
     return load_data(WORKLOADS[name].data)
 
@@ -294,7 +294,7 @@ def read_curve(folder: Path, run: str) -> Curve:
 def retest(load: Workload, config: dict[str, Any], seed: int) -> float:
     """The winner trained on train + validation, tested once (``hpsearch retrain``'s own code)."""
     from hpsearch.review.retrain import fit_and_test
-    from hpsearch.trainables.data import load_data
+    from hpsearch.sources import load_data
     from hpsearch.trainables.tune_adapter import resolve_trainable
 
     data = load_data(load.data, merge_val=True)

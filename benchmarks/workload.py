@@ -187,6 +187,6 @@ def fit_realistic(
 @lru_cache(maxsize=2)
 def load(name: str = "tiny") -> Any:
     """A workload's data splits, loaded once per process."""
-    from hpsearch.trainables.data import load_data
+    from hpsearch.sources import load_data
 
     return load_data(WORKLOADS[name].data)

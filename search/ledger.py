@@ -1,17 +1,14 @@
-"""One record per trial, classified into the states users see, fed by Ray Tune's callbacks.
-
-States: ``running`` while it trains, then exactly one of ``completed`` (ran every epoch),
-``stopped_early`` (ASHA stopped it), ``diverged`` (the loss became NaN/inf) or ``failed``
-(an exception). Listeners (MLflow tracking, the progress printer) are told of each change.
-"""
+"""The search's trial records (:mod:`hpsearch.tracking.records`), kept by Ray Tune's callbacks and
+classified into the states users see; listeners (MLflow tracking, the progress printer) are told of each
+change."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 from ray import cloudpickle
 from ray.tune import Callback
@@ -19,8 +16,8 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from hpsearch.faults import NODE_LOST, PROCESS_DIED, failure_of
 from hpsearch.protocol import EARLIER, TrialDiverged
+from hpsearch.tracking.records import STATES, Listener, TrialRecord
 
-STATES = ("completed", "stopped_early", "diverged", "failed")
 _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
     "done",
     "trial_id",
@@ -32,36 +29,6 @@ _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
     "runtime",
     EARLIER,
 }
-
-
-@dataclass
-class TrialRecord:
-    index: int  # 1-based, in start order: t001, t002, ...
-    trial_id: str
-    config: dict[str, Any]
-    started: float = field(default_factory=time.time)
-    ended: float | None = None
-    state: str = "running"
-    epochs: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)  # the last reported values
-    error: str | None = None
-    node_id: str | None = None  # the Ray node it ran on
-    device: str | None = None  # cpu | cuda
-    runtime: dict[str, str] = field(default_factory=dict)  # how it used its device (trainables.device)
-    restarts: int = 0  # times Tune restarted it from its last checkpoint (a lost node, or max_failures)
-    restart_cause: str | None = None  # why, the last time
-
-    @property
-    def name(self) -> str:
-        return f"t{self.index:03d}"
-
-
-class Listener(Protocol):
-    def trial_started(self, rec: TrialRecord) -> None: ...
-    def trial_result(self, rec: TrialRecord, step: int, metrics: dict[str, float]) -> None: ...
-    def trial_ended(self, rec: TrialRecord) -> None: ...
-    def trial_restarted(self, rec: TrialRecord) -> None: ...
-    def search_restored(self, records: list[TrialRecord]) -> None: ...
 
 
 def reported_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -213,3 +180,6 @@ def trial_error(trial: Any) -> TrialError:
         return TrialError("unknown error (Tune recorded no error file)")
     except Exception as exc:  # reading the error must not break the search; say what happened
         return TrialError(f"error details unavailable ({type(exc).__name__}: {exc})")
+
+
+__all__ = ["STATES", "Ledger", "Listener", "TrialError", "TrialRecord", "reported_metrics", "trial_error"]

@@ -1,12 +1,13 @@
 """What a trial (in its Ray worker) and the search's driver share, and nothing else: how epochs
 travel to Tune (:class:`EpochBatch`, ASHA's rung epochs), how a trial says its config diverged
-(:class:`TrialDiverged`), and the progress record a search prints and ``hpsearch status`` reads.
+(:class:`TrialDiverged`), and the progress record a search prints and ``hpsearch status`` reads. The
+epochs where the scheduler decides come from the scheduler (:meth:`hpsearch.schedulers.SchedulerSpec.milestones`).
 
 Neutral ground: no Ray, torch or MLflow import, so both sides import it at no cost.
 
 Epochs reach Tune in batches: each Tune result is a round trip to the driver (the trial waits for
-it), which costs as much as a short epoch. A result is sent at every epoch where ASHA decides (its
-rungs), at the last epoch, with every checkpoint, and otherwise when ``report_interval_s`` has passed
+it), which costs as much as a short epoch. A result is sent at every epoch where the scheduler decides
+(ASHA's rungs), at the last epoch, with every checkpoint, and otherwise when ``report_interval_s`` has passed
 since the previous one; it carries the epochs before it under :data:`EARLIER`, so every epoch's
 metrics still reach MLflow. Epochs longer than the interval are each sent as they end.
 """
@@ -14,7 +15,6 @@ metrics still reach MLflow. Epochs longer than the interval are each sent as the
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -29,13 +29,6 @@ class TrialDiverged(RuntimeError):
 
     A trainable raises it to end its trial as ``diverged`` rather than ``failed``.
     """
-
-
-def asha_milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
-    """The epochs where Ray's ``ASHAScheduler`` (one bracket) decides: ``grace * rf**k`` for as many
-    rungs as Ray makes (its formula, ``int(log(max_t / grace) / log(rf) + 1)``), ascending."""
-    rungs = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor**k for k in range(rungs)]
 
 
 class EpochBatch:

@@ -1,4 +1,5 @@
-"""Assemble and run a search: Ray Tune + OptunaSearch (define-by-run, TPE) + ASHA + MLflow tracking.
+"""Assemble and run a search: Ray Tune + OptunaSearch (define-by-run, the spec's sampler) + the spec's
+scheduler + MLflow tracking.
 
 :func:`run_search` starts one; :mod:`hpsearch.resume` continues one. Both hand a :class:`Search` (the
 search in progress) to :func:`execute`, which starts Ray, runs the Tuner and writes the results.
@@ -21,14 +22,12 @@ from hpsearch.redact import redact, strip_password
 from hpsearch.searcher import SpaceSearch, optuna_search
 from hpsearch.spec import JobSpec
 from hpsearch.tracking.store import check_reachable, search_uri
-from hpsearch.tracking.tags import BEST_PREFIX, BEST_TRIAL, OVERRIDES, RUN_DIR, STATUS, WARM_START, WARM_START_TRIALS
+from hpsearch.tracking.tags import BEST_PREFIX, BEST_TRIAL, RUN_DIR, STATUS, WARM_START, WARM_START_TRIALS
 from hpsearch.tracking.tracker import MlflowTracker, flatten
-from hpsearch.trainables import BUILTIN
 from hpsearch.warmstart import WarmStart
 
 if TYPE_CHECKING:
     from ray.tune import Tuner
-    from ray.tune.schedulers import ASHAScheduler
 
 
 @dataclass
@@ -83,18 +82,6 @@ class Search:
     warm_start: WarmStart | None = None
 
 
-def asha_scheduler(spec: JobSpec) -> ASHAScheduler:
-    from ray.tune.schedulers import ASHAScheduler
-
-    s = spec.search.scheduler
-    return ASHAScheduler(
-        time_attr="epoch",  # not training_iteration: one Tune result may carry several epochs
-        max_t=s.max_epochs,
-        grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor,
-    )
-
-
 def spec_params(spec: JobSpec) -> dict[str, Any]:
     """The spec, minus the space, flattened: the parent run's params."""
     data = spec.model_dump(exclude={"space"})
@@ -102,32 +89,10 @@ def spec_params(spec: JobSpec) -> dict[str, Any]:
     return {k: redact(v) if isinstance(v, str) else v for k, v in flatten(data).items()}
 
 
-Describer = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]]
-
-
-def trial_describer(trainable: str) -> Describer | None:
-    """For built-in trainables a trial's run records the config as trained: every default filled in,
-    implications applied (SELU's self-normalising set-up), and a tag naming what was overridden."""
-    if trainable not in BUILTIN:
-        return None
-    from hpsearch.trainables.config import ConfigError, overrides, resolve
-
-    def describe(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        try:
-            changed = overrides(trainable, config)
-            params = resolve(trainable, config)
-        except ConfigError:  # the trial fails with the same message; record the config as sampled
-            return config, {}
-        tags = {OVERRIDES: ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())} if changed else {}
-        return params, tags
-
-    return describe
-
-
 def tracker_for(spec: JobSpec, uri: str) -> MlflowTracker:
     """Child runs named by their key choices, recorded as trained; the report written when it ends."""
-    from hpsearch.review.naming import run_name
     from hpsearch.review.report_output import log_report
+    from hpsearch.tracking.labels import run_name, trial_describer
 
     space = spec.search_space
     return MlflowTracker(
@@ -143,21 +108,19 @@ def trainable_for(spec: JobSpec) -> Any:
     """The Tune trainable of a spec: ``run_trial`` with the spec's settings, and its resources."""
     from ray import tune
 
-    from hpsearch.protocol import asha_milestones
     from hpsearch.trainables.tune_adapter import run_trial
 
-    s = spec.search.scheduler
     return tune.with_resources(
         tune.with_parameters(
             run_trial,
             trainable_name=spec.trainable,
-            data=spec.data.model_dump(),
+            data=spec.data,
             epochs=spec.epochs,
             seed=spec.search.sampler.seed,
             threads=max(1, int(spec.resources.cpu)),
             checkpoint_every=spec.search.checkpoint_every,
             checkpoint_min_interval_s=spec.search.checkpoint_min_interval_s,
-            milestones=asha_milestones(s.max_epochs, s.grace_period, s.reduction_factor),
+            milestones=spec.search.scheduler.milestones(),
             report_interval_s=spec.search.report_interval_s,
             gpu_share=spec.resources.gpu,
         ),
@@ -245,7 +208,7 @@ def run_search(
                 metric=spec.search.metric,
                 mode=spec.search.mode,
                 search_alg=searcher,
-                scheduler=asha_scheduler(spec),
+                scheduler=spec.search.scheduler.build(),
                 num_samples=spec.search.num_trials,
                 max_concurrent_trials=spec.search.max_concurrent,
                 time_budget_s=spec.search.time_budget_s,
@@ -378,4 +341,4 @@ def finish(search: Search, status: str, wall: float, defer_report: bool = False)
     )
 
 
-__all__ = ["Search", "SearchResult", "asha_scheduler", "execute", "run_search", "trainable_for"]
+__all__ = ["Search", "SearchResult", "execute", "run_search", "trainable_for"]

@@ -132,23 +132,14 @@ class SpaceSearch(OptunaSearch):
 
 
 def optuna_search(spec: JobSpec, first: list[dict[str, Any]] | None = None) -> SpaceSearch:
-    """SpaceSearch with TPE (seeded) driven by the space's define-by-run function; it hands out ``first``
+    """SpaceSearch with the spec's sampler driven by the space's define-by-run function; it hands out ``first``
     (default: the spec's first configs) before it samples."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = spec.search.sampler
-    sampler = optuna.samplers.TPESampler(
-        seed=s.seed,
-        n_startup_trials=s.n_startup_trials,
-        multivariate=s.multivariate,
-        group=s.multivariate,  # conditional spaces need group sampling for multivariate TPE
-        # trials in flight count as bad guesses while they run, so parallel trials spread out
-        constant_liar=s.constant_liar,
-    )
     searcher = SpaceSearch(
         space=spaces.define_by_run(spec.search_space),
         metric=spec.search.metric,
         mode=spec.search.mode,
-        sampler=sampler,
+        sampler=spec.search.sampler.build(),
         max_epochs=spec.epochs,
     )
     study = searcher._ot_study

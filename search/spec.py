@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError, field_validator
 
-from hpsearch import spaces, yamlfile
+from hpsearch import samplers, schedulers, sources, spaces, yamlfile
 from hpsearch.errors import Problem, SpecError
+from hpsearch.registry import Strict
+from hpsearch.samplers import SamplerSpec
+from hpsearch.schedulers import SchedulerSpec
+from hpsearch.sources import DataSource
 from hpsearch.tracking.store import check_tracking_uri
 from hpsearch.trainables import BUILTIN
 from hpsearch.trainables import config as trainable_config
@@ -20,60 +24,16 @@ _NAME = r"^[A-Za-z0-9._-]+$"
 BUILTIN_METRICS = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class SearchSpec(Strict):
+    """How the search runs: what it optimises, how many trials, which sampler proposes them and which
+    scheduler stops the weak ones (each a registered model: :mod:`hpsearch.samplers`, :mod:`hpsearch.schedulers`)."""
 
-
-class DataSpec(_Strict):
-    """Where the examples come from and how they are split (seeded, disjoint).
-
-    ``{npz: path}`` is short for ``{dataset: npz, path: path}``.
-    """
-
-    dataset: Literal["digits", "fashion_mnist", "cifar10", "synthetic", "npz"]
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)  # fashion_mnist/cifar10 use their official test set
-    seed: int = 0
-    train_samples: int | None = Field(None, ge=1)  # cap on the train split (quick searches)
-    root: str | None = None  # fashion_mnist / cifar10: where torchvision finds (or downloads) the files
-    download: bool = False
-    verify_checksums: bool = True  # cifar10: check the official files' MD5
-    path: str | None = None  # npz
-    samples: int = Field(2000, ge=10)  # synthetic
-    features: int = Field(64, ge=1)  # synthetic, tabular
-    shape: list[int] | None = None  # synthetic, e.g. [3, 32, 32]
-    classes: int = Field(10, ge=2)  # synthetic
-
-
-class SamplerSpec(_Strict):
-    """Optuna TPE: ``seed`` makes the search reproducible; the first ``n_startup_trials`` are random."""
-
-    type: Literal["tpe"] = "tpe"
-    seed: int = 0
-    n_startup_trials: int = Field(10, ge=0)
-    multivariate: bool = False
-    # trials in flight count as bad guesses while they run (Optuna's constant liar): parallel trials
-    # are sampled aware of each other instead of as near-duplicates
-    constant_liar: bool = True
-
-
-class SchedulerSpec(_Strict):
-    """ASHA: every trial runs at least ``grace_period`` epochs, at most ``max_epochs``;
-    at each rung only the top 1/``reduction_factor`` continue."""
-
-    type: Literal["asha"] = "asha"
-    max_epochs: int = Field(ge=1)
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(3.0, gt=1)
-
-
-class SearchSpec(_Strict):
     metric: str = "val_accuracy"
     mode: Literal["max", "min"] = "max"
     num_trials: int = Field(ge=1)
     max_concurrent: int = Field(2, ge=1)
-    sampler: SamplerSpec = SamplerSpec()
-    scheduler: SchedulerSpec
+    sampler: SerializeAsAny[SamplerSpec] = Field(default_factory=samplers.default)
+    scheduler: SerializeAsAny[SchedulerSpec]
     time_budget_s: float | None = Field(None, gt=0)  # stop starting/continuing trials after this long
     max_failures: int = Field(0, ge=0)  # retries of a failed trial (from its last checkpoint)
     # restarts of a trial whose node was lost (not counted in max_failures: not the config's fault)
@@ -93,8 +53,18 @@ class SearchSpec(_Strict):
     # preset's own first configs, if the space is a preset that has some; [] for none.
     enqueue: list[dict[str, Any]] | None = None
 
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler(cls, value: Any) -> Any:
+        return samplers.REGISTRY.validate(value, default=samplers.DEFAULT)
 
-class ResourcesSpec(_Strict):
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler(cls, value: Any) -> Any:
+        return schedulers.REGISTRY.validate(value, default=schedulers.DEFAULT)
+
+
+class ResourcesSpec(Strict):
     """Per trial. ``gpu`` may be fractional (0.25: four trials share a GPU, each capped at a quarter of
     its memory); a trial trains on one GPU, so at most 1."""
 
@@ -102,14 +72,17 @@ class ResourcesSpec(_Strict):
     gpu: float = Field(0.0, ge=0)
 
 
-class TrackingSpec(_Strict):
+class TrackingSpec(Strict):
     uri: str | None = None  # default: sqlite:///mlruns.db in the working directory
 
 
-class JobSpec(_Strict):
+class JobSpec(Strict):
     name: str = Field(pattern=_NAME, max_length=200)
+    # Modules imported before the rest of the spec is read: they register samplers, schedulers and data
+    # sources of their own (hpsearch.samplers.register, ...).
+    plugins: list[str] = Field(default_factory=list)
     trainable: str = "mlp"
-    data: DataSpec
+    data: SerializeAsAny[DataSource]
     space: Any
     search: SearchSpec
     resources: ResourcesSpec = ResourcesSpec()
@@ -117,6 +90,11 @@ class JobSpec(_Strict):
 
     _space: spaces.Space = PrivateAttr()
     _source_text: str = PrivateAttr(default="")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, value: Any) -> Any:
+        return sources.REGISTRY.validate(value)
 
     @property
     def search_space(self) -> spaces.Space:
@@ -171,7 +149,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
         raise SpecError(
             [("", f"the spec must be a mapping of keys (name, data, space, search, ...), got {data!r}")], source
         )
-    problems: list[Problem] = []
+    problems: list[Problem] = _import_plugins(data.get("plugins"))
     data = _normalise_data(data, base_dir, problems)
     spec: JobSpec | None = None
     try:
@@ -202,10 +180,6 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
             )
         elif mode in ("max", "min") and mode != BUILTIN_METRICS[metric]:
             problems.append(Problem("search.mode", f"{metric} should be {BUILTIN_METRICS[metric]}imised, got {mode!r}"))
-    scheduler: dict[str, Any] = search["scheduler"] if isinstance(search.get("scheduler"), dict) else {}
-    grace, max_epochs = scheduler.get("grace_period", 1), scheduler.get("max_epochs")
-    if isinstance(grace, int) and isinstance(max_epochs, int) and grace > max_epochs:
-        problems.append(Problem("search.scheduler.grace_period", f"must be <= max_epochs ({max_epochs}), got {grace}"))
     gpu = data["resources"].get("gpu") if isinstance(data.get("resources"), dict) else None
     if isinstance(gpu, (int, float)) and not isinstance(gpu, bool) and gpu > 1:
         problems.append(
@@ -219,7 +193,12 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
         problems.extend(check_tracking_uri(uri, "tracking.uri"))
 
     if spec is not None:
-        problems.extend(_check_data_files(spec.data))
+        for where, section in (
+            ("data", spec.data),
+            ("search.sampler", spec.search.sampler),
+            ("search.scheduler", spec.search.scheduler),
+        ):
+            problems.extend(Problem(f"{where}.{p.path}" if p.path else where, p.message) for p in section.problems())
         if space is not None:
             problems.extend(_check_first_configs(spec, space))
     if problems:
@@ -229,48 +208,66 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     return spec
 
 
+def _import_plugins(names: Any) -> list[Problem]:
+    """Import the spec's ``plugins`` (they register what the rest of the spec may name)."""
+    if not isinstance(names, list):
+        return []  # absent, or not a list: the model says so
+    problems = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", name):
+            problems.append(Problem(f"plugins[{i}]", f"must be a module name (pkg.module), got {name!r}"))
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an ImportError, or the plugin's own error while it registers
+            problems.append(Problem(f"plugins[{i}]", f"cannot import module {name!r}: {type(exc).__name__}: {exc}"))
+    return problems
+
+
 def _normalise_data(data: dict[str, Any], base_dir: Path | None, problems: list[Problem]) -> dict[str, Any]:
-    """``{npz: path}`` -> ``{dataset: npz, path: <absolute>}``; relative paths are relative to the spec."""
+    """A source's shorthand (``{npz: path}`` -> ``{dataset: npz, path: path}``); a source's relative paths
+    are relative to the spec file."""
     d = data.get("data")
     if not isinstance(d, dict):
         return data
     d = dict(d)
-    if "npz" in d:
-        if "dataset" in d or "path" in d:
-            problems.append(Problem("data", "give either {npz: path} or {dataset: npz, path: path}, not both"))
-        d["dataset"], d["path"] = "npz", d.pop("npz")
-    for key in ("path", "root"):
+    for name in sources.REGISTRY.names():
+        field = sources.REGISTRY.get(name).shorthand
+        if field is not None and name in d:
+            if "dataset" in d or field in d:
+                problems.append(
+                    Problem(
+                        "data", f"give either {{{name}: {field}}} or {{dataset: {name}, {field}: {field}}}, not both"
+                    )
+                )
+            d["dataset"], d[field] = name, d.pop(name)
+    model = sources.REGISTRY.get(d["dataset"]) if d.get("dataset") in sources.REGISTRY.names() else None
+    for key in model.path_fields if model is not None else ():
         if isinstance(d.get(key), str):
             p = Path(d[key]).expanduser()
             d[key] = str(p if p.is_absolute() or base_dir is None else (base_dir / p).resolve())
     return {**data, "data": d}
 
 
-def _check_data_files(d: DataSpec) -> list[Problem]:
-    from hpsearch.trainables.files import missing_files
+def parse_search_section(text: str) -> SearchSpec:
+    """The ``search`` section of a spec's YAML text on its own (the report reads it back from a search's
+    logged spec, where the rest of the spec, its data files above all, may not hold).
 
-    if d.dataset == "npz":
-        if d.path is None:
-            return [Problem("data.path", "required for dataset npz (or write data: {npz: path})")]
-        if not Path(d.path).is_file():
-            return [Problem("data.npz", f"file not found: {d.path!r}")]
-    if d.dataset in ("fashion_mnist", "cifar10") and not d.download:
-        missing = missing_files(d.dataset, d.root)
-        if missing:
-            root = d.root or "~/.cache/hpsearch/data (the default)"
-            return [
-                Problem(
-                    "data.root",
-                    f"{d.dataset} files not found under {root!r} (missing {missing[0]}"
-                    f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}); set data.download: true "
-                    "where there is internet, or point data.root at a folder holding them",
-                )
-            ]
-    if d.dataset == "synthetic" and d.shape is not None and (len(d.shape) not in (1, 3) or min(d.shape) < 1):
-        return [
-            Problem("data.shape", f"must be [features] or [channels, height, width] of positive sizes, got {d.shape}")
-        ]
-    return []
+    Raises:
+        SpecError: the text has no valid search section (or names a plugin that is not there).
+    """
+    try:
+        data = yamlfile.load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([yamlfile.problem(exc)]) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("search"), dict):
+        raise SpecError([("search", "required")])
+    problems = _import_plugins(data.get("plugins"))
+    try:
+        search = SearchSpec.model_validate(data["search"])
+    except ValidationError as exc:
+        raise SpecError(problems + [Problem(f"search.{p.path}", p.message) for p in _format_pydantic(exc)]) from exc
+    return search
 
 
 def _check_first_configs(spec: JobSpec, space: spaces.Space) -> list[Problem]:

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch import spaces
 from hpsearch.errors import UsageError
-from hpsearch.tracking.tags import CONFIG, EPOCHS, PARENT, ROLE, STATE
+from hpsearch.tracking import reader
+from hpsearch.tracking.tags import CONFIG, EPOCHS, PARENT, STATE
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from hpsearch.spec import JobSpec
 
-PAGE = 1000
 RERUN = 3  # the best earlier configs a warm-started search runs first again (with its own seed)
 
 
@@ -105,19 +105,11 @@ def read(uri: str, experiment: str, spec: JobSpec) -> tuple[list[FrozenTrial], W
     taken = WarmStart(experiment)
     trials: list[FrozenTrial] = []
     searches: set[str] = set()
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'", max_results=PAGE, page_token=token
-        )
-        for run in page:
-            trial = _trial(run, spec, taken)
-            if trial is not None:
-                trials.append(trial)
-                searches.add(run.data.tags.get(PARENT, ""))
-        token = page.token
-        if not token:
-            break
+    for run in reader.experiment_trials(client, experiment_id):
+        trial = _trial(run, spec, taken)
+        if trial is not None:
+            trials.append(trial)
+            searches.add(run.data.tags.get(PARENT, ""))
     taken.searches = sorted(s for s in searches if s)
     taken.rerun = best_configs(trials, spec.search.mode, RERUN)
     return trials, taken

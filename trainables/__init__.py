@@ -45,10 +45,17 @@ class Trainable(Protocol):
     def __call__(self, config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0) -> Any: ...
 
 
+class DataSource(Protocol):
+    """What a trial is handed to get its data (the spec's ``data`` section: :mod:`hpsearch.sources`)."""
+
+    def load(self, merge_val: bool = False) -> Splits: ...
+    def cache_key(self) -> str: ...
+
+
 BUILTIN = {
     "mlp": "hpsearch.trainables.loop:train_mlp",
     "cnn": "hpsearch.trainables.loop:train_cnn",
     "resnet_transfer": "hpsearch.trainables.loop:train_resnet_transfer",
 }
 
-__all__ = ["BUILTIN", "Report", "Trainable"]
+__all__ = ["BUILTIN", "DataSource", "Report", "Trainable"]

@@ -1,4 +1,5 @@
-"""Data sets as whole tensors on the trial's device; batches are index slices.
+"""Data sets as whole tensors on the trial's device; batches are index slices. The readers and the split
+live here; which data set a search uses, with what settings, is a data source (:mod:`hpsearch.sources`).
 
 Splits are seeded and disjoint. The search trains on ``train`` and ranks on ``val``; ``test`` is
 held out and never used by the search. For fashion_mnist and cifar10 the test split is the
@@ -15,12 +16,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-
-from hpsearch.trainables.files import DATASETS, DEFAULT_ROOT
 
 
 class DataError(ValueError):
@@ -58,52 +56,33 @@ class Splits:
         return replace(self, **moved)
 
 
-def load_data(spec: dict[str, Any], merge_val: bool = False) -> Splits:
-    """Load and split the data set a (validated) data spec describes.
-
-    Args:
-        spec: the job spec's ``data`` section as a mapping (``JobSpec.data.model_dump()``):
-            ``dataset`` (digits | fashion_mnist | cifar10 | synthetic | npz) and its settings.
-        merge_val: train on train + validation (the final retrain of chosen configs); the
-            validation split is then empty and the test split the same as in the search.
-
-    Returns:
-        :class:`Splits`: train / validation / test tensors (on the CPU; ``Splits.to(device)`` moves them).
+def official_test_splits(
+    name: str,
+    root: str,
+    download: bool,
+    verify_checksums: bool,
+    val_fraction: float,
+    seed: int,
+    train_samples: int | None,
+    merge_val: bool = False,
+) -> Splits:
+    """fashion_mnist / cifar10 from ``root`` (downloaded there if asked): a seeded train / validation split
+    of the training set, and the official test set.
 
     Raises:
-        DataError: the data set is unknown, or its files are missing or not in the expected format
-            (the message names the field: ``data.npz: ...``)
+        DataError: the files are missing or incomplete (the message names ``data.root``).
     """
-    name = spec["dataset"]
-    seed, val_fraction, test_fraction = (
-        spec.get("seed", 0),
-        spec.get("val_fraction", 0.2),
-        spec.get("test_fraction", 0.2),
+    (x, y), (test_x, test_y) = _torchvision(name, root, download, verify_checksums)
+    splits = split(x, y, val_fraction, 0.0, seed, train_samples)
+    splits = Splits(
+        splits.train_x,
+        splits.train_y,
+        splits.val_x,
+        splits.val_y,
+        torch.from_numpy(test_x),
+        torch.from_numpy(test_y),
+        max(splits.num_classes, int(test_y.max()) + 1),
     )
-    if name in ("fashion_mnist", "cifar10"):
-        (x, y), (test_x, test_y) = _torchvision(name, spec)
-        splits = split(x, y, val_fraction, 0.0, seed, spec.get("train_samples"))
-        splits = Splits(
-            splits.train_x,
-            splits.train_y,
-            splits.val_x,
-            splits.val_y,
-            torch.from_numpy(test_x),
-            torch.from_numpy(test_y),
-            max(splits.num_classes, int(test_y.max()) + 1),
-        )
-        return standardise(merge_validation(splits) if merge_val else splits)
-    if name == "digits":
-        x, y = digits()
-    elif name == "synthetic":
-        x, y = synthetic(
-            spec.get("samples", 2000), spec.get("shape") or [spec.get("features", 64)], spec.get("classes", 10), seed
-        )
-    elif name == "npz":
-        x, y = load_npz(spec["path"])
-    else:
-        raise DataError(f"data.dataset: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-    splits = split(x, y, val_fraction, test_fraction, seed, spec.get("train_samples"))
     return standardise(merge_validation(splits) if merge_val else splits)
 
 
@@ -193,14 +172,12 @@ def standardise(s: Splits) -> Splits:
 
 
 def _torchvision(
-    name: str, spec: dict[str, Any]
+    name: str, root: str, download: bool, verify_checksums: bool
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Train and test arrays of fashion_mnist / cifar10 from ``data.root`` (downloaded there if asked)."""
-    root = os.path.expanduser(spec.get("root") or DEFAULT_ROOT)
-    download = bool(spec.get("download", False))
+    """Train and test arrays of fashion_mnist / cifar10 from ``root`` (downloaded there if asked)."""
     try:
         with download_lock(root) if download else contextlib.nullcontext():
-            return _read_torchvision(name, spec, root, download)
+            return _read_torchvision(name, root, download, verify_checksums)
     except RuntimeError as exc:  # torchvision: "Dataset not found ..." / "... or corrupted"
         hint = "set data.download: true (needs internet)" if not download else "the download failed"
         raise DataError(
@@ -222,7 +199,7 @@ def download_lock(root: str) -> Iterator[None]:
 
 
 def _read_torchvision(
-    name: str, spec: dict[str, Any], root: str, download: bool
+    name: str, root: str, download: bool, verify_checksums: bool
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Train and test arrays through torchvision's own dataset classes (its on-disk formats)."""
     if name == "fashion_mnist":
@@ -234,7 +211,7 @@ def _read_torchvision(
             (d.data.numpy()[:, None].astype(np.float32) / 255.0, d.targets.numpy().astype(np.int64)) for d in sets
         ]
     else:
-        cls = _cifar10_class(verify=spec.get("verify_checksums", True))
+        cls = _cifar10_class(verify=verify_checksums)
         sets = [cls(root, train=train, download=download) for train in (True, False)]
         # uint8 (N, 32, 32, 3) -> float (N, 3, 32, 32) in [0, 1]
         arrays = [

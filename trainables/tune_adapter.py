@@ -9,10 +9,8 @@ Epochs reach Tune in batches (:class:`hpsearch.protocol.EpochBatch`, the protoco
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.protocol import EpochBatch
@@ -20,6 +18,7 @@ from hpsearch.trainables import BUILTIN, exits
 from hpsearch.trainables import device as device_plan
 
 if TYPE_CHECKING:
+    from hpsearch.trainables import DataSource
     from hpsearch.trainables.data import Splits
 
 
@@ -30,22 +29,26 @@ def resolve_trainable(name: str) -> Callable[..., None]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-@lru_cache(maxsize=2)
-def _data(data_json: str) -> Splits:
-    # With actor reuse one worker process runs many trials: load the data once.
-    from hpsearch.trainables.data import load_data
-
-    return load_data(json.loads(data_json))
+_LOADED: dict[str, Splits] = {}  # by DataSource.cache_key(): with actor reuse one worker runs many trials
+_PLACED: dict[tuple[str, device_plan.DevicePlan], tuple[Splits, bool]] = {}
 
 
-@lru_cache(maxsize=2)
-def _data_for(data_json: str, plan: device_plan.DevicePlan) -> tuple[Splits, bool]:
-    """The search's splits where the plan's trials train, and whether they are on its device: decided
-    once per data set and plan (a reused actor's next trial must not find the GPU fuller by the copy
-    it placed itself). The test split (never used by a search) stays on the host."""
-    splits = _data(data_json)
-    on_device = device_plan.data_fits(splits.search_bytes, plan)
-    return splits.to(plan.device if on_device else "cpu", test=False), on_device
+def _data_for(source: DataSource, plan: device_plan.DevicePlan) -> tuple[Splits, bool]:
+    """The search's splits where the plan's trials train, and whether they are on its device: loaded once
+    per worker process and data source, placed once per plan (a reused actor's next trial must not find
+    the GPU fuller by the copy it placed itself). The test split (never used by a search) stays on the host."""
+    key = source.cache_key()
+    if (key, plan) not in _PLACED:
+        if key not in _LOADED:
+            _LOADED.clear()  # one data set at a time in a worker's memory
+            _PLACED.clear()
+            _LOADED[key] = source.load()
+        splits = _LOADED[key]
+        on_device = device_plan.data_fits(splits.search_bytes, plan)
+        if len(_PLACED) >= 2:
+            _PLACED.clear()
+        _PLACED[(key, plan)] = splits.to(plan.device if on_device else "cpu", test=False), on_device
+    return _PLACED[(key, plan)]
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def run_trial(
     config: dict[str, Any],
     *,
     trainable_name: str,
-    data: dict[str, Any],
+    data: DataSource,
     epochs: int,
     seed: int,
     threads: int,
@@ -71,7 +74,8 @@ def run_trial(
     report_interval_s: float = 0.0,
     gpu_share: float = 0.0,
 ) -> None:
-    """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``.
+    """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``;
+    ``data`` is the spec's data source (it loads the splits here, in the worker).
 
     Every result carries ``epoch`` (the trainable's own, or counted: one ``report`` call per epoch)
     and the node and device the trial ran on; epochs are sent in batches (:class:`EpochBatch`, at
@@ -96,7 +100,7 @@ def run_trial(
     torch.set_num_threads(threads)
     plan = device_plan.plan_device(device_plan.assigned_gpus(), gpu_share)
     device_plan.apply(plan)
-    splits, on_device = _data_for(json.dumps(data, sort_keys=True), plan)
+    splits, on_device = _data_for(data, plan)
     fn = resolve_trainable(trainable_name)
     builtin = trainable_name in BUILTIN
     parameters = inspect.signature(fn).parameters

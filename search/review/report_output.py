@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hpsearch.review.report import TOP_K, SearchReport, _text, report_for
+from hpsearch.review.evidence import TOP_K, SearchReport, _text
+from hpsearch.review.report import report_for
 
 
 # Writing -------------------------------------------------------------------------------------------

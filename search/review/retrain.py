@@ -12,11 +12,13 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import HpsearchError, UsageError
-from hpsearch.review.report import find_search, open_store, parse_param, read_artifact, report_for
+from hpsearch.review.report import report_for
+from hpsearch.tracking import reader
+from hpsearch.tracking.labels import trial_describer
+from hpsearch.tracking.reader import parse_param
 from hpsearch.tracking.tags import (
     BEST_MODEL,
     CONFIG,
@@ -29,7 +31,7 @@ from hpsearch.tracking.tags import (
     SOURCE_RUN_ID,
     SOURCE_TRIAL,
 )
-from hpsearch.tracking.tracker import flatten, log_metrics, log_params
+from hpsearch.tracking.writes import flatten, log_metrics, log_params
 
 
 @dataclass
@@ -106,9 +108,11 @@ def retrain(
         raise UsageError([("--top-k/--seeds", f"must be >= 1, got {top_k}/{seeds}")])
     if epochs is not None and epochs < 1:
         raise UsageError([("--epochs", f"must be >= 1, got {epochs}")])
-    client = open_store(tracking_uri)
-    exp, parent = find_search(client, experiment, search_run_id)
-    spec = _spec_of(client, parent.info.run_id, experiment)
+    client = reader.open_store(tracking_uri)
+    exp, parent = reader.find_search(client, experiment, search_run_id)
+    spec = reader.logged_spec(client, parent.info.run_id, source=f"{experiment}: spec.yaml of run {parent.info.run_id}")
+    if spec is None:
+        raise HpsearchError(f"{experiment}: the search's parent run {parent.info.run_id} has no spec.yaml artifact")
     report = report_for(client, parent, top_k=top_k, experiment=exp)
     if not report.top:
         raise HpsearchError(f"{experiment}: the search has no finished trial to retrain")
@@ -118,13 +122,11 @@ def retrain(
     import mlflow
     import torch
 
-    from hpsearch.run import trial_describer
-    from hpsearch.trainables.data import load_data
     from hpsearch.trainables.tune_adapter import resolve_trainable
 
     device = retrain_device(device, spec.resources.gpu, torch.cuda.is_available())
     progress(f"retraining on {device}")
-    data = load_data(spec.data.model_dump(), merge_val=True).to(device)
+    data = spec.data.load(merge_val=True).to(device)
     fn = resolve_trainable(spec.trainable)
     describe = trial_describer(spec.trainable) or (lambda config: (config, {}))
     sign = 1.0 if mode == "max" else -1.0
@@ -260,15 +262,6 @@ def _sampled_config(run: Any) -> dict[str, Any]:
     if text and not text.endswith("...[truncated]"):
         return dict(json.loads(text))
     return {k: parse_param(v) for k, v in run.data.params.items()}
-
-
-def _spec_of(client: Any, run_id: str, experiment: str) -> Any:
-    from hpsearch.spec import load_spec_text
-
-    text = read_artifact(client, run_id, "spec.yaml")
-    if text is None:
-        raise HpsearchError(f"{experiment}: the search's parent run {run_id} has no spec.yaml artifact")
-    return load_spec_text(text, source=f"{experiment}: spec.yaml of run {run_id}", base_dir=Path.cwd())
 
 
 def _log_summary(client: Any, parent_run_id: str, result: RetrainResult) -> None:

@@ -190,18 +190,16 @@ def runs_url(base: str, experiment_id: str, metric: str | None = None, mode: str
 def experiment_links(tracking_uri: str, url: str) -> list[str]:
     from mlflow import MlflowClient
 
-    from hpsearch.tracking.tags import ROLE
+    from hpsearch.tracking import reader
 
     try:
         client = MlflowClient(tracking_uri)
         links = []
         for e in client.search_experiments():
-            searches = client.search_runs(
-                [e.experiment_id], f"tags.`{ROLE}` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
-            )
-            if not searches:
+            search = reader.latest_search(client, e.experiment_id)
+            if search is None:
                 continue
-            params = searches[0].data.params
+            params = search.data.params
             link = runs_url(url, e.experiment_id, params.get("search.metric"), params.get("search.mode", "max"))
             links.append(f"  {e.name}: {link}")
         return links

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from hpsearch.review.naming import run_name
 from hpsearch.spec import load_spec
+from hpsearch.tracking.labels import run_name
 from tests.helpers import QUICKSTART, apt_install, hpsearch, write_spec
 from tests.integration_tests.servers import running_ui
 
@@ -157,8 +157,6 @@ def test_retrain_top_configs_logs_runs_and_the_best_model(search):
     import mlflow.pytorch
     import torch
 
-    from hpsearch.trainables.data import load_data
-
     client, parent = search["client"], search["parent"]
     result = hpsearch(
         "retrain",
@@ -195,7 +193,7 @@ def test_retrain_top_configs_logs_runs_and_the_best_model(search):
     mlflow.set_tracking_uri(search["uri"])  # the registry lives in the same store
     mlflow.set_registry_uri(search["uri"])
     model = mlflow.pytorch.load_model("models:/review-mlp/1")
-    splits = load_data(search["spec"].data.model_dump(), merge_val=True)
+    splits = search["spec"].data.load(merge_val=True)
     assert len(splits.val_y) == 0 and len(splits.test_y) == 359
     with torch.no_grad():  # a torch.export program (MLflow's default format): call it, no .eval() needed
         accuracy = (model(splits.test_x).argmax(1) == splits.test_y).float().mean().item()

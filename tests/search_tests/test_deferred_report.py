@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from hpsearch.ledger import TrialRecord
 from hpsearch.run import SearchResult
+from hpsearch.tracking.records import TrialRecord
 from hpsearch.tracking.tags import STATUS
 from hpsearch.tracking.tracker import MlflowTracker
 
@@ -66,7 +66,7 @@ def test_the_report_imports_wait_until_every_trial_has_started(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     tracker = MlflowTracker(uri, "warm", report=lambda client, run_id: None)
     warmed = []
-    tracker._warm_up = lambda: warmed.append(len(started))  # type: ignore[method-assign]
+    tracker.report_job.warm_up = lambda: warmed.append(len(started))  # type: ignore[method-assign]
     started: list[TrialRecord] = []
     tracker.warm_up_when = lambda: len(started) >= 3  # the search: every one of its 3 trials has started
     tracker.start("search", {}, {}, {})
@@ -79,13 +79,13 @@ def test_the_report_imports_wait_until_every_trial_has_started(tmp_path):
             first = started[0]
             first.state, first.epochs = "completed", 1
             tracker.trial_ended(first)
-            assert tracker._warm_thread is None
+            assert tracker.report_job.thread is None
     for rec in started[1:]:
         rec.state, rec.epochs = "completed", 1
         tracker.trial_ended(rec)
     tracker.finish("FINISHED", {}, {}, {}, {})
-    assert tracker._warm_thread is not None and tracker._warm_thread.name == "hpsearch-report-imports"
-    tracker._warm_thread.join(10)
+    assert tracker.report_job.thread is not None and tracker.report_job.thread.name == "hpsearch-report-imports"
+    tracker.report_job.thread.join(10)
     assert warmed == [3]  # once, at the first trial that ended after the last one started
 
 

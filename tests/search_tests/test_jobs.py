@@ -46,7 +46,7 @@ def test_a_resumed_search_says_where_it_starts_even_with_nothing_left_to_run():
     reads how far the search got (it read no record at all before: "trials done -")."""
     from dataclasses import asdict
 
-    from hpsearch.ledger import TrialRecord
+    from hpsearch.tracking.records import TrialRecord
 
     out = io.StringIO()
     ledger = Ledger(max_epochs=2, metric="val_accuracy", mode="max", listeners=[])

@@ -2,7 +2,8 @@
 
 import pytest
 
-from hpsearch.protocol import EARLIER, EpochBatch, asha_milestones
+from hpsearch.protocol import EARLIER, EpochBatch
+from hpsearch.schedulers.asha import asha_milestones
 
 
 class Clock:

@@ -7,19 +7,19 @@ import pytest
 from hpsearch import spaces
 from hpsearch.errors import SpecError
 from hpsearch.review import ui
-from hpsearch.review.naming import format_value, run_name
-from hpsearch.review.report import (
+from hpsearch.review.evidence import (
     Settings,
     TrialRow,
     build_report,
     marginals,
     param_importance,
-    parse_param,
     rung_marginals,
-    rung_milestones,
-    space_kinds,
 )
-from hpsearch.tracking.tracker import _param_value
+from hpsearch.schedulers.asha import AshaSpec
+from hpsearch.spaces import space_kinds
+from hpsearch.tracking.labels import format_value, run_name
+from hpsearch.tracking.reader import parse_param
+from hpsearch.tracking.writes import param_value
 from tests.helpers import hpsearch
 
 SPACE = spaces.parse_space(
@@ -77,7 +77,7 @@ def test_run_name_without_a_space_and_value_formats():
 
 @pytest.mark.parametrize("value", ["relu", 3, 0.1234, True, None, 1e-5, "0.5 apples"])
 def test_params_parse_back_to_their_values(value):
-    assert parse_param(_param_value(value)) == value
+    assert parse_param(param_value(value)) == value
 
 
 def test_space_kinds_take_the_envelope_of_branches():
@@ -87,19 +87,19 @@ def test_space_kinds_take_the_envelope_of_branches():
     assert "batch_size" not in kinds  # a constant is not searched
 
 
-def _settings(**kw):
-    base = dict(
-        metric="val_accuracy", mode="max", max_epochs=9, grace_period=1, reduction_factor=3.0, kinds=space_kinds(SPACE)
-    )
-    return Settings(**{**base, **kw})
+def _settings(kinds=None, max_epochs=9, grace_period=1, reduction_factor=3.0, **kw):
+    """Settings of an ASHA search: its rungs are the scheduler's own (as the report reads them back)."""
+    asha = AshaSpec(max_epochs=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor)
+    base = dict(metric="val_accuracy", mode="max", max_epochs=max_epochs, rungs=asha.rungs())
+    return Settings(**{**base, **kw}, kinds=space_kinds(SPACE) if kinds is None else kinds)
 
 
 def test_rung_milestones_match_asha():
-    assert rung_milestones(_settings()) == [1, 3, 9]
-    assert rung_milestones(_settings(max_epochs=10)) == [1, 3, 9, 10]
-    assert rung_milestones(_settings(max_epochs=20, grace_period=2, reduction_factor=2)) == [2, 4, 8, 16, 20]
+    assert _settings().rungs == [1, 3, 9]
+    assert _settings(max_epochs=10).rungs == [1, 3, 9, 10]
+    assert _settings(max_epochs=20, grace_period=2, reduction_factor=2).rungs == [2, 4, 8, 16, 20]
     # a fractional rung (2.5, 6.25) is decided at the first epoch past it, where the trials send their results
-    assert rung_milestones(_settings(max_epochs=12, grace_period=1, reduction_factor=2.5)) == [1, 3, 7, 12]
+    assert _settings(max_epochs=12, grace_period=1, reduction_factor=2.5).rungs == [1, 3, 7, 12]
 
 
 def _rows(n=40, seed=0):
@@ -270,7 +270,7 @@ def test_ui_report_retrain_refuse_a_missing_store(tmp_path):
 def test_long_values_are_cut_with_a_marker_never_an_aborted_log(tmp_path):
     from mlflow import MlflowClient
 
-    from hpsearch.ledger import TrialRecord
+    from hpsearch.tracking.records import TrialRecord
     from hpsearch.tracking.tracker import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

@@ -61,7 +61,7 @@ def test_without_a_writable_cache_mlflow_creates_the_store_itself(tmp_path):
 
 
 def test_a_trial_ends_with_its_points_and_tags_written_also_past_mlflows_request_limit(tmp_path):
-    from hpsearch.ledger import TrialRecord
+    from hpsearch.tracking.records import TrialRecord
     from hpsearch.tracking.tracker import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from hpsearch.trainables.data import DataError, load_data
-from hpsearch.trainables.files import missing_files
+from hpsearch.sources import load_data
+from hpsearch.sources.torchvision_sets import Cifar10Source, FashionMnistSource
+from hpsearch.trainables.data import DataError
 
 
 def write_idx(path, array):
@@ -84,9 +85,9 @@ def test_missing_files_name_the_root(tmp_path):
         DataError, match=f"fashion_mnist files not found or incomplete under '{tmp_path}'.*download: true"
     ):
         load_data({"dataset": "fashion_mnist", "root": str(tmp_path)})
-    assert missing_files("cifar10", str(tmp_path))[0] == "cifar-10-batches-py/data_batch_1"
+    assert Cifar10Source(root=str(tmp_path)).missing_files()[0] == "cifar-10-batches-py/data_batch_1"
     write_fashion_mnist(tmp_path)
-    assert missing_files("fashion_mnist", str(tmp_path)) == []
+    assert FashionMnistSource(root=str(tmp_path)).missing_files() == []
 
 
 def test_npz_arrays(tmp_path):
@@ -140,7 +141,7 @@ def test_digits_are_scikit_learns_read_without_importing_it():
     assert x.shape == (1797, 1, 8, 8) and x.dtype == np.float32 and y.dtype == np.int64
     assert np.array_equal(x[:, 0] * 16.0, bunch.images) and np.array_equal(y, bunch.target)
     code = (
-        "import sys; from hpsearch.trainables.data import load_data; s = load_data({'dataset': 'digits'}); "
+        "import sys; from hpsearch.sources import load_data; s = load_data({'dataset': 'digits'}); "
         "print(len(s.train_y) + len(s.val_y) + len(s.test_y), 'sklearn' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from hpsearch.sources import load_data
 from hpsearch.trainables import loop
 from hpsearch.trainables.config import TrainConfig
-from hpsearch.trainables.data import load_data
 from hpsearch.trainables.optim import build_optimizer
 from hpsearch.trainables.tune_adapter import load_checkpoint
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
+from hpsearch.sources import load_data
 from hpsearch.trainables.config import ConfigError, TrainConfig
-from hpsearch.trainables.data import load_data
 from hpsearch.trainables.loop import TrialDiverged, evaluate, train_mlp
 from hpsearch.trainables.models import build_mlp
 from hpsearch.trainables.optim import build_optimizer, clip_gradients

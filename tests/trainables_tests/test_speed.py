@@ -4,8 +4,8 @@ what is learned (beyond mixed precision's rounding)."""
 import pytest
 import torch
 
+from hpsearch.sources import load_data
 from hpsearch.trainables.config import check_config
-from hpsearch.trainables.data import load_data
 from hpsearch.trainables.loop import train_model
 
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from hpsearch.sources import load_data
 from hpsearch.trainables.augment import random_crop, random_hflip
 from hpsearch.trainables.config import ConfigError, TrainConfig, overrides, resolve
-from hpsearch.trainables.data import load_data, synthetic
+from hpsearch.trainables.data import synthetic
 from hpsearch.trainables.loop import _unfreeze, evaluate, train_model
 from hpsearch.trainables.models import ResidualBlock, TransferResNet, build_cnn, build_mlp
 from hpsearch.trainables.optim import apply_max_norm, build_optimizer, penalty

@@ -1,15 +1,20 @@
-"""Readable run names from a trial's key choices: ``t017 selu adam lr=3.2e-3 bn=after``.
+"""How a trial's MLflow run is named and labelled.
 
-The MLflow runs table shows run names first; a name that says what the trial tried reads at a
-glance where ``t017`` (or Tune's ``trainable_fb682eb5``) does not.
+- Its name, from its key choices: ``t017 selu adam lr=3.2e-3 bn=after``. The MLflow runs table shows run
+  names first; a name that says what the trial tried reads at a glance where ``t017`` (or Tune's
+  ``trainable_fb682eb5``) does not.
+- What it records (:func:`trial_describer`): for a built-in trainable the config as trained, every default
+  filled in, and a tag naming what the trainable overrode.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from hpsearch.spaces import Space, space_kinds
+from hpsearch.tracking.tags import OVERRIDES
 
 # Choices whose values name themselves ("selu", "adam", "cosine"): shown bare, in this order.
 _BARE = ("activation", "optimizer", "schedule", "model", "arch", "architecture")
@@ -90,3 +95,30 @@ def run_name(short: str, config: dict[str, Any], space: Space | None, limit: int
             continue
         name += " " + part
     return name
+
+
+Describer = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]]
+
+
+def trial_describer(trainable: str) -> Describer | None:
+    """For built-in trainables a trial's run records the config as trained: every default filled in,
+    implications applied (SELU's self-normalising set-up), and a tag naming what was overridden."""
+    from hpsearch.trainables import BUILTIN
+
+    if trainable not in BUILTIN:
+        return None
+    from hpsearch.trainables.config import ConfigError, overrides, resolve
+
+    def describe(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        try:
+            changed = overrides(trainable, config)
+            params = resolve(trainable, config)
+        except ConfigError:  # the trial fails with the same message; record the config as sampled
+            return config, {}
+        tags = {OVERRIDES: ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())} if changed else {}
+        return params, tags
+
+    return describe
+
+
+__all__ = ["Describer", "format_value", "run_name", "trial_describer"]

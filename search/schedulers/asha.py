@@ -1,0 +1,56 @@
+"""ASHA (asynchronous successive halving, Ray Tune's ``ASHAScheduler``, one bracket): the default
+scheduler. Every trial runs at least ``grace_period`` epochs and at most ``max_epochs``; at each rung
+(``grace_period * reduction_factor**k`` epochs) only the top 1/``reduction_factor`` of the trials that
+reached it go on."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from hpsearch.errors import Problem
+from hpsearch.schedulers import SchedulerSpec, register
+
+if TYPE_CHECKING:
+    from ray.tune.schedulers import TrialScheduler
+
+
+def asha_milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
+    """The epochs where Ray's ``ASHAScheduler`` (one bracket) decides: ``grace * rf**k`` for as many
+    rungs as Ray makes (its formula, ``int(log(max_t / grace) / log(rf) + 1)``), ascending."""
+    rungs = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor**k for k in range(rungs)]
+
+
+@register
+class AshaSpec(SchedulerSpec):
+    """ASHA's settings.
+
+    Args:
+        grace_period: the fewest epochs a trial trains (its first rung).
+        reduction_factor: at each rung, the top 1/reduction_factor go on.
+    """
+
+    type: Literal["asha"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+    def problems(self) -> list[Problem]:
+        if self.grace_period > self.max_epochs:
+            return [Problem("grace_period", f"must be <= max_epochs ({self.max_epochs}), got {self.grace_period}")]
+        return []
+
+    def build(self) -> TrialScheduler:
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(
+            time_attr="epoch",  # not training_iteration: one Tune result may carry several epochs
+            max_t=self.max_epochs,
+            grace_period=self.grace_period,
+            reduction_factor=self.reduction_factor,
+        )
+
+    def milestones(self) -> list[float]:
+        return asha_milestones(self.max_epochs, self.grace_period, self.reduction_factor)

@@ -1,0 +1,119 @@
+"""Data sources: where a search's examples come from (the spec's ``data`` section). One module per
+source, each a spec model registered here (:class:`hpsearch.registry.Registry`) under its ``dataset``
+name: ``digits``, ``fashion_mnist``, ``cifar10``, ``synthetic``, ``npz``.
+
+A source is a :class:`DataSource` subclass: its fields are its ``data`` keys (validation names only
+those), :meth:`DataSource.problems` checks what can be checked before anything starts (files on
+disk), and :meth:`DataSource.load` returns the seeded, disjoint train / validation / test splits. A
+source with no official test split subclasses :class:`SplitSource` and only says how to read its
+arrays. The source object itself travels to each trial's worker, which calls ``load`` there (once per
+worker process), so a source registered from outside the package works on every node that can import
+its module.
+
+Nothing here imports torch; :meth:`DataSource.load` does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from hpsearch.registry import Registry, Strict
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hpsearch.trainables.data import Splits
+
+
+class DataSource(Strict):
+    """The settings every source has.
+
+    Args:
+        dataset: the source's registered name.
+        val_fraction: share of the training examples held out to rank trials on.
+        seed: the seed of the split (the same examples in the same splits for every trial).
+        train_samples: at most this many training examples (quick searches); none = all.
+    """
+
+    dataset: str
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    train_samples: int | None = Field(None, ge=1)
+
+    path_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields holding paths: relative ones are taken relative to the spec file."""
+    shorthand: ClassVar[str | None] = None
+    """A field the spec may give as ``{<dataset>: value}`` (``{npz: path}`` for ``{dataset: npz, path: path}``)."""
+
+    def load(self, merge_val: bool = False) -> Splits:
+        """The train / validation / test splits (on the CPU; ``Splits.to(device)`` moves them).
+
+        Args:
+            merge_val: train on train + validation (the final retrain of chosen configs): the validation
+                split is then empty and the test split the same as in the search.
+
+        Raises:
+            hpsearch.trainables.data.DataError: the files are missing or not in the expected format (the
+                message names the field).
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} does not load data")
+
+    def cache_key(self) -> str:
+        """Equal for sources that load the same splits: a worker process loads them once."""
+        return f"{type(self).__module__}.{type(self).__qualname__}:{self.model_dump_json()}"
+
+
+class SplitSource(DataSource):
+    """A source without an official test split: its examples are cut into seeded test | val | train parts.
+
+    Args:
+        test_fraction: share of the examples held out for the final test (``hpsearch retrain``); the
+            search never looks at it.
+    """
+
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All examples ``x`` (N, F) or (N, C, H, W) float32 and their class indices ``y`` (N,) int64."""
+        raise NotImplementedError(f"{type(self).__qualname__} reads no arrays")
+
+    def load(self, merge_val: bool = False) -> Splits:
+        from hpsearch.trainables.data import merge_validation, split, standardise
+
+        x, y = self.arrays()
+        splits = split(x, y, self.val_fraction, self.test_fraction, self.seed, self.train_samples)
+        return standardise(merge_validation(splits) if merge_val else splits)
+
+
+REGISTRY: Registry[DataSource] = Registry("data source", DataSource, key="dataset")
+register = REGISTRY.register
+
+
+def load_data(data: dict[str, Any], merge_val: bool = False) -> Splits:
+    """The splits of a ``data`` section given as a mapping (``{dataset: digits, seed: 1}``)."""
+    source: DataSource = REGISTRY.validate(dict(data))
+    return source.load(merge_val=merge_val)
+
+
+# The built-ins register themselves, in the order the spec's errors list them.
+# isort: off
+from hpsearch.sources import digits  # noqa: E402
+from hpsearch.sources import torchvision_sets  # noqa: E402
+from hpsearch.sources import synthetic  # noqa: E402
+from hpsearch.sources import npz  # noqa: E402
+
+# isort: on
+
+__all__ = [
+    "REGISTRY",
+    "DataSource",
+    "SplitSource",
+    "digits",
+    "load_data",
+    "npz",
+    "register",
+    "synthetic",
+    "torchvision_sets",
+]
