@@ -313,10 +313,11 @@ def check_space_for(trainable: str, space: spaces.Space, path: str = "space") ->
                     Problem(where, f"unknown parameter for the {trainable} trainable (known: {', '.join(keys)})")
                 )
                 continue
-            when = keys[key].when
-            if branch_of is not None and (when is None or when[0] != branch_of[0] or branch_of[1] not in when[1]):
-                problems.append(Problem(where, f"does not apply when {branch_of[0]} is {branch_of[1]!r}"))
-                continue
+            if branch_of is not None:
+                why = trainable_config.branch_problem(keys, key, dict([branch_of]), nested_under=branch_of[0])
+                if why is not None:
+                    problems.append(Problem(where, why))
+                    continue
             if isinstance(param, spaces.Conditional):
                 for branch, sub in param.branches.items():
                     problem = trainable_config.check_value(keys, key, branch)

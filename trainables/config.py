@@ -10,6 +10,7 @@ accepts the shared keys plus its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,13 +237,23 @@ def check_value(keys: dict[str, Key], key: str, value: Any) -> str | None:
     return None
 
 
-def _unchosen(keys: dict[str, Key], key: str, config: dict[str, Any]) -> Any:
-    """The value of ``key``'s choice when that value does not unlock ``key`` (else None)."""
+def branch_problem(
+    keys: dict[str, Key], key: str, choices: Mapping[str, Any], nested_under: str | None = None
+) -> str | None:
+    """The one rule for which keys apply: None when ``key`` applies given the ``choices`` made (choice key
+    -> the value taken; a choice not given is at its default), else why not. A choice's own parameters
+    (``optimizer.momentum``) apply only under the values that have them (sgd, rmsprop).
+
+    ``nested_under``: the key is written under that choice's branch (in a search space), so it must be
+    one of that choice's own parameters.
+    """
     when = keys[key].when
+    if nested_under is not None and (when is None or when[0] != nested_under):
+        return f"does not apply when {nested_under} is {choices.get(nested_under)!r}"
     if when is None:
         return None
-    chosen = config.get(when[0], keys[when[0]].default)
-    return None if chosen in when[1] else chosen
+    value = choices.get(when[0], keys[when[0]].default)
+    return None if value in when[1] else f"does not apply when {when[0]} is {value!r}"
 
 
 def check_config(trainable: str, config: dict[str, Any]) -> list[Problem]:
@@ -255,10 +266,8 @@ def check_config(trainable: str, config: dict[str, Any]) -> list[Problem]:
                 Problem(key, f"unknown key for the {trainable} trainable (known: {', '.join(sorted(keys))})")
             )
             continue
-        chosen = _unchosen(keys, key, config)
-        when = keys[key].when
-        if chosen is not None and when is not None:
-            problems.append(Problem(key, f"does not apply when {when[0]} is {chosen!r}"))
+        if (why := branch_problem(keys, key, config)) is not None:
+            problems.append(Problem(key, why))
             continue
         problem = check_value(keys, key, value)
         if problem:
@@ -279,7 +288,7 @@ def resolve(trainable: str, config: dict[str, Any]) -> dict[str, Any]:
     keys = KEYS[trainable]
     out: dict[str, Any] = {}
     for key, spec in keys.items():
-        if _unchosen(keys, key, config) is not None:
+        if branch_problem(keys, key, config) is not None:
             continue
         out[key] = config.get(key, spec.default)
     act: str = out.get("activation", "")

@@ -197,3 +197,19 @@ def test_the_searcher_hands_out_the_first_configs_first(quickstart_data):
     assert (first["optimizer"], first["optimizer.lr"], first["units"]) == ("sgd", 0.02, 64)
     assert second["units"] == 128
     assert set(first) >= {"optimizer.momentum", "dropout"}  # the rest sampled
+
+
+@pytest.mark.parametrize(
+    "choice, branch, key",
+    [("optimizer", "adam", "momentum"), ("schedule", "cosine", "patience"), ("grad_clip", "none", "threshold")],
+)
+def test_the_spec_and_the_trainable_share_one_rule_for_which_keys_apply(quickstart_data, choice, branch, key):
+    """A choice's parameter under a branch that does not have it: the same message from the space check
+    (before the search) and from the trainable's config check (in a trial)."""
+    from hpsearch.trainables.config import check_config
+
+    quickstart_data["space"] = {choice: {"choice": {branch: {key: 0.5}}}}
+    (from_spec,) = problems_of(quickstart_data)
+    (from_config,) = check_config("mlp", {choice: branch, f"{choice}.{key}": 0.5})
+    expected = f"does not apply when {choice} is {branch!r}"
+    assert from_spec == f"space.{choice}.{branch}.{key}: {expected}" and from_config.message == expected
