@@ -7,10 +7,10 @@ from urllib.parse import urlparse
 from rich.console import Console
 from rich.table import Table
 
-from hpsearch.ledger import STATES
 from hpsearch.redact import redact, strip_password
 from hpsearch.review.ui import runs_url
 from hpsearch.run import SearchResult
+from hpsearch.tracking.records import STATES
 from hpsearch.tracking.store import default_tracking_uri, is_server
 from hpsearch.tracking.tracker import RUN_STATUS
 

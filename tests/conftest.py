@@ -23,3 +23,20 @@ def pytest_collection_modifyitems(config, items):
         return
     for item in gpu_items:
         item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+@pytest.fixture
+def plugins_module():
+    """The name of a module that registers a sampler, a scheduler and a data source (a user's plugins);
+    the registries are as before once the test ends, so other tests see only the built-ins."""
+    import sys
+
+    from hpsearch import samplers, schedulers, sources
+
+    registries = [samplers.REGISTRY, schedulers.REGISTRY, sources.REGISTRY]
+    saved = [dict(r._models) for r in registries]
+    yield "tests.integration_tests.plugins"
+    for registry, models in zip(registries, saved, strict=True):
+        registry._models.clear()
+        registry._models.update(models)
+    sys.modules.pop("tests.integration_tests.plugins", None)  # imported again, it registers again

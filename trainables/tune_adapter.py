@@ -33,6 +33,12 @@ _LOADED: dict[str, Splits] = {}  # by DataSource.cache_key(): with actor reuse o
 _PLACED: dict[tuple[str, device_plan.DevicePlan], tuple[Splits, bool]] = {}
 
 
+def forget_data() -> None:
+    """Drop the splits this worker process keeps (tests; a worker keeps one data set at a time anyway)."""
+    _LOADED.clear()
+    _PLACED.clear()
+
+
 def _data_for(source: DataSource, plan: device_plan.DevicePlan) -> tuple[Splits, bool]:
     """The search's splits where the plan's trials train, and whether they are on its device: loaded once
     per worker process and data source, placed once per plan (a reused actor's next trial must not find

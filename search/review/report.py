@@ -9,7 +9,8 @@ import json
 import math
 from typing import Any
 
-from hpsearch.review.evidence import TOP_K, SearchReport, Settings, TrialRow, build_report
+from hpsearch.review.evidence import build_report
+from hpsearch.review.trials import TOP_K, SearchReport, Settings, TrialRow
 from hpsearch.spaces import space_kinds
 from hpsearch.tracking import reader
 from hpsearch.tracking.reader import parse_param

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hpsearch.review.evidence import TOP_K, SearchReport, _text
 from hpsearch.review.report import report_for
+from hpsearch.review.trials import TOP_K, SearchReport, text
 
 
 # Writing -------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def print_report(report: SearchReport, console: Any = None) -> None:
     console.print(table)
     if report.top:
         best = report.top[0]
-        console.print("best config: " + ", ".join(f"{k}={_text(v)}" for k, v in best["config"].items()))
+        console.print("best config: " + ", ".join(f"{k}={text(v)}" for k, v in best["config"].items()))
     imp = report.importance
     if imp.get("params"):
         table = Table(title=f"parameter importance ({imp['method']})", title_justify="left")

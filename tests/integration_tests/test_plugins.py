@@ -11,12 +11,12 @@ from hpsearch.spec import parse_spec
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_a_search_with_a_plugin_sampler_scheduler_and_data_source(ray_session, tmp_path):
+def test_a_search_with_a_plugin_sampler_scheduler_and_data_source(ray_session, tmp_path, plugins_module):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     spec = parse_spec(
         {
             "name": "plugins",
-            "plugins": ["tests.integration_tests.plugins"],
+            "plugins": [plugins_module],
             "data": {"dataset": "blobs", "samples": 400, "classes": 4},
             "space": {
                 "units": {"choice": [8, 32]},

@@ -111,6 +111,7 @@ def result_with(report_writer, pending: int = 0) -> SearchResult:
 
 def test_hpsearch_run_prints_the_summary_before_it_makes_the_report(capsys):
     from hpsearch import cli
+    from hpsearch.cli import searches
 
     printed_before = []
 
@@ -119,7 +120,7 @@ def test_hpsearch_run_prints_the_summary_before_it_makes_the_report(capsys):
         return [], 0
 
     result = result_with(make_report)
-    assert cli._outcome(result) == cli.EXIT_OK
+    assert searches.outcome(result) == cli.EXIT_OK
     (before,) = printed_before
     assert "hpsearch: deferred" in before and "Report: hpsearch report deferred" in before  # the summary
     assert "report written: report/ of parent run abc123" in capsys.readouterr().out
@@ -127,15 +128,15 @@ def test_hpsearch_run_prints_the_summary_before_it_makes_the_report(capsys):
 
 
 def test_a_report_that_fails_or_waits_for_the_store_is_said_after_the_summary(capsys):
-    from hpsearch import cli
+    from hpsearch.cli import searches
 
     failed = result_with(lambda: (["RuntimeError: no disk"], 0))
-    cli._outcome(failed)
+    searches.outcome(failed)
     assert "the search's report was not written: RuntimeError: no disk" in capsys.readouterr().out
     assert failed.tracking_errors == ["RuntimeError: no disk"]
 
     waits = result_with(lambda: ([], 3), pending=2)  # the store went away: the report joined the journal
-    cli._outcome(waits)
+    searches.outcome(waits)
     out = capsys.readouterr().out
     assert "the search's report waits in runs/deferred/mlflow-journal.jsonl" in out
     assert "hpsearch sync runs/deferred" in out and waits.pending_writes == 3

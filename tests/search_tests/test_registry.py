@@ -72,8 +72,8 @@ def test_a_plugin_that_cannot_be_imported_is_named(quickstart_data):
     assert problems[1] == "plugins[1]: must be a module name (pkg.module), got 'not a module'"
 
 
-def test_a_plugin_module_registers_before_the_spec_is_read(quickstart_data):
-    quickstart_data["plugins"] = ["tests.integration_tests.plugins"]
+def test_a_plugin_module_registers_before_the_spec_is_read(quickstart_data, plugins_module):
+    quickstart_data["plugins"] = [plugins_module]
     quickstart_data["data"] = {"dataset": "blobs", "classes": 5}
     quickstart_data["search"]["sampler"] = {"type": "plain_random", "seed": 1}
     quickstart_data["search"]["scheduler"] = {"type": "stop_at_half", "max_epochs": 4, "at": 4}

@@ -177,19 +177,26 @@ def test_batches_are_drawn_where_the_data_lives_when_the_model_trains_elsewhere(
 
 
 def test_where_the_data_goes_is_decided_once_per_data_set_and_plan(monkeypatch):
-    import json
-
+    from hpsearch.sources.synthetic import SyntheticSource
     from hpsearch.trainables import device as dev
     from hpsearch.trainables import tune_adapter
 
-    asked = []
+    asked, loads = [], []
     monkeypatch.setattr(dev, "data_fits", lambda n, plan: asked.append(n) or True)
-    tune_adapter._data_for.cache_clear()
-    spec = json.dumps({"dataset": "synthetic", "samples": 50, "features": 4, "classes": 2, "seed": 0})
+    load = SyntheticSource.load
+    monkeypatch.setattr(SyntheticSource, "load", lambda self, merge_val=False: loads.append(1) or load(self, merge_val))
+    tune_adapter.forget_data()
+    source = SyntheticSource(samples=50, features=4, classes=2)
     plan = dev.DevicePlan("cpu")
-    first, again = tune_adapter._data_for(spec, plan), tune_adapter._data_for(spec, plan)
+    first, again = tune_adapter._data_for(source, plan), tune_adapter._data_for(source, plan)
     assert first is again and len(asked) == 1  # the next trial in a reused actor gets the same placement
-    tune_adapter._data_for.cache_clear()
+    same = SyntheticSource(samples=50, features=4, classes=2)  # an equal source (unpickled for the next trial)
+    assert tune_adapter._data_for(same, plan) is first and len(loads) == 1
+    tune_adapter._data_for(source, dev.DevicePlan("meta"))  # another plan: placed again, not loaded again
+    assert len(asked) == 2 and len(loads) == 1
+    tune_adapter._data_for(SyntheticSource(samples=60, features=4, classes=2), plan)  # another data set: loaded
+    assert len(loads) == 2
+    tune_adapter.forget_data()
 
 
 def test_a_reused_process_gives_cached_gpu_memory_back_after_each_trial(monkeypatch):
