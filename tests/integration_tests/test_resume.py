@@ -10,14 +10,15 @@ import pytest
 from mlflow import MlflowClient
 
 from hpsearch.cluster import signal_all
-from hpsearch.raysetup import snapshot_interval_s
 from tests.helpers import hpsearch, start_hpsearch, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SNAPSHOT_S = snapshot_interval_s()
-# Enough trials that the search cannot finish before it is killed (3 snapshot periods in): short
-# digits trials run at ~10 per second here, so 400 take ~40 s.
-TRIALS = 400
+# Tune's experiment snapshots (what a resumed search continues from) every 2 s, not every 5: the kill
+# lands 3 snapshots in sooner, and fewer trials are enough that the search cannot finish before it.
+SNAPSHOT_S = 2.0
+ENV = {"TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_S)}
+# Short digits trials run at up to ~10 per second here: ~60 are done when the kill comes.
+TRIALS = 150
 
 
 def kill_all(processes: list) -> None:
@@ -29,7 +30,7 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     quickstart_data["name"] = "resume-digits"
     quickstart_data["search"]["num_trials"] = TRIALS
     spec = write_spec(tmp_path / "spec.yaml", quickstart_data)
-    driver = start_hpsearch("run", spec, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    driver = start_hpsearch("run", spec, cwd=tmp_path, stderr=subprocess.DEVNULL, env=ENV)
     try:
         first = driver.stdout.readline()
         assert first.startswith("["), first
@@ -58,7 +59,7 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     before = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'", max_results=2000)
     assert len(before) < TRIALS and any(r.info.status == "RUNNING" for r in before)
 
-    resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600)
+    resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed:" in resumed.stdout and f"[{TRIALS}/{TRIALS}]" in resumed.stdout
 
