@@ -33,7 +33,7 @@ from .checks import DOCKER, env_file, load_compose
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BIN = Path(sys.executable).parent
-TRIALS = 40  # long enough that a stop after 2 lands mid-search (the resume has work) on a loaded machine
+TRIALS = 20  # long enough that a stop after 2 lands mid-search (the resume has work) on a loaded machine
 
 
 @contextmanager
@@ -153,7 +153,7 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         data = yaml.safe_load(QUICKSTART.read_text())
         data["name"] = "stack-digits"
         data["search"].update(num_trials=TRIALS, max_concurrent=2)
-        data["search"]["scheduler"]["max_epochs"] = 6
+        data["search"]["scheduler"]["max_epochs"] = 3
         spec = write_spec(tmp_path / "spec.yaml", data)
         client_env = {"RAY_AUTH_TOKEN": env["RAY_AUTH_TOKEN"]}
         address = f"http://127.0.0.1:{ports['dashboard']}"
