@@ -12,7 +12,7 @@ PACKAGES := search spaces trainables
 # not), a pyenv installation, /usr/bin and /usr/local/bin; its real path.
 find_python = $(shell for p in python$(1) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/$(1).*/bin/python$(1) 2>/dev/null) /usr/bin/python$(1) /usr/local/bin/python$(1); do $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: run test test-faults test-fast lint typecheck compat compat-ci compat-one install install-dev constraints clean
+.PHONY: run test test-faults test-fast lint typecheck compat compat-ci compat-one compat-venv install install-dev constraints clean
 
 install: $(RUN_STAMP)
 install-dev: $(DEV_STAMP)
@@ -73,6 +73,15 @@ compat-one:
 	$(MAKE) --no-print-directory run test-fast VENV=.venv-py$(PYVER) PYTHON=$(call find_python,$(PYVER)) \
 		PYTEST_ADDOPTS="-p no:cacheprovider"
 	$(if $(DROP_COMPAT_VENVS),rm -rf .venv-py$(PYVER))
+
+# The packages compat-one's venv needs, straight from constraints.txt, without building hpsearch itself (CI
+# runs this in the background while make test installs .venv from the same source tree; compat-one then
+# only adds hpsearch).
+compat-venv:
+	@test -n "$(call find_python,$(PYVER))" || { echo "python$(PYVER) not found"; exit 1; }
+	test -x .venv-py$(PYVER)/bin/python || $(call find_python,$(PYVER)) -m venv .venv-py$(PYVER)
+	.venv-py$(PYVER)/bin/python -m pip install --quiet --upgrade pip
+	.venv-py$(PYVER)/bin/python -m pip install --quiet --no-deps -r constraints.txt
 
 # Regenerate constraints.txt from the current .venv (after changing a version on purpose).
 constraints: $(DEV_STAMP)
