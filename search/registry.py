@@ -25,6 +25,7 @@ import typing
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from hpsearch.errors import Problem
 
@@ -101,13 +102,15 @@ class Registry(Generic[S]):
         if name not in self._models:
             *rest, last = [repr(n) for n in self._models] or ["nothing registered"]
             expected = f"{', '.join(rest)} or {last}" if rest else last
+            missing = name is None
+            kind = PydanticCustomError("missing_choice", "required: one of {expected}", {"expected": expected})
             raise ValidationError.from_exception_data(
                 self.what,
                 [
                     {
-                        "type": "literal_error" if name is not None else "missing",
+                        "type": kind if missing else "literal_error",
                         "loc": (self.key,),
-                        "input": name if name is not None else value,
+                        "input": value if missing else name,
                         "ctx": {"expected": expected},
                     }
                 ],

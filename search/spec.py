@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError, field_
 
 from hpsearch import samplers, schedulers, sources, spaces, yamlfile
 from hpsearch.errors import Problem, SpecError
-from hpsearch.registry import Strict
+from hpsearch.registry import Registry, Strict
 from hpsearch.samplers import SamplerSpec
 from hpsearch.schedulers import SchedulerSpec
 from hpsearch.sources import DataSource
@@ -192,13 +192,8 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     if isinstance(uri, str):
         problems.extend(check_tracking_uri(uri, "tracking.uri"))
 
+    problems.extend(_section_problems(data))
     if spec is not None:
-        for where, section in (
-            ("data", spec.data),
-            ("search.sampler", spec.search.sampler),
-            ("search.scheduler", spec.search.scheduler),
-        ):
-            problems.extend(Problem(f"{where}.{p.path}" if p.path else where, p.message) for p in section.problems())
         if space is not None:
             problems.extend(_check_first_configs(spec, space))
     if problems:
@@ -206,6 +201,28 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     assert spec is not None and space is not None  # no problems means both parsed
     spec._space = space
     return spec
+
+
+def _section_problems(data: dict[str, Any]) -> list[Problem]:
+    """What the registered sections (data source, sampler, scheduler) find wrong across their fields
+    (files that must exist, fields that must agree): each section checked on its own, so that these are
+    reported with the spec's other errors, not only once the rest is right."""
+    search: dict[str, Any] = data["search"] if isinstance(data.get("search"), dict) else {}
+    sections: list[tuple[str, Any, Registry[Any], str | None]] = [
+        ("data", data.get("data"), sources.REGISTRY, None),
+        ("search.sampler", search.get("sampler"), samplers.REGISTRY, samplers.DEFAULT),
+        ("search.scheduler", search.get("scheduler"), schedulers.REGISTRY, schedulers.DEFAULT),
+    ]
+    problems: list[Problem] = []
+    for where, raw, registry, default in sections:
+        if not isinstance(raw, dict):
+            continue
+        try:
+            section = registry.validate(raw, default=default)
+        except ValidationError:
+            continue  # reported with the whole spec's errors
+        problems.extend(Problem(f"{where}.{p.path}" if p.path else where, p.message) for p in section.problems())
+    return problems
 
 
 def _import_plugins(names: Any) -> list[Problem]:
@@ -373,5 +390,5 @@ def _format_pydantic(exc: ValidationError) -> list[Problem]:
             msg = _MESSAGES[kind].format(**ctx)
         else:
             msg = err["msg"][:1].lower() + err["msg"][1:]
-        out.append(Problem(loc, msg if kind == "missing" else f"{msg}, got {err['input']!r}"))
+        out.append(Problem(loc, msg if kind in ("missing", "missing_choice") else f"{msg}, got {err['input']!r}"))
     return out

@@ -85,3 +85,23 @@ def test_a_plugin_module_registers_before_the_spec_is_read(quickstart_data, plug
     dumped = spec.model_dump()  # the parent run's params: every field of the chosen entries
     assert dumped["search"]["scheduler"] == {"type": "stop_at_half", "max_epochs": 4, "at": 2}
     assert dumped["data"]["classes"] == 5
+
+
+def test_a_section_without_its_name_lists_the_choices(quickstart_data):
+    quickstart_data["data"] = {"seed": 1}
+    assert problems_of(quickstart_data) == [
+        "data.dataset: required: one of 'digits', 'fashion_mnist', 'cifar10', 'synthetic' or 'npz'"
+    ]
+
+
+def test_checks_across_a_sections_fields_come_with_the_specs_other_errors(quickstart_data, tmp_path):
+    """A scheduler's and a data source's own checks run on each section alone: a typo elsewhere does not
+    hide them until the next run of `hpsearch validate`."""
+    quickstart_data["typo"] = 1
+    quickstart_data["data"] = {"npz": str(tmp_path / "missing.npz")}
+    quickstart_data["search"]["scheduler"].update(max_epochs=2, grace_period=3)
+    assert sorted(problems_of(quickstart_data)) == [
+        f"data.npz: file not found: '{tmp_path / 'missing.npz'}'",
+        "search.scheduler.grace_period: must be <= max_epochs (2), got 3",
+        "typo: unknown key, got 1",
+    ]
