@@ -23,9 +23,12 @@ $(RUN_STAMP): pyproject.toml constraints.txt
 	$(PIP) -e .
 	touch $@
 
-$(DEV_STAMP): $(RUN_STAMP)
+# Everything running needs and the test and lint tools, in one pip run (not a second resolve after install's).
+$(DEV_STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(PIP) -e '.[dev]'
-	touch $@
+	touch $(RUN_STAMP) $@
 
 run: $(RUN_STAMP)
 	$(BIN)/hpsearch run examples/quickstart.yaml
