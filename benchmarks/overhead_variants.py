@@ -10,8 +10,6 @@ from typing import Any
 
 from benchmarks import workload as w
 
-T0_ENV = "BENCH_T0"  # the wall-clock time the parent started the child process
-
 
 def run_a(
     trials: int,

@@ -243,7 +243,7 @@ def execute(
     spec = search.spec
     started = time.time()
     # The report's imports wait until every trial has started: then a finished trial leaves a core idle.
-    search.tracker.warm_up_when = lambda: len(search.ledger.records) >= spec.search.num_trials
+    search.tracker.report_job.warm_up_when = lambda: len(search.ledger.records) >= spec.search.num_trials
     returned = False
     listeners: list[Any] = [search.tracker]
     if not quiet:

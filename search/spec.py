@@ -192,7 +192,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     if isinstance(uri, str):
         problems.extend(check_tracking_uri(uri, "tracking.uri"))
 
-    problems.extend(_section_problems(data))
+    problems.extend(_section_problems(data, spec))
     if spec is not None:
         if space is not None:
             problems.extend(_check_first_configs(spec, space))
@@ -203,24 +203,29 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     return spec
 
 
-def _section_problems(data: dict[str, Any]) -> list[Problem]:
+def _section_problems(data: dict[str, Any], spec: JobSpec | None) -> list[Problem]:
     """What the registered sections (data source, sampler, scheduler) find wrong across their fields
-    (files that must exist, fields that must agree): each section checked on its own, so that these are
-    reported with the spec's other errors, not only once the rest is right."""
+    (files that must exist, fields that must agree). When the spec as a whole did not validate, each
+    section is validated on its own, so that these come with the spec's other errors."""
     search: dict[str, Any] = data["search"] if isinstance(data.get("search"), dict) else {}
     sections: list[tuple[str, Any, Registry[Any], str | None]] = [
-        ("data", data.get("data"), sources.REGISTRY, None),
-        ("search.sampler", search.get("sampler"), samplers.REGISTRY, samplers.DEFAULT),
-        ("search.scheduler", search.get("scheduler"), schedulers.REGISTRY, schedulers.DEFAULT),
+        ("data", spec.data if spec else data.get("data"), sources.REGISTRY, None),
+        ("search.sampler", spec.search.sampler if spec else search.get("sampler"), samplers.REGISTRY, samplers.DEFAULT),
+        (
+            "search.scheduler",
+            spec.search.scheduler if spec else search.get("scheduler"),
+            schedulers.REGISTRY,
+            schedulers.DEFAULT,
+        ),
     ]
     problems: list[Problem] = []
     for where, raw, registry, default in sections:
-        if not isinstance(raw, dict):
-            continue
         try:
-            section = registry.validate(raw, default=default)
+            section = registry.validate(raw, default=default)  # a parsed section is returned as it is
         except ValidationError:
             continue  # reported with the whole spec's errors
+        if not isinstance(section, Strict):
+            continue  # absent, or not a mapping: reported with the whole spec's errors
         problems.extend(Problem(f"{where}.{p.path}" if p.path else where, p.message) for p in section.problems())
     return problems
 

@@ -90,9 +90,9 @@ def find_search(client: MlflowClient, name: str, search_run_id: str | None = Non
     return exp, found
 
 
-def search_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, role: str = "trial") -> list[Run]:
-    """The runs of one search with ``role`` (its trials by default; ``retrain`` for its retrain runs)."""
-    return list(runs(client, [experiment_id], f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = '{role}'"))
+def search_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
+    """The trial runs of one search."""
+    return list(runs(client, [experiment_id], f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = 'trial'"))
 
 
 def experiment_trials(client: MlflowClient, experiment_id: str) -> Iterator[Run]:

@@ -123,14 +123,6 @@ class MlflowTracker:
     def pending_writes(self) -> int:
         return len(self.journal) if self.journal is not None else 0
 
-    @property
-    def warm_up_when(self) -> Callable[[], bool]:
-        return self.report_job.warm_up_when
-
-    @warm_up_when.setter
-    def warm_up_when(self, when: Callable[[], bool]) -> None:
-        self.report_job.warm_up_when = when
-
     def use_journal(self, run_dir: str) -> None:
         """Keep writes the store does not take in ``run_dir``'s journal (``hpsearch resume`` syncs what
         an earlier outage left there before it continues)."""

@@ -68,7 +68,7 @@ def test_the_report_imports_wait_until_every_trial_has_started(tmp_path):
     warmed = []
     tracker.report_job.warm_up = lambda: warmed.append(len(started))  # type: ignore[method-assign]
     started: list[TrialRecord] = []
-    tracker.warm_up_when = lambda: len(started) >= 3  # the search: every one of its 3 trials has started
+    tracker.report_job.warm_up_when = lambda: len(started) >= 3  # the search: every one of its 3 trials has started
     tracker.start("search", {}, {}, {})
     tracker.wait_ready()
     for i in range(1, 4):
