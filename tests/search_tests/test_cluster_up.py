@@ -97,6 +97,7 @@ import os, signal, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True)
 child.stdout.readline()  # its handlers are set
 def stop(*_):  # as `ray start --block` does: its node's processes are stopped in order
+    time.sleep(0.5)  # its own shutdown first: a SIGTERM sent to everyone at once reaches the child before this
     child.send_signal(signal.SIGUSR1)
     child.wait()
     sys.exit(0)
