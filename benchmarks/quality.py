@@ -97,8 +97,8 @@ def retest(load: Workload, config: dict[str, Any], seed: int) -> float:
 
     data = load_data(load.data, merge_val=True)
     fn = resolve_trainable(load.trainable)
-    _, _, accuracy = fit_and_test(fn, load.trainable, config, data, load.max_epochs, seed, lambda *a: None)
-    return accuracy
+    _, scores, _ = fit_and_test(fn, load.trainable, config, data, load.max_epochs, seed, lambda *a: None)
+    return scores["test_accuracy"]
 
 
 # Running it all ------------------------------------------------------------------------------------

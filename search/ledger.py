@@ -13,9 +13,10 @@ from typing import Any, ClassVar
 from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
+from ray.tune.stopper import Stopper
 
 from hpsearch.faults import NODE_LOST, PROCESS_DIED, failure_of
-from hpsearch.protocol import EARLIER, TrialDiverged
+from hpsearch.protocol import EARLIER, MetricNotReported, TrialDiverged
 from hpsearch.tracking.records import STATES, Listener, TrialRecord
 
 _NOT_METRICS = set(AUTO_RESULT_KEYS) | {
@@ -50,6 +51,7 @@ class Ledger(Callback):
         self.max_epochs, self.metric, self.mode = max_epochs, metric, mode
         self.listeners = listeners
         self.records: dict[str, TrialRecord] = {}
+        self.fatal: str | None = None  # why the search stopped starting trials (MetricNotReported)
 
     # Tune saves callback state with the experiment and restores it on `Tuner.restore`.
     def get_state(self) -> dict[str, Any]:
@@ -66,7 +68,7 @@ class Ledger(Callback):
         return {**self.__dict__, "listeners": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"fatal": None, **state})
         Ledger.restored = self
 
     # Tune callbacks -------------------------------------------------------------------
@@ -119,6 +121,8 @@ class Ledger(Callback):
             return
         cause = trial_error(trial)
         rec.error = cause.text
+        if cause.fatal and self.fatal is None:
+            self.fatal = f"trial {rec.name}: {cause.text}"  # the search stops starting trials
         self._end(rec, "diverged" if cause.diverged else "failed")
 
     def interrupt_running(self) -> None:
@@ -152,6 +156,19 @@ class Ledger(Callback):
         return max(candidates, key=lambda r: sign * r.metrics[self.metric], default=None)
 
 
+class FatalStop(Stopper):
+    """Tune's stopper that ends the search once the ledger saw a mistake every trial would make."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.ledger.fatal is not None
+
+
 @dataclass(frozen=True)
 class TrialError:
     """Why a trial ended with an error: ``Type: message`` of the exception, and whether the trainable
@@ -159,6 +176,7 @@ class TrialError:
 
     text: str
     diverged: bool = False
+    fatal: bool = False  # a mistake every trial would make (the metric is never reported): stop the search
 
 
 def trial_error(trial: Any) -> TrialError:
@@ -173,7 +191,11 @@ def trial_error(trial: Any) -> TrialError:
             with open(path, "rb") as f:
                 err = cloudpickle.load(f)
             cause = getattr(err, "cause", None) or err  # a RayTaskError carries the trainable's exception
-            return TrialError(f"{type(cause).__name__}: {cause}", isinstance(cause, TrialDiverged))
+            return TrialError(
+                f"{type(cause).__name__}: {cause}",
+                isinstance(cause, TrialDiverged),
+                isinstance(cause, MetricNotReported),
+            )
         if trial.error_file and os.path.exists(trial.error_file):
             with open(trial.error_file) as f:
                 return TrialError(f.read()[-5000:])
@@ -182,4 +204,4 @@ def trial_error(trial: Any) -> TrialError:
         return TrialError(f"error details unavailable ({type(exc).__name__}: {exc})")
 
 
-__all__ = ["STATES", "Ledger", "Listener", "TrialError", "TrialRecord", "reported_metrics", "trial_error"]
+__all__ = ["STATES", "FatalStop", "Ledger", "Listener", "TrialError", "TrialRecord", "reported_metrics", "trial_error"]

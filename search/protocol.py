@@ -66,6 +66,11 @@ class EpochBatch:
         return {**last, EARLIER: earlier} if earlier else dict(last)
 
 
+class MetricNotReported(RuntimeError):
+    """A trial's report lacks the search's metric: every trial would fail the same way, so the search stops
+    starting trials (the trial ends ``failed``, its message naming the metrics it did report)."""
+
+
 PROGRESS_PREFIX = "hpsearch-progress "
 RECORDS_ENV = "HPSEARCH_PROGRESS_RECORDS"  # "1": the driver prints Progress records (set for jobs)
 

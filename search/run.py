@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch import faults, raysetup, rundir, warmstart
-from hpsearch.ledger import Ledger, TrialRecord
+from hpsearch.ledger import FatalStop, Ledger, TrialRecord
 from hpsearch.progress import ProgressPrinter
 from hpsearch.redact import redact, strip_password
 from hpsearch.searcher import SpaceSearch, optuna_search
@@ -48,6 +48,7 @@ class SearchResult:
     records: list[TrialRecord] = field(default_factory=list)
     tracking_errors: list[str] = field(default_factory=list)
     metric_points: int = 0
+    stopped_because: str | None = None  # a mistake every trial would make ended the search early
     num_trials: int = 0
     searcher_states: dict[str, int] = field(default_factory=dict)  # Optuna's view: COMPLETE / FAIL / ...
     pending_writes: int = 0  # MLflow writes kept in the run directory's journal (the store was away)
@@ -123,6 +124,9 @@ def trainable_for(spec: JobSpec) -> Any:
             milestones=spec.search.scheduler.milestones(),
             report_interval_s=spec.search.report_interval_s,
             gpu_share=spec.resources.gpu,
+            metric=spec.search.metric,
+            # a trial's own core reads too: the others load batches of streamed data
+            loader_workers=max(0, int(spec.resources.cpu) - 1),
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
@@ -219,6 +223,7 @@ def run_search(
                 name=run_name,
                 storage_path=storage_path,
                 callbacks=[ledger],
+                stop=FatalStop(ledger),
                 failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
                 # Every checkpoint stays until the search ends: Tune's experiment snapshot may point at
                 # an older one than a trial's newest, and resume needs exactly that one.
@@ -269,6 +274,8 @@ def execute(
         budget = spec.search.time_budget_s
         out_of_time = budget is not None and time.time() - started >= budget
         status = "FINISHED" if finished == spec.search.num_trials or out_of_time else "KILLED"
+        if search.ledger.fatal is not None:
+            status = "FAILED"
         returned = True
     except KeyboardInterrupt:
         status = "KILLED"
@@ -280,6 +287,7 @@ def execute(
         if status == "FINISHED":
             rundir.prune_checkpoints(search.run_dir)
         result.searcher_states = search.searcher.trial_states() if search.searcher is not None else {}
+        result.stopped_because = search.ledger.fatal
     return result
 
 

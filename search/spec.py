@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from hpsearch import samplers, schedulers, sources, spaces, yamlfile
 from hpsearch.errors import Problem, SpecError
@@ -17,11 +17,15 @@ from hpsearch.samplers import SamplerSpec
 from hpsearch.schedulers import SchedulerSpec
 from hpsearch.sources import DataSource
 from hpsearch.tracking.store import check_tracking_uri
-from hpsearch.trainables import BUILTIN
+from hpsearch.trainables import BUILTIN, TRAINABLE_SIGNATURE, signature_problem
 from hpsearch.trainables import config as trainable_config
 
 _NAME = r"^[A-Za-z0-9._-]+$"
-BUILTIN_METRICS = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
+BUILTIN_METRICS = {
+    "classification": {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"},
+    "regression": {"val_loss": "min", "val_mae": "min", "val_r2": "max", "train_loss": "min"},
+}
+"""What the built-in trainables report per task, and which way each is better."""
 
 
 class SearchSpec(Strict):
@@ -82,7 +86,9 @@ class JobSpec(Strict):
     # sources of their own (hpsearch.samplers.register, ...).
     plugins: list[str] = Field(default_factory=list)
     trainable: str = "mlp"
-    data: SerializeAsAny[DataSource]
+    # classification: class indices, cross-entropy; regression: real-valued targets, mean squared error
+    task: Literal["classification", "regression"] = "classification"
+    data: SerializeAsAny[DataSource] | None = None  # none: the user's own trainable reads its own data
     space: Any
     search: SearchSpec
     resources: ResourcesSpec = ResourcesSpec()
@@ -94,7 +100,13 @@ class JobSpec(Strict):
     @field_validator("data", mode="before")
     @classmethod
     def _data(cls, value: Any) -> Any:
-        return sources.REGISTRY.validate(value)
+        return None if value is None else sources.REGISTRY.validate(value)
+
+    @model_validator(mode="after")
+    def _task_to_data(self) -> JobSpec:
+        if self.data is not None:
+            self.data._task = self.task  # the source loads its targets for the task
+        return self
 
     @property
     def search_space(self) -> spaces.Space:
@@ -171,15 +183,20 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
             problems.extend(check_space_for(trainable, space))
     search: dict[str, Any] = data["search"] if isinstance(data.get("search"), dict) else {}
     metric, mode = search.get("metric", "val_accuracy"), search.get("mode", "max")
-    if trainable in BUILTIN and isinstance(metric, str):
-        if metric not in BUILTIN_METRICS:
+    task = data.get("task", "classification")
+    if trainable in BUILTIN and task in BUILTIN_METRICS:
+        reported = BUILTIN_METRICS[task]
+        if data.get("data") is None:
+            problems.append(Problem("data", f"required: the built-in {trainable} trainable trains on a data source"))
+        if isinstance(metric, str) and metric not in reported:
             problems.append(
                 Problem(
-                    "search.metric", f"the {trainable} trainable reports {', '.join(BUILTIN_METRICS)}, got {metric!r}"
+                    "search.metric",
+                    f"the {trainable} trainable reports {', '.join(reported)} for task: {task}, got {metric!r}",
                 )
             )
-        elif mode in ("max", "min") and mode != BUILTIN_METRICS[metric]:
-            problems.append(Problem("search.mode", f"{metric} should be {BUILTIN_METRICS[metric]}imised, got {mode!r}"))
+        elif isinstance(metric, str) and mode in ("max", "min") and mode != reported[metric]:
+            problems.append(Problem("search.mode", f"{metric} should be {reported[metric]}imised, got {mode!r}"))
     gpu = data["resources"].get("gpu") if isinstance(data.get("resources"), dict) else None
     if isinstance(gpu, (int, float)) and not isinstance(gpu, bool) and gpu > 1:
         problems.append(
@@ -219,14 +236,20 @@ def _section_problems(data: dict[str, Any], spec: JobSpec | None) -> list[Proble
         ),
     ]
     problems: list[Problem] = []
+    task = data.get("task", "classification")
     for where, raw, registry, default in sections:
+        if raw is None and where == "data":
+            continue  # no data section: the trainable reads its own (or the spec says data is required)
         try:
             section = registry.validate(raw, default=default)  # a parsed section is returned as it is
         except ValidationError:
             continue  # reported with the whole spec's errors
         if not isinstance(section, Strict):
             continue  # absent, or not a mapping: reported with the whole spec's errors
-        problems.extend(Problem(f"{where}.{p.path}" if p.path else where, p.message) for p in section.problems())
+        found = section.problems()
+        if isinstance(section, DataSource) and not found and task in BUILTIN_METRICS:
+            found = section.task_problems(task)
+        problems.extend(Problem(f"{where}.{p.path}" if p.path else where, p.message) for p in found)
     return problems
 
 
@@ -316,9 +339,10 @@ def _check_trainable(name: str) -> list[Problem]:
         fn = getattr(importlib.import_module(module), attr, None)
     except ImportError as exc:
         return [Problem("trainable", f"cannot import module {module!r}: {exc}")]
-    if not callable(fn):
-        return [Problem("trainable", f"{module!r} has no function {attr!r}")]
-    return []
+    if fn is None:
+        return [Problem("trainable", f"{module!r} has no function {attr!r} (expected {TRAINABLE_SIGNATURE})")]
+    why = signature_problem(fn, "trainable")
+    return [Problem("trainable", why)] if why else []
 
 
 def check_space_for(trainable: str, space: spaces.Space, path: str = "space") -> list[Problem]:

@@ -33,7 +33,16 @@ class Splits:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    num_classes: int
+    num_classes: int  # a classifier's classes; a regression's number of targets
+
+    @property
+    def regression(self) -> bool:
+        """Real-valued targets (a regression), not class indices."""
+        return bool(self.train_y.is_floating_point())
+
+    @property
+    def outputs(self) -> int:
+        return self.num_classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -128,8 +137,9 @@ def synthetic(samples: int, shape: list[int], classes: int, seed: int) -> tuple[
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """The user's own arrays: ``X`` (N, F) or (N, C, H, W) and integer labels ``y`` (N,) in 0..K-1."""
+def load_npz(path: str, regression: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The user's own arrays: ``X`` (N, F) or (N, C, H, W) and integer labels ``y`` (N,) in 0..K-1, or,
+    for a regression, real-valued targets ``y`` (N,) or (N, K)."""
     try:
         with np.load(path) as archive:
             missing = [k for k in ("X", "y") if k not in archive.files]
@@ -140,10 +150,30 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"data.npz: cannot read {path!r}: {exc}") from exc
+    return check_arrays(x, y, regression, "data.npz")
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, regression: bool, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as float32 inputs and class indices (int64) or regression targets (float32).
+
+    Raises:
+        DataError: shapes or targets that do not fit (the message starts with ``where``).
+    """
+    if regression:
+        if x.ndim not in (2, 4) or y.ndim not in (1, 2) or len(x) != len(y):
+            raise DataError(
+                f"{where}: X must be (N, F) or (N, C, H, W) and y (N,) or (N, K), got X {x.shape}, y {y.shape}"
+            )
+        if not (np.issubdtype(y.dtype, np.number) and np.isfinite(y).all()):
+            raise DataError(f"{where}: a regression needs finite numeric targets y, got dtype {y.dtype}")
+        return x.astype(np.float32), y.astype(np.float32)
     if x.ndim not in (2, 4) or y.ndim != 1 or len(x) != len(y):
-        raise DataError(f"data.npz: X must be (N, F) or (N, C, H, W) and y (N,), got X {x.shape}, y {y.shape}")
+        raise DataError(f"{where}: X must be (N, F) or (N, C, H, W) and y (N,), got X {x.shape}, y {y.shape}")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-        raise DataError(f"data.npz: y must hold class indices 0..K-1, got dtype {y.dtype}, min {y.min()}")
+        raise DataError(
+            f"{where}: y must hold class indices 0..K-1, got dtype {y.dtype}, min {y.min()} "
+            "(real-valued targets: set task: regression)"
+        )
     return x.astype(np.float32), y.astype(np.int64)
 
 
@@ -158,7 +188,8 @@ def split(
     if train_samples:
         train = train[:train_samples]
     t = lambda a, idx: torch.from_numpy(np.ascontiguousarray(a[idx]))  # noqa: E731
-    return Splits(t(x, train), t(y, train), t(x, val), t(y, val), t(x, test), t(y, test), int(y.max()) + 1)
+    outputs = (y.shape[1] if y.ndim == 2 else 1) if np.issubdtype(y.dtype, np.floating) else int(y.max()) + 1
+    return Splits(t(x, train), t(y, train), t(x, val), t(y, val), t(x, test), t(y, test), outputs)
 
 
 def standardise(s: Splits) -> Splits:

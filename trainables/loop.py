@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from hpsearch.trainables.augment import augment
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import Splits
 from hpsearch.trainables.device import effective_amp, eval_batch_size
+from hpsearch.trainables.feeds import Streamed, TrainBatches, eval_batches, tensor_batches
 from hpsearch.trainables.models import BUILDERS, TransferResNet
 from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
 from hpsearch.trainables.schedules import LRSchedule
@@ -32,7 +33,7 @@ _CHECK_EVERY = 25  # steps between divergence checks within an epoch (each one s
 def train_model(
     trainable: str,
     config: dict[str, Any],
-    data: Splits,
+    data: Splits | Streamed,
     epochs: int,
     report: Report,
     seed: int = 0,
@@ -42,14 +43,16 @@ def train_model(
 ) -> nn.Module:
     """Train a built-in model (``mlp``, ``cnn``, ``resnet_transfer``) the way ``config`` says.
 
-    After each epoch it calls ``report`` with ``epoch, train_loss, val_loss, val_accuracy, lr``
-    (without a validation split, as in the final retrain on train + validation: ``epoch, train_loss, lr``,
-    and a plateau schedule watches the training loss).
+    After each epoch it calls ``report`` with ``epoch, train_loss, val_loss, val_accuracy, lr`` for a
+    classification (integer targets), ``epoch, train_loss, val_loss, val_mae, val_r2, lr`` for a
+    regression (float targets: mean squared error); without a validation split, as in the final retrain
+    on train + validation: ``epoch, train_loss, lr``, and a plateau schedule watches the training loss.
 
     Args:
         trainable: which built-in model: ``mlp``, ``cnn`` or ``resnet_transfer``.
         config: the flat config (keys and defaults: :mod:`hpsearch.trainables.config`).
-        data: the split data set, on the device to train on.
+        data: the split data set: whole tensors (:class:`Splits`, on the device to train on or in host
+            memory) or datasets read batch by batch (:class:`~hpsearch.trainables.feeds.Streamed`).
         epochs: how many epochs.
         report: ``report(metrics)`` per epoch, ``report(metrics, state)`` for a checkpoint epoch.
         seed: seeds the initialisation, the batch order and dropout.
@@ -57,8 +60,8 @@ def train_model(
             metrics an uninterrupted run would have had.
         checkpoint_every: k > 0: every k-th epoch (and the last) is reported with its ``state``
             (model, optimizer, schedule, gradient scaler, epoch, RNG streams).
-        device: where to train; default where ``data`` is. Data kept on the host for a GPU (a data
-            set too big for its share of the GPU) is copied over batch by batch.
+        device: where to train; default where ``data`` is (the CPU for streamed data). Data kept on the
+            host for a GPU (a data set too big for its share of the GPU) is copied over batch by batch.
 
     Returns:
         The trained model.
@@ -68,11 +71,15 @@ def train_model(
         ConfigError: ``config`` has an unknown key or a value the model cannot use.
     """
     cfg = TrainConfig.from_dict(trainable, config)
-    home = data.train_x.device  # where the data is: batches are indexed (and augmented) there
+    streamed = isinstance(data, Streamed)
+    home = torch.device("cpu") if isinstance(data, Streamed) else data.train_x.device  # where batches are cut
     device = torch.device(device) if device is not None else home  # where the model trains
+    regression = data.regression
+    input_shape = data.input_shape
+    outputs = data.outputs if isinstance(data, Streamed) else data.num_classes
     torch.manual_seed(seed)
     generator = torch.Generator(device=home).manual_seed(seed)
-    model = BUILDERS[trainable](data.input_shape, data.num_classes, cfg).to(device)
+    model = BUILDERS[trainable](input_shape, outputs, cfg).to(device)
     fused = device.type == "cuda"  # fused optimizers: faster, and fp16 steps without a host sync
     transfer = model if isinstance(model, TransferResNet) else None
     if transfer is not None and cfg["freeze_epochs"] > 0:
@@ -83,10 +90,19 @@ def train_model(
     else:
         optimizer = build_optimizer(model.parameters(), cfg, fused=fused)
 
-    n, bs = len(data.train_y), cfg["batch_size"]
-    # BatchNorm cannot normalise a batch of one sample; drop such a tail batch.
-    last_start = n - 1 if n % bs == 1 else n
-    steps_per_epoch = math.ceil(last_start / bs)
+    bs = cfg["batch_size"]
+    crop, flip = cfg.get("crop_padding", 0), cfg.get("hflip", False)
+    if isinstance(data, Streamed):
+        batches = TrainBatches(data, bs, seed, device, crop, flip)
+        steps_per_epoch = batches.steps()
+        sample_bytes = data.sample_bytes or 4
+        n = last_start = 0
+    else:
+        n = len(data.train_y)
+        # BatchNorm cannot normalise a batch of one sample; drop such a tail batch.
+        last_start = n - 1 if n % bs == 1 else n
+        steps_per_epoch = math.ceil(last_start / bs)
+        sample_bytes = data.train_x[0].numel() * data.train_x.element_size()
     schedule = LRSchedule(optimizer, cfg, steps_per_epoch, epochs)
     # Mixed precision: autocast the forward pass and the loss; fp16 also scales the loss so small
     # gradients do not underflow. Parameters, optimizer state and evaluation stay float32. bf16 on a
@@ -104,13 +120,16 @@ def train_model(
         if scaler.is_enabled() and "scaler" in resume:
             scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"], generator, device)
-    crop, flip = cfg.get("crop_padding", 0), cfg.get("hflip", False)
     l1, l2, max_norm = cfg["l1"], cfg["l2"], cfg["max_norm"]
     clip, threshold = cfg["grad_clip"], cfg.get("grad_clip.threshold", 0.0)
-    train_x, val_x = data.train_x, data.val_x
-    if cfg.get("channels_last", False) and train_x.dim() == 4:  # once for the whole data set, not per batch
+    channels_last = cfg.get("channels_last", False) and len(input_shape) == 3
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        train_x, val_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, val_x))
+    train_x = val_x = None
+    if not isinstance(data, Streamed):
+        train_x, val_x = data.train_x, data.val_x
+        if channels_last:  # once for the whole data set, not per batch
+            train_x, val_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, val_x))
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
         if amp != "none"
@@ -122,26 +141,41 @@ def train_model(
         # earlier trials pile up until Dynamo's cache limit silently falls back to eager.
         torch.compiler.reset()
         forward = torch.compile(model)  # `model` keeps the plain state_dict keys
-    eval_batch = eval_batch_size(data.train_x[0].numel() * data.train_x.element_size(), bs)
+    eval_batch = eval_batch_size(sample_bytes, bs)
     copy_batches = home != device
+    loss_fn = _regression_loss if regression else F.cross_entropy
 
-    for epoch in range(first_epoch, epochs + 1):
-        if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
-            _unfreeze(transfer, optimizer, schedule, cfg)
-        model.train()
+    def resident_epoch() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        assert not isinstance(data, Streamed) and train_x is not None
         order = torch.randperm(n, device=home, generator=generator)  # indexes the data where it is
-        loss_sum = torch.zeros((), device=device)
-        seen = 0
-        for step, start in enumerate(range(0, last_start, bs), 1):
+        for start in range(0, last_start, bs):
             idx = order[start : start + bs]
             x = augment(train_x[idx], crop, flip, generator) if (crop or flip) else train_x[idx]
             y = data.train_y[idx]
             if copy_batches:  # data kept on the host: copy the batch over
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            yield x, y
+
+    def val_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(data, Streamed):
+            return eval_batches(data, data.val, eval_batch, device)
+        assert val_x is not None
+        return tensor_batches(val_x, data.val_y, eval_batch, device)
+
+    has_val = data.has_val() if isinstance(data, Streamed) else len(data.val_y) > 0
+    for epoch in range(first_epoch, epochs + 1):
+        if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
+            _unfreeze(transfer, optimizer, schedule, cfg)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for step, (x, y) in enumerate(batches.epoch(epoch) if streamed else resident_epoch(), 1):
+            if channels_last and streamed:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 # The compiled model sees whole batches only: one shape, one graph. The short tail batch
                 # runs eagerly (same parameters, same result) instead of compiling a second graph.
-                loss = F.cross_entropy((forward if len(idx) == bs else model)(x), y)
+                loss = loss_fn((forward if len(y) == bs else model)(x), y)
             reg = penalty(model, l1, l2)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss if reg is None else loss + reg).backward()
@@ -154,21 +188,21 @@ def train_model(
                 apply_max_norm(model, max_norm)
             schedule.step_batch()
             # Accumulate on the device; look at the value only every few steps (each look is a sync).
-            loss_sum += loss.detach() * len(idx)
-            seen += len(idx)
+            loss_sum += loss.detach() * len(y)
+            seen += len(y)
             if step % _CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
                 raise TrialDiverged(f"loss became non-finite in epoch {epoch}, step {step}")
-        train_loss = (loss_sum / seen).item()
+        train_loss = (loss_sum / max(seen, 1)).item()
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"loss became non-finite in epoch {epoch} (train_loss={train_loss})")
         metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
         monitored = train_loss  # what the plateau schedule watches: validation loss when there is a validation split
-        if len(data.val_y):
-            val_loss, val_accuracy = evaluate(model, val_x, data.val_y, cfg["mc_dropout"], eval_batch, device)
-            if not math.isfinite(val_loss):
-                raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={val_loss})")
-            metrics.update(val_loss=val_loss, val_accuracy=val_accuracy)
-            monitored = val_loss
+        if has_val:
+            scores = evaluate_batches(model, val_batches(), regression, cfg["mc_dropout"], device)
+            if not math.isfinite(scores["loss"]):
+                raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={scores['loss']})")
+            metrics.update({f"val_{k}": v for k, v in scores.items()})
+            monitored = scores["loss"]
         metrics["lr"] = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
         schedule.step_epoch(monitored)
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
@@ -176,6 +210,10 @@ def train_model(
         else:
             report(metrics)
     return model
+
+
+def _regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(prediction.reshape(target.shape).float(), target)
 
 
 def _state(
@@ -236,7 +274,6 @@ def _unfreeze(model: TransferResNet, optimizer: torch.optim.Optimizer, schedule:
     schedule.add_group(optimizer.param_groups[-1])
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -245,41 +282,88 @@ def evaluate(
     batch_size: int = 4096,
     device: torch.device | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in eval mode; with ``mc_samples`` > 1 the prediction is the
-    mean of that many stochastic passes with dropout on (Monte-Carlo dropout), BatchNorm still in eval.
-    Batches are copied to ``device`` (default: where ``x`` is) when the data lives elsewhere."""
+    """Mean cross-entropy and accuracy of a classifier on whole tensors (see :func:`evaluate_batches`);
+    batches are copied to ``device`` (default: where ``x`` is) when the data lives elsewhere."""
     device = device or x.device
+    scores = evaluate_batches(model, tensor_batches(x, y, batch_size, device), False, mc_samples, device)
+    return scores["loss"], scores["accuracy"]
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    regression: bool,
+    mc_samples: int = 0,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Scores in eval mode: ``loss`` (cross-entropy) and ``accuracy`` for a classifier; ``loss`` (mean
+    squared error), ``mae`` and ``r2`` (the mean over outputs of each output's R^2) for a regression. With
+    ``mc_samples`` > 1 the prediction is the mean of that many stochastic passes with dropout on
+    (Monte-Carlo dropout), BatchNorm still in eval."""
     model.eval()
     if mc_samples > 1:
         for m in model.modules():
             if isinstance(m, (nn.Dropout, nn.AlphaDropout)):
                 m.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, len(y), batch_size):
-        xb, target = x[start : start + batch_size], y[start : start + batch_size]
-        if x.device != device:
-            xb, target = xb.to(device, non_blocking=True), target.to(device, non_blocking=True)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+
+    def add(name: str, value: torch.Tensor) -> None:
+        sums[name] = sums[name] + value if name in sums else value
+
+    for xb, target in batches:
+        if regression:
+            passes = [model(xb) for _ in range(max(mc_samples, 1))]
+            pred = torch.stack(passes).mean(0).reshape(target.shape).float()
+            t = target.float().reshape(len(target), -1)
+            err = pred.reshape(t.shape) - t
+            add("se", (err**2).sum(0))
+            add("ae", err.abs().sum(0))
+            add("y", t.sum(0))
+            add("y2", (t**2).sum(0))
+            count += len(target)
+            continue
         if mc_samples > 1:
             probs = torch.stack([F.softmax(model(xb), dim=1) for _ in range(mc_samples)]).mean(0)
             log_probs = probs.clamp_min(1e-12).log()
         else:
             log_probs = F.log_softmax(model(xb), dim=1)
-        loss_sum += F.nll_loss(log_probs, target, reduction="sum")
-        correct += (log_probs.argmax(dim=1) == target).sum()
+        add("loss", F.nll_loss(log_probs, target, reduction="sum"))
+        add("correct", (log_probs.argmax(dim=1) == target).sum())
+        count += len(target)
     model.eval()
-    return (loss_sum / len(y)).item(), (correct.float() / len(y)).item()
+    n = max(count, 1)
+    if not regression:
+        return {
+            "loss": (sums["loss"] / n).item() if sums else math.nan,
+            "accuracy": (sums["correct"].float() / n).item() if sums else math.nan,
+        }
+    if not sums:
+        return {"loss": math.nan, "mae": math.nan, "r2": math.nan}
+    outputs = sums["se"].numel()
+    total = sums["y2"] - sums["y"] ** 2 / n  # per output: sum of squares around the mean
+    r2 = 1 - sums["se"] / total.clamp_min(1e-12)
+    return {
+        "loss": (sums["se"].sum() / (n * outputs)).item(),
+        "mae": (sums["ae"].sum() / (n * outputs)).item(),
+        "r2": r2.mean().item(),
+    }
 
 
-def train_mlp(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> nn.Module:
+def train_mlp(
+    config: dict[str, Any], data: Splits | Streamed, epochs: int, report: Report, seed: int = 0, **kw: Any
+) -> nn.Module:
     return train_model("mlp", config, data, epochs, report, seed, **kw)
 
 
-def train_cnn(config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any) -> nn.Module:
+def train_cnn(
+    config: dict[str, Any], data: Splits | Streamed, epochs: int, report: Report, seed: int = 0, **kw: Any
+) -> nn.Module:
     return train_model("cnn", config, data, epochs, report, seed, **kw)
 
 
 def train_resnet_transfer(
-    config: dict[str, Any], data: Splits, epochs: int, report: Report, seed: int = 0, **kw: Any
+    config: dict[str, Any], data: Splits | Streamed, epochs: int, report: Report, seed: int = 0, **kw: Any
 ) -> nn.Module:
     return train_model("resnet_transfer", config, data, epochs, report, seed, **kw)

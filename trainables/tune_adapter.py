@@ -8,18 +8,18 @@ Epochs reach Tune in batches (:class:`hpsearch.protocol.EpochBatch`, the protoco
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.protocol import EpochBatch
-from hpsearch.trainables import BUILTIN, exits
+from hpsearch.protocol import EpochBatch, MetricNotReported
+from hpsearch.trainables import BUILTIN, TrialContext, exits
 from hpsearch.trainables import device as device_plan
 
 if TYPE_CHECKING:
     from hpsearch.trainables import DataSource
-    from hpsearch.trainables.data import Splits
 
 
 def resolve_trainable(name: str) -> Callable[..., None]:
@@ -29,8 +29,9 @@ def resolve_trainable(name: str) -> Callable[..., None]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-_LOADED: dict[str, Splits] = {}  # by DataSource.cache_key(): with actor reuse one worker runs many trials
-_PLACED: dict[tuple[str, device_plan.DevicePlan], tuple[Splits, bool]] = {}
+_LOADED: dict[str, Any] = {}  # by DataSource.cache_key(): with actor reuse one worker runs many trials
+_PLACED: dict[tuple[str, Any, bool, int], tuple[Any, bool]] = {}
+_WORKER_CACHE: dict[str, Any] = {}  # TrialContext.cache: lives as long as the worker process
 
 
 def forget_data() -> None:
@@ -39,22 +40,47 @@ def forget_data() -> None:
     _PLACED.clear()
 
 
-def _data_for(source: DataSource, plan: device_plan.DevicePlan) -> tuple[Splits, bool]:
-    """The search's splits where the plan's trials train, and whether they are on its device: loaded once
-    per worker process and data source, placed once per plan (a reused actor's next trial must not find
-    the GPU fuller by the copy it placed itself). The test split (never used by a search) stays on the host."""
+def _load(source: DataSource) -> Any:
+    if getattr(source, "node_shared", False):
+        from hpsearch.trainables.nodecache import shared_splits
+
+        return shared_splits(source.cache_key(), source.load)
+    return source.load()
+
+
+def _data_for(
+    source: DataSource, plan: device_plan.DevicePlan, builtin: bool = True, workers: int = 0
+) -> tuple[Any, bool]:
+    """The search's data where the plan's trials train, and whether it is on its device: loaded once per
+    worker process and data source (a node's trial processes map one copy of a node-shared source), placed
+    once per plan (a reused actor's next trial must not find the GPU fuller by the copy it placed itself).
+    The test split (never used by a search) stays on the host. Streamed data stays where it is read
+    from; a loader's data goes to a user's trainable as the loader returned it."""
+    from hpsearch.trainables.data import Splits
+    from hpsearch.trainables.feeds import Streamed
+
     key = source.cache_key()
-    if (key, plan) not in _PLACED:
+    if (key, plan, builtin, workers) not in _PLACED:
         if key not in _LOADED:
             _LOADED.clear()  # one data set at a time in a worker's memory
             _PLACED.clear()
-            _LOADED[key] = source.load()
-        splits = _LOADED[key]
-        on_device = device_plan.data_fits(splits.search_bytes, plan)
+            _LOADED[key] = _load(source)
+        data = _LOADED[key]
+        if builtin and not isinstance(data, (Splits, Streamed)):
+            from hpsearch.trainables.userdata import for_builtin
+
+            data = for_builtin(data, bool(getattr(source, "regression", False)), workers)
         if len(_PLACED) >= 2:
             _PLACED.clear()
-        _PLACED[(key, plan)] = splits.to(plan.device if on_device else "cpu", test=False), on_device
-    return _PLACED[(key, plan)]
+        if isinstance(data, Splits):
+            on_device = device_plan.data_fits(data.search_bytes, plan)
+            placed: tuple[Any, bool] = data.to(plan.device if on_device else "cpu", test=False), on_device
+        elif isinstance(data, Streamed):
+            placed = dataclasses.replace(data, workers=workers), False
+        else:
+            placed = data, False
+        _PLACED[(key, plan, builtin, workers)] = placed
+    return _PLACED[(key, plan, builtin, workers)]
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -70,7 +96,7 @@ def run_trial(
     config: dict[str, Any],
     *,
     trainable_name: str,
-    data: DataSource,
+    data: DataSource | None,
     epochs: int,
     seed: int,
     threads: int,
@@ -79,9 +105,13 @@ def run_trial(
     milestones: Iterable[float] = (),
     report_interval_s: float = 0.0,
     gpu_share: float = 0.0,
+    metric: str | None = None,
+    loader_workers: int = 0,
 ) -> None:
     """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``;
-    ``data`` is the spec's data source (it loads the splits here, in the worker).
+    ``data`` is the spec's data source (it loads the splits here, in the worker), ``None`` when the
+    trainable reads its own; ``metric`` the search's metric (a first report without it ends the trial
+    with :class:`MetricNotReported`); ``loader_workers`` the data-loader processes of streamed data.
 
     Every result carries ``epoch`` (the trainable's own, or counted: one ``report`` call per epoch)
     and the node and device the trial ran on; epochs are sent in batches (:class:`EpochBatch`, at
@@ -96,6 +126,7 @@ def run_trial(
     """
     import inspect
     import os
+    import shutil
     import tempfile
 
     import ray
@@ -106,10 +137,11 @@ def run_trial(
     torch.set_num_threads(threads)
     plan = device_plan.plan_device(device_plan.assigned_gpus(), gpu_share)
     device_plan.apply(plan)
-    splits, on_device = _data_for(data, plan)
     fn = resolve_trainable(trainable_name)
     builtin = trainable_name in BUILTIN
+    splits, on_device = _data_for(data, plan, builtin, loader_workers) if data is not None else (None, False)
     parameters = inspect.signature(fn).parameters
+    trial_id = tune.get_context().get_trial_id()
     runtime = plan.tags()
     if plan.device == "cuda":
         runtime["data"] = "gpu" if on_device else "host (too big for the GPU share: batches copied over)"
@@ -122,9 +154,14 @@ def run_trial(
     kwargs: dict[str, Any] = {}
     if builtin or "device" in parameters:
         kwargs["device"] = plan.device
+    scratch = None
+    if "context" in parameters:
+        scratch = tempfile.mkdtemp(prefix=f"hpsearch-{trial_id}-")
+        kwargs["context"] = TrialContext(trial_id, scratch, _WORKER_CACHE, plan.device)
     done = 0  # epochs trained before this run of the trial (a restored trial: its checkpoint's)
-    if builtin or "resume" in parameters:
+    if builtin or "checkpoint_every" in parameters:
         kwargs["checkpoint_every"] = checkpoint_every
+    if builtin or "resume" in parameters:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
@@ -145,6 +182,11 @@ def run_trial(
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None = None) -> None:
         nonlocal done, last_checkpoint
+        if metric is not None and metric not in metrics:
+            raise MetricNotReported(
+                f"search.metric {metric!r} is not among the metrics the trainable reported "
+                f"({', '.join(sorted(metrics)) or 'none'}): report it, or set search.metric to one of these"
+            )
         done += 1
         epoch = int(metrics.get("epoch", done))
         due = batch.add({**metrics, "epoch": epoch})
@@ -165,5 +207,7 @@ def run_trial(
         raise
     finally:
         device_plan.release(plan)  # a reused actor's next trial (or a neighbour) gets the cached memory
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     if batch.pending:  # a trainable that ended before ``epochs``
         send()

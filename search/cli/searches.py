@@ -34,7 +34,8 @@ def validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     print(
         f"{args.spec}: valid ({spec.name}: {spec.search.num_trials} trials of {spec.trainable} on "
-        f"{spec.data.dataset}, {len(spec.search_space.keys())} parameters)"
+        f"{spec.data.dataset if spec.data is not None else 'its own data'}, "
+        f"{len(spec.search_space.keys())} parameters)"
     )
     return EXIT_OK
 
@@ -119,6 +120,9 @@ def outcome(result: SearchResult) -> int:
         pending = result.pending_writes
         errors = result.write_report()
         print_report_written(result, errors, pending)
+    if result.stopped_because:
+        print(f"hpsearch: the search stopped: {result.stopped_because}", file=sys.stderr)
+        return EXIT_FAILURE
     if result.status != "FINISHED":
         done = sum(n for state, n in result.counts.items() if state != "running")
         print(

@@ -24,6 +24,7 @@ from hpsearch.tracking.tags import (
     CONFIG,
     DEVICE,
     ERROR,
+    NOT_TESTED,
     PARENT,
     RETRAIN_BEST,
     ROLE,
@@ -60,13 +61,13 @@ class RetrainResult:
         return asdict(self)
 
 
-def test_metric(search_metric: str, mode: str) -> tuple[str, str]:
-    """``val_accuracy`` -> ``test_accuracy`` (and ``val_loss`` -> ``test_loss``); other search metrics
-    are not measured on the test split, so configs are compared by test accuracy."""
-    name = search_metric.removeprefix("val_")
-    if name in ("accuracy", "loss"):
-        return f"test_{name}", mode
-    return "test_accuracy", "max"
+def test_metric(search_metric: str, mode: str, task: str = "classification") -> tuple[str, str]:
+    """The test metric configs are compared by: ``val_<name>`` -> ``test_<name>`` with the search's mode
+    (``val_accuracy`` -> ``test_accuracy``, ``val_r2`` -> ``test_r2``); the training loss is not a test
+    metric, so the task's loss compares them then (``test_loss``, minimised)."""
+    if search_metric == "train_loss":
+        return "test_loss", "min"
+    return f"test_{search_metric.removeprefix('val_').removeprefix('test_')}", mode
 
 
 def retrain_device(asked: str, search_gpu: float, cuda_available: bool) -> str:
@@ -116,7 +117,7 @@ def retrain(
     report = report_for(client, parent, top_k=top_k, experiment=exp)
     if not report.top:
         raise HpsearchError(f"{experiment}: the search has no finished trial to retrain")
-    metric, mode = test_metric(spec.search.metric, spec.search.mode)
+    metric, mode = test_metric(spec.search.metric, spec.search.mode, spec.task)
     epochs = epochs or spec.epochs
 
     import mlflow
@@ -126,7 +127,7 @@ def retrain(
 
     device = retrain_device(device, spec.resources.gpu, torch.cuda.is_available())
     progress(f"retraining on {device}")
-    data = spec.data.load(merge_val=True).to(device)
+    data = retrain_data(spec, device)
     fn = resolve_trainable(spec.trainable)
     describe = trial_describer(spec.trainable) or (lambda config: (config, {}))
     sign = 1.0 if mode == "max" else -1.0
@@ -166,8 +167,8 @@ def retrain(
             model: Any = None
             try:
                 mc = int(params.get("mc_dropout", 0) or 0)
-                model, test_loss, test_accuracy = fit_and_test(
-                    fn, spec.trainable, config, data, epochs, seed, report_epoch, mc
+                model, tested, untested = fit_and_test(
+                    fn, spec.trainable, config, data, epochs, seed, report_epoch, mc, device, f"{top['trial']}-{seed}"
                 )
             except HpsearchError:
                 client.set_terminated(run_id, "FAILED")
@@ -182,20 +183,23 @@ def retrain(
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            finals = {"test_loss": test_loss, "test_accuracy": test_accuracy, "train_time_s": time.time() - started}
-            points += [Metric(k, v, now, epochs) for k, v in finals.items()]
+            finals = {**tested, "train_time_s": time.time() - started}
+            points += [Metric(k, float(v), now, epochs) for k, v in finals.items()]
             log_metrics(client, run_id, points)
+            if untested:
+                client.set_tag(run_id, NOT_TESTED, untested[:5000])
             client.set_terminated(run_id, "FINISHED")
-            item.runs.append({"seed": seed, "run_id": run_id, **finals})
-            progress(f"{top['trial']} seed={seed}: test_accuracy {test_accuracy:.4f}, test_loss {test_loss:.4f}")
-            value = finals[metric]
+            item.runs.append({"seed": seed, "run_id": run_id, **finals, **({"untested": untested} if untested else {})})
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in tested.items())
+            progress(f"{top['trial']} seed={seed}: " + (shown if tested else f"trained, not tested: {untested}"))
+            value = finals.get(metric, math.nan)
             if math.isfinite(value) and (
                 top["trial"] not in best_models or sign * value > best_models[top["trial"]][0]
             ):
                 best_models[top["trial"]] = (sign * value, model)
         done = [r for r in item.runs if "error" not in r]
-        for key in ("test_accuracy", "test_loss"):
-            values = [r[key] for r in done]
+        for key in sorted({k for r in done for k in r if k.startswith("test_")}):
+            values = [r[key] for r in done if key in r]
             if values:
                 item.mean[key] = statistics.fmean(values)
                 item.std[key] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -206,7 +210,7 @@ def retrain(
     chosen: dict[str, Any] | None = None
     if ranked:
         winner = ranked[0]
-        seed_run = max((r for r in winner.runs if "error" not in r), key=lambda r: sign * r[metric])
+        seed_run = max((r for r in winner.runs if metric in r), key=lambda r: sign * r[metric])
         model = best_models[winner.trial][1]
         chosen = {
             "trial": winner.trial,
@@ -214,46 +218,129 @@ def retrain(
             "run_id": seed_run["run_id"],
             metric: seed_run[metric],
         }
-        chosen.update(_log_model(mlflow, tracking_uri, seed_run["run_id"], model.cpu(), data, register))
+        chosen.update(_log_model(mlflow, tracking_uri, seed_run["run_id"], model, data, register))
         client.set_tag(seed_run["run_id"], BEST_MODEL, "true")
     result = RetrainResult(experiment, parent.info.run_id, metric, mode, epochs, configs, chosen)
     _log_summary(client, parent.info.run_id, result)
     return result
 
 
+def retrain_data(spec: Any, device: str) -> Any:
+    """The spec's data for a final retrain (train + validation merged), as the trainable takes it."""
+    if spec.data is None:
+        return None  # the trainable reads its own (TrialContext.final says: train on train + validation)
+    from hpsearch.trainables import BUILTIN
+    from hpsearch.trainables.data import Splits
+    from hpsearch.trainables.feeds import Streamed
+
+    data = spec.data.load(merge_val=True)
+    if spec.trainable in BUILTIN and not isinstance(data, (Splits, Streamed)):
+        from hpsearch.trainables.userdata import for_builtin
+
+        data = for_builtin(data, spec.task == "regression")
+    return data.to(device) if isinstance(data, Splits) else data
+
+
 def fit_and_test(
-    fn: Any, trainable: str, config: dict[str, Any], data: Any, epochs: int, seed: int, report: Any, mc_dropout: int = 0
-) -> tuple[Any, float, float]:
-    """Train ``config`` with ``fn`` on ``data`` (train + validation merged) and test it once: the model,
-    its test loss and accuracy. What retrain does per config and seed (the quality benchmark uses it too)."""
+    fn: Any,
+    trainable: str,
+    config: dict[str, Any],
+    data: Any,
+    epochs: int,
+    seed: int,
+    report: Any,
+    mc_dropout: int = 0,
+    device: str = "cpu",
+    name: str = "retrain",
+) -> tuple[Any, dict[str, float], str | None]:
+    """Train ``config`` with ``fn`` on ``data`` (train + validation merged) and test it once: the model, its
+    test metrics (``test_loss`` and ``test_accuracy``, or ``test_mae`` and ``test_r2`` for a regression; a
+    user's ``evaluate``'s own), and why it was not tested when it could not be (else ``None``). What
+    retrain does per config and seed (the quality benchmark uses it too)."""
+    import inspect
+    import tempfile
+
     import torch
 
-    from hpsearch.trainables.loop import evaluate
+    from hpsearch.trainables import BUILTIN, Trained, TrialContext
+    from hpsearch.trainables.data import Splits
+    from hpsearch.trainables.feeds import Streamed, eval_batches, tensor_batches
+    from hpsearch.trainables.loop import evaluate_batches
 
-    model = fn(config, data, epochs, report, seed=seed)
+    kwargs: dict[str, Any] = {}
+    parameters = inspect.signature(fn).parameters
+    if trainable in BUILTIN or "device" in parameters:
+        kwargs["device"] = device
+    with tempfile.TemporaryDirectory(prefix=f"hpsearch-{name}-") as scratch:
+        if "context" in parameters:
+            kwargs["context"] = TrialContext(name, scratch, {}, device, final=True)
+        returned = fn(config, data, epochs, report, seed=seed, **kwargs)
+    if isinstance(returned, tuple) and len(returned) == 2 and callable(returned[1]):
+        model, evaluate = Trained(*returned)
+        scores = {k if k.startswith("test_") else f"test_{k}": float(v) for k, v in dict(evaluate(model)).items()}
+        return model, scores, None
+    model = returned
     if not isinstance(model, torch.nn.Module):
-        raise HpsearchError(
-            f"trainable {trainable!r} returned {type(model).__name__}: retrain needs the trained "
-            "model (a torch.nn.Module) to evaluate it on the test split"
+        return (
+            model,
+            {},
+            (
+                f"trainable {trainable!r} returned {type(model).__name__}: to be tested it returns "
+                "hpsearch.trainables.Trained(model, evaluate) (or the torch.nn.Module, on a data source with a test split)"
+            ),
         )
-    test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y, mc_samples=mc_dropout)
-    return model, test_loss, test_accuracy
+    if isinstance(data, Splits) and len(data.test_y):
+        batches = tensor_batches(data.test_x, data.test_y, 4096, torch.device(device))
+        regression = data.regression
+    elif isinstance(data, Streamed) and data.test is not None and len(data.test):
+        batches, regression = eval_batches(data, data.test, 256, torch.device(device)), data.regression
+    else:
+        return (
+            model,
+            {},
+            "the data has no test split: give the loader's Data a test split, or return Trained(model, evaluate)",
+        )
+    scores = evaluate_batches(model, batches, regression, mc_samples=mc_dropout, device=torch.device(device))
+    return model, {f"test_{k}": v for k, v in scores.items()}, None
 
 
 def _log_model(
     mlflow: Any, tracking_uri: str, run_id: str, model: Any, data: Any, register: str | None
 ) -> dict[str, Any]:
     import mlflow.pytorch
+    import torch
+
+    from hpsearch.trainables.data import Splits
 
     mlflow.set_tracking_uri(tracking_uri)
-    example = data.test_x[:2].cpu().numpy()
+    if not isinstance(model, torch.nn.Module):
+        return {"model_uri": None}  # a user's model that is not a torch module: not logged as one
+    example = _example(data)
+    # Without an example input (a model of the user's own data) the model cannot be traced: pickled.
+    fmt = {} if example is not None else {"serialization_format": "pickle"}
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(model, name="model", input_example=example, registered_model_name=register)
+        info = mlflow.pytorch.log_model(
+            model.cpu(), name="model", input_example=example, registered_model_name=register, **fmt
+        )
     out: dict[str, Any] = {"model_uri": info.model_uri}
     if register:
         out["registered_model"] = register
         out["registered_version"] = getattr(info, "registered_model_version", None)
     return out
+
+
+def _example(data: Any) -> Any:
+    """Two test inputs, as the model takes them (what MLflow traces the model with), or ``None``."""
+    import torch
+
+    from hpsearch.trainables.data import Splits
+    from hpsearch.trainables.feeds import Streamed, eval_batches
+
+    if isinstance(data, Splits) and len(data.test_x):
+        return data.test_x[:2].cpu().numpy()
+    if isinstance(data, Streamed) and data.test is not None and len(data.test):
+        return next(iter(eval_batches(data, data.test, 2, torch.device("cpu"))))[0].numpy()
+    return None
 
 
 def _sampled_config(run: Any) -> dict[str, Any]:
@@ -295,14 +382,20 @@ def print_retrain(result: RetrainResult, console: Any = None) -> None:
         "evaluated on the test split",
         title_justify="left",
     )
-    for col in ("trial", "search val", "seeds", "test_accuracy (mean ± std)", "test_loss (mean ± std)"):
+    keys = list(dict.fromkeys(k for c in result.configs for k in c.mean))
+    for col in ("trial", "search val", "seeds", *(f"{k} (mean ± std)" for k in keys)):
         table.add_column(col)
     for c in result.configs:
         ok = sum("error" not in r for r in c.runs)
         cell = lambda k, c=c: f"{c.mean[k]:.4f} ± {c.std[k]:.4f}" if k in c.mean else "-"  # noqa: E731
         value = "-" if c.search_value is None else f"{c.search_value:.4f}"
-        table.add_row(c.trial, value, f"{ok}/{len(c.runs)}", cell("test_accuracy"), cell("test_loss"))
+        table.add_row(c.trial, value, f"{ok}/{len(c.runs)}", *(cell(k) for k in keys))
     console.print(table)
+    untested = sorted({r["untested"] for c in result.configs for r in c.runs if "untested" in r})
+    for why in untested:
+        console.print(f"not tested: {why}")
+    if not result.best and not untested and any(c.runs for c in result.configs):
+        console.print(f"no best model: no retrained config has {result.metric}")
     if result.best:
         b = result.best
         line = f"best: {b['trial']} seed={b['seed']} ({result.metric} {b[result.metric]:.4f}), model {b['model_uri']}"

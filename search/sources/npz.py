@@ -1,5 +1,6 @@
 """The user's own arrays in a NumPy ``.npz`` file: ``X`` (N, F) or (N, C, H, W) and integer labels ``y``
-(N,) in 0..K-1. ``data: {npz: path}`` is short for ``data: {dataset: npz, path: path}``."""
+(N,) in 0..K-1, or real-valued targets (N,) or (N, K) for ``task: regression``. ``data: {npz: path}`` is
+short for ``data: {dataset: npz, path: path}``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class NpzSource(SplitSource):
 
     path_fields: ClassVar[tuple[str, ...]] = ("path",)
     shorthand: ClassVar[str | None] = "path"
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    node_shared: ClassVar[bool] = True
 
     def problems(self) -> list[Problem]:
         if not Path(self.path).is_file():
@@ -37,4 +40,22 @@ class NpzSource(SplitSource):
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from hpsearch.trainables.data import load_npz
 
-        return load_npz(self.path)
+        return load_npz(self.path, self.regression)
+
+    def task_problems(self, task: str) -> list[Problem]:
+        if task != "classification" or not Path(self.path).is_file():
+            return []
+        import numpy as np
+
+        try:
+            with np.load(self.path) as archive:
+                dtype = archive["y"].dtype if "y" in archive.files else None
+        except (OSError, ValueError):
+            return []  # the trial says why it cannot read it
+        if dtype is not None and not np.issubdtype(dtype, np.integer):
+            return [
+                Problem(
+                    "npz", f"y holds {dtype} values, not class indices: set task: regression for real-valued targets"
+                )
+            ]
+        return []

@@ -3,7 +3,7 @@ benchmarks and tests of shapes no shipped data set has."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -26,6 +26,7 @@ class SyntheticSource(SplitSource):
     """
 
     dataset: Literal["synthetic"] = "synthetic"
+    node_shared: ClassVar[bool] = True
     samples: int = Field(2000, ge=10)
     features: int = Field(64, ge=1)
     shape: list[int] | None = None

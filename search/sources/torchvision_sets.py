@@ -8,7 +8,7 @@ import os
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from hpsearch.errors import Problem
-from hpsearch.sources import DataSource, register
+from hpsearch.sources import HeldOutSource, register
 
 if TYPE_CHECKING:
     from hpsearch.trainables.data import Splits
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "~/.cache/hpsearch/data"
 
 
-class TorchvisionSource(DataSource):
+class TorchvisionSource(HeldOutSource):
     """A torchvision data set.
 
     Args:
@@ -73,6 +73,7 @@ class FashionMnistSource(TorchvisionSource):
     """Fashion-MNIST: 70 000 28x28 grey images of clothes, 10 classes (60 000 train, 10 000 test)."""
 
     dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    node_shared: ClassVar[bool] = True
     files: ClassVar[list[str]] = [
         f"FashionMNIST/raw/{name}"
         for name in (
@@ -93,6 +94,7 @@ class Cifar10Source(TorchvisionSource):
     """
 
     dataset: Literal["cifar10"] = "cifar10"
+    node_shared: ClassVar[bool] = True
     verify_checksums: bool = True
     files: ClassVar[list[str]] = [
         f"cifar-10-batches-py/{name}"

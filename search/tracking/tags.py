@@ -35,6 +35,7 @@ SOURCE_RUN_ID = "hpsearch.source_run_id"
 SEED = "hpsearch.seed"
 BEST_MODEL = "hpsearch.best_model"
 RETRAIN_BEST = "hpsearch.retrain_best"
+NOT_TESTED = "hpsearch.not_tested"  # why a retrained model has no test metrics
 
 Role = Literal["search", "trial", "retrain"]
 TrialState = Literal["completed", "stopped_early", "diverged", "failed"]

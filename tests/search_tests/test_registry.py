@@ -90,7 +90,7 @@ def test_a_plugin_module_registers_before_the_spec_is_read(quickstart_data, plug
 def test_a_section_without_its_name_lists_the_choices(quickstart_data):
     quickstart_data["data"] = {"seed": 1}
     assert problems_of(quickstart_data) == [
-        "data.dataset: required: one of 'digits', 'fashion_mnist', 'cifar10', 'synthetic' or 'npz'"
+        "data.dataset: required: one of 'digits', 'fashion_mnist', 'cifar10', 'synthetic', 'npz', 'npy', 'image_folder' or 'loader'"
     ]
 
 

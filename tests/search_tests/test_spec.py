@@ -26,7 +26,7 @@ def test_quickstart_is_valid():
         (lambda d: d["search"]["scheduler"].update(max_epoch=5), "search.scheduler.max_epoch: unknown key, got 5"),
         (
             lambda d: d["data"].update(dataset="mnist"),
-            "data.dataset: must be one of 'digits', 'fashion_mnist', 'cifar10', 'synthetic' or 'npz', got 'mnist'",
+            "data.dataset: must be one of 'digits', 'fashion_mnist', 'cifar10', 'synthetic', 'npz', 'npy', 'image_folder' or 'loader', got 'mnist'",
         ),
         (lambda d: d.update(name="my search!"), "name: must match ^[A-Za-z0-9._-]+$, got 'my search!'"),
         (lambda d: d["search"].update(mode="maximum"), "search.mode: must be one of 'max' or 'min', got 'maximum'"),

@@ -152,8 +152,8 @@ def test_a_search_keeps_the_test_split_off_the_device(images):
 def test_evaluation_uses_batches_that_fit(monkeypatch):
     big = load_data({"dataset": "synthetic", "samples": 120, "shape": [3, 64, 64], "classes": 4, "seed": 0})
     sizes = []
-    real = loop.evaluate
-    monkeypatch.setattr(loop, "evaluate", lambda *a, **kw: sizes.append(a[4]) or real(*a, **kw))
+    real = loop.tensor_batches
+    monkeypatch.setattr(loop, "tensor_batches", lambda *a, **kw: sizes.append(a[2]) or real(*a, **kw))
     train(big, {**CNN, "amp": "none"}, 1)
     assert sizes == [256]  # 48 KB samples: 256 per batch (16 MB of input), not a fixed 4096
 

@@ -1,0 +1,209 @@
+"""How the built-in loop gets its batches.
+
+- :class:`Resident`: the splits are whole tensors (on the trial's device, or in host memory); a batch is
+  an index slice, augmented where the data is.
+- :class:`Streamed`: the splits are datasets read batch by batch through a ``DataLoader`` (data bigger than
+  memory, images decoded from files, a user's ``Dataset``): ``workers`` loader processes, pinned memory and
+  prefetching when the trial trains on a GPU, so reading overlaps compute. The order of an epoch depends
+  only on the seed and the epoch (:class:`EpochSampler`), so a restored trial reads exactly the batches
+  an uninterrupted one would have; augmentation runs on the device with a generator seeded the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from hpsearch.trainables.augment import augment
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed of its own for every (seed, epoch)."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**62)
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation of ``n`` indices that depends only on ``seed`` and the epoch set with :meth:`set_epoch`."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _batch(samples: Any) -> Any:
+    """``collate_fn`` of a dataset that reads whole batches (``__getitems__``): the batch as it is."""
+    return samples
+
+
+@dataclass
+class Streamed:
+    """Datasets read through ``DataLoader``s; ``mean``/``std`` (per channel or feature) standardise each
+    batch on the device. ``val``/``test`` may be ``None``; a split may also be a user's ``DataLoader``,
+    used as it is (its own order: such a trial resumes at the right epoch, not with the same batches)."""
+
+    train: Any
+    val: Any
+    test: Any
+    input_shape: tuple[int, ...]
+    outputs: int
+    regression: bool
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    workers: int = 0
+    sample_bytes: int = 0
+
+    def has_val(self) -> bool:
+        return self.val is not None and _length(self.val) > 0
+
+    def train_size(self) -> int:
+        return _length(self.train)
+
+    def loader(self, split: Any, batch_size: int, device: torch.device, sampler: Sampler[int] | None) -> Any:
+        if isinstance(split, DataLoader):
+            return split
+        batched = callable(getattr(split, "__getitems__", None))
+        kwargs: dict[str, Any] = {}
+        if self.workers > 0:
+            kwargs.update(num_workers=self.workers, persistent_workers=True, prefetch_factor=4)
+        return DataLoader(
+            split,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=False,
+            collate_fn=_batch if batched else None,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(0),  # worker seeds; never the global RNG's draws
+            **kwargs,
+        )
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(device, non_blocking=True).float()
+        y = y.to(device, non_blocking=True)
+        if self.mean is not None and self.std is not None:
+            x = (x - self.mean.to(device)) / self.std.to(device)
+        return x, (y.float() if self.regression else y.long())
+
+
+class TrainBatches:
+    """The training batches of a :class:`Streamed` feed, epoch after epoch, from one ``DataLoader`` (its
+    worker processes live as long as the trial)."""
+
+    def __init__(self, feed: Streamed, batch_size: int, seed: int, device: torch.device, crop: int, flip: bool):
+        self.feed, self.seed, self.device, self.crop, self.flip = feed, seed, device, crop, flip
+        self.sampler = None if isinstance(feed.train, DataLoader) else EpochSampler(feed.train_size(), seed)
+        self.loader = feed.loader(feed.train, batch_size, device, self.sampler)
+
+    def steps(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        generator = None
+        if self.crop or self.flip:
+            generator = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed + 1, epoch))
+        for x, y in self.loader:
+            x, y = self.feed.prepare(x, y, self.device)
+            if generator is not None:
+                x = augment(x, self.crop, self.flip, generator)
+            if len(y) == 1 and x.dim() > 1:
+                continue  # BatchNorm cannot normalise a batch of one sample
+            yield x, y
+
+
+def eval_batches(
+    feed: Streamed, split: Any, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """A split of a :class:`Streamed` feed in order, standardised, on ``device``."""
+    for x, y in feed.loader(split, batch_size, device, None):
+        yield feed.prepare(x, y, device)
+
+
+def tensor_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Whole tensors in order, batch by batch, copied to ``device`` when they live elsewhere."""
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        if xb.device != device:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        yield xb, yb
+
+
+def _length(split: Any) -> int:
+    if isinstance(split, DataLoader):
+        return len(split.dataset)  # type: ignore[arg-type]
+    return len(split)
+
+
+class ArrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Rows ``index`` of two arrays (memory-mapped ``.npy`` files, say), read a whole batch at a time:
+    a batch gathers its rows in one sorted read, not one Python call per sample."""
+
+    def __init__(self, x: Any, y: Any, index: Sequence[int] | Any):
+        import numpy as np
+
+        self.x, self.y, self.index = x, y, np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+    def __getitems__(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+
+        rows = self.index[np.asarray(positions, dtype=np.int64)]
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        x = np.asarray(self.x[sorted_rows])[back]  # one forward pass over the file, then the batch's order
+        y = np.asarray(self.y[sorted_rows])[back]
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+
+
+def channel_stats(x: Any, rows: Any, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation per channel (images, shape kept broadcastable) or feature of rows
+    ``rows`` of ``x``, read in chunks (``x`` may be bigger than memory)."""
+    import numpy as np
+
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    image = len(x.shape) == 4
+    dims: tuple[int, ...] = (0, 2, 3) if image else (0,)
+    total = count = 0.0
+    total_sq = 0.0
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(x[rows[start : start + chunk]], dtype=np.float64)
+        total = total + block.sum(axis=dims)
+        total_sq = total_sq + (block**2).sum(axis=dims)
+        count += block.size / (block.shape[1] if image else block.shape[-1]) if block.ndim > 1 else block.size
+    mean = np.asarray(total) / max(count, 1.0)
+    var = np.maximum(np.asarray(total_sq) / max(count, 1.0) - mean**2, 0.0)
+    std = np.sqrt(var)
+    std = np.where(std < 1e-3, 1.0, std)
+    shape = (1, -1, 1, 1) if image else (1, -1)
+    return (
+        torch.as_tensor(mean, dtype=torch.float32).reshape(shape),
+        torch.as_tensor(std, dtype=torch.float32).reshape(shape),
+    )
+
+
+def steps_for(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
