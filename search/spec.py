@@ -16,9 +16,9 @@ from hpsearch.registry import Registry, Strict
 from hpsearch.samplers import SamplerSpec
 from hpsearch.schedulers import SchedulerSpec
 from hpsearch.sources import DataSource
+from hpsearch.spec_checks import check_first_configs, check_space_for, check_trainable
 from hpsearch.tracking.store import check_tracking_uri
-from hpsearch.trainables import BUILTIN, TRAINABLE_SIGNATURE, signature_problem
-from hpsearch.trainables import config as trainable_config
+from hpsearch.trainables import BUILTIN
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 BUILTIN_METRICS = {
@@ -178,7 +178,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
 
     trainable = data.get("trainable", "mlp")
     if isinstance(trainable, str):
-        problems.extend(_check_trainable(trainable))
+        problems.extend(check_trainable(trainable))
         if trainable in BUILTIN and space is not None:
             problems.extend(check_space_for(trainable, space))
     search: dict[str, Any] = data["search"] if isinstance(data.get("search"), dict) else {}
@@ -212,7 +212,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     problems.extend(_section_problems(data, spec))
     if spec is not None:
         if space is not None:
-            problems.extend(_check_first_configs(spec, space))
+            problems.extend(check_first_configs(spec, space))
     if problems:
         raise SpecError(problems, source)
     assert spec is not None and space is not None  # no problems means both parsed
@@ -278,8 +278,10 @@ def _normalise_data(data: dict[str, Any], base_dir: Path | None, problems: list[
     d = dict(d)
     for name in sources.REGISTRY.names():
         field = sources.REGISTRY.get(name).shorthand
+        if field == name and d.get("dataset") == name:
+            continue  # the long form of a source whose field is named as the source ({dataset: loader, loader: ..})
         if field is not None and name in d:
-            if "dataset" in d or field in d:
+            if "dataset" in d or (field in d and field != name):
                 problems.append(
                     Problem(
                         "data", f"give either {{{name}: {field}}} or {{dataset: {name}, {field}: {field}}}, not both"
@@ -313,79 +315,6 @@ def parse_search_section(text: str) -> SearchSpec:
     except ValidationError as exc:
         raise SpecError(problems + [Problem(f"search.{p.path}", p.message) for p in _format_pydantic(exc)]) from exc
     return search
-
-
-def _check_first_configs(spec: JobSpec, space: spaces.Space) -> list[Problem]:
-    """Every config to run first lies in the space (Optuna would quietly sample another value instead)."""
-    field = "search.enqueue" if spec.search.enqueue is not None else f"space[{spec.space}] first configs"
-    problems = []
-    for i, config in enumerate(spec.search.enqueue if spec.search.enqueue is not None else spec.first_configs):
-        try:
-            spaces.to_optuna(space, config)
-        except spaces.OutsideSpace as exc:
-            problems.append(Problem(f"{field}[{i}].{exc.key}", exc.message))
-    return problems
-
-
-def _check_trainable(name: str) -> list[Problem]:
-    if name in BUILTIN:
-        return []
-    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
-        return [
-            Problem("trainable", f"must be a built-in ({', '.join(BUILTIN)}) or 'pkg.module:function', got {name!r}")
-        ]
-    module, _, attr = name.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr, None)
-    except ImportError as exc:
-        return [Problem("trainable", f"cannot import module {module!r}: {exc}")]
-    if fn is None:
-        return [Problem("trainable", f"{module!r} has no function {attr!r} (expected {TRAINABLE_SIGNATURE})")]
-    why = signature_problem(fn, "trainable")
-    return [Problem("trainable", why)] if why else []
-
-
-def check_space_for(trainable: str, space: spaces.Space, path: str = "space") -> list[Problem]:
-    """Every key the space can produce must be a key of the built-in trainable, every value usable."""
-    keys = trainable_config.KEYS[trainable]
-    problems: list[Problem] = []
-
-    def walk(sp: spaces.Space, prefix: str, branch_of: tuple[str, str] | None) -> None:
-        for name, param in sp.params.items():
-            key = prefix + name
-            where = f"{path}.{key}" if branch_of is None else f"{path}.{branch_of[0]}.{branch_of[1]}.{name}"
-            if key not in keys:
-                problems.append(
-                    Problem(where, f"unknown parameter for the {trainable} trainable (known: {', '.join(keys)})")
-                )
-                continue
-            if branch_of is not None:
-                why = trainable_config.branch_problem(keys, key, dict([branch_of]), nested_under=branch_of[0])
-                if why is not None:
-                    problems.append(Problem(where, why))
-                    continue
-            if isinstance(param, spaces.Conditional):
-                for branch, sub in param.branches.items():
-                    problem = trainable_config.check_value(keys, key, branch)
-                    if problem:
-                        problems.append(Problem(f"{path}.{key}", problem))
-                    else:
-                        walk(sub, f"{key}.", (key, branch))
-                continue
-            values = {
-                spaces.Fixed: lambda p: [p.value],
-                spaces.Choice: lambda p: list(p.options),
-                spaces.Float: lambda p: [p.low, p.high],
-                spaces.Int: lambda p: [p.low, p.high],
-            }[type(param)](param)
-            for value in values:
-                problem = trainable_config.check_value(keys, key, value)
-                if problem:
-                    problems.append(Problem(where, problem))
-                    break
-
-    walk(space, "", None)
-    return problems
 
 
 _MESSAGES = {

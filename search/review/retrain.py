@@ -16,6 +16,7 @@ from typing import Any
 
 from hpsearch.errors import HpsearchError, UsageError
 from hpsearch.review.report import report_for
+from hpsearch.review.testing import example_input, fit_and_test, retrain_data
 from hpsearch.tracking import reader
 from hpsearch.tracking.labels import trial_describer
 from hpsearch.tracking.reader import parse_param
@@ -225,97 +226,16 @@ def retrain(
     return result
 
 
-def retrain_data(spec: Any, device: str) -> Any:
-    """The spec's data for a final retrain (train + validation merged), as the trainable takes it."""
-    if spec.data is None:
-        return None  # the trainable reads its own (TrialContext.final says: train on train + validation)
-    from hpsearch.trainables import BUILTIN
-    from hpsearch.trainables.data import Splits
-    from hpsearch.trainables.feeds import Streamed
-
-    data = spec.data.load(merge_val=True)
-    if spec.trainable in BUILTIN and not isinstance(data, (Splits, Streamed)):
-        from hpsearch.trainables.userdata import for_builtin
-
-        data = for_builtin(data, spec.task == "regression")
-    return data.to(device) if isinstance(data, Splits) else data
-
-
-def fit_and_test(
-    fn: Any,
-    trainable: str,
-    config: dict[str, Any],
-    data: Any,
-    epochs: int,
-    seed: int,
-    report: Any,
-    mc_dropout: int = 0,
-    device: str = "cpu",
-    name: str = "retrain",
-) -> tuple[Any, dict[str, float], str | None]:
-    """Train ``config`` with ``fn`` on ``data`` (train + validation merged) and test it once: the model, its
-    test metrics (``test_loss`` and ``test_accuracy``, or ``test_mae`` and ``test_r2`` for a regression; a
-    user's ``evaluate``'s own), and why it was not tested when it could not be (else ``None``). What
-    retrain does per config and seed (the quality benchmark uses it too)."""
-    import inspect
-    import tempfile
-
-    import torch
-
-    from hpsearch.trainables import BUILTIN, Trained, TrialContext
-    from hpsearch.trainables.data import Splits
-    from hpsearch.trainables.feeds import Streamed, eval_batches, tensor_batches
-    from hpsearch.trainables.loop import evaluate_batches
-
-    kwargs: dict[str, Any] = {}
-    parameters = inspect.signature(fn).parameters
-    if trainable in BUILTIN or "device" in parameters:
-        kwargs["device"] = device
-    with tempfile.TemporaryDirectory(prefix=f"hpsearch-{name}-") as scratch:
-        if "context" in parameters:
-            kwargs["context"] = TrialContext(name, scratch, {}, device, final=True)
-        returned = fn(config, data, epochs, report, seed=seed, **kwargs)
-    if isinstance(returned, tuple) and len(returned) == 2 and callable(returned[1]):
-        model, evaluate = Trained(*returned)
-        scores = {k if k.startswith("test_") else f"test_{k}": float(v) for k, v in dict(evaluate(model)).items()}
-        return model, scores, None
-    model = returned
-    if not isinstance(model, torch.nn.Module):
-        return (
-            model,
-            {},
-            (
-                f"trainable {trainable!r} returned {type(model).__name__}: to be tested it returns "
-                "hpsearch.trainables.Trained(model, evaluate) (or the torch.nn.Module, on a data source with a test split)"
-            ),
-        )
-    if isinstance(data, Splits) and len(data.test_y):
-        batches = tensor_batches(data.test_x, data.test_y, 4096, torch.device(device))
-        regression = data.regression
-    elif isinstance(data, Streamed) and data.test is not None and len(data.test):
-        batches, regression = eval_batches(data, data.test, 256, torch.device(device)), data.regression
-    else:
-        return (
-            model,
-            {},
-            "the data has no test split: give the loader's Data a test split, or return Trained(model, evaluate)",
-        )
-    scores = evaluate_batches(model, batches, regression, mc_samples=mc_dropout, device=torch.device(device))
-    return model, {f"test_{k}": v for k, v in scores.items()}, None
-
-
 def _log_model(
     mlflow: Any, tracking_uri: str, run_id: str, model: Any, data: Any, register: str | None
 ) -> dict[str, Any]:
     import mlflow.pytorch
     import torch
 
-    from hpsearch.trainables.data import Splits
-
     mlflow.set_tracking_uri(tracking_uri)
     if not isinstance(model, torch.nn.Module):
         return {"model_uri": None}  # a user's model that is not a torch module: not logged as one
-    example = _example(data)
+    example = example_input(data)
     # Without an example input (a model of the user's own data) the model cannot be traced: pickled.
     fmt = {} if example is not None else {"serialization_format": "pickle"}
     with mlflow.start_run(run_id=run_id):
@@ -327,20 +247,6 @@ def _log_model(
         out["registered_model"] = register
         out["registered_version"] = getattr(info, "registered_model_version", None)
     return out
-
-
-def _example(data: Any) -> Any:
-    """Two test inputs, as the model takes them (what MLflow traces the model with), or ``None``."""
-    import torch
-
-    from hpsearch.trainables.data import Splits
-    from hpsearch.trainables.feeds import Streamed, eval_batches
-
-    if isinstance(data, Splits) and len(data.test_x):
-        return data.test_x[:2].cpu().numpy()
-    if isinstance(data, Streamed) and data.test is not None and len(data.test):
-        return next(iter(eval_batches(data, data.test, 2, torch.device("cpu"))))[0].numpy()
-    return None
 
 
 def _sampled_config(run: Any) -> dict[str, Any]:

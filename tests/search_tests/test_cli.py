@@ -54,6 +54,9 @@ def test_space_sample_prints_one_json_config_per_line(tmp_path):
         lambda d: d["search"].update(num_trials=0),
         lambda d: d.update(space="no_such_preset"),
         lambda d: d["data"].update(dataset="imagenet"),
+        lambda d: d.update(trainable="os:system"),  # importable and callable, but not a trainable
+        lambda d: d.update(data={"loader": "os.path:join", "args": {"root": "x"}}),
+        lambda d: d.update(data={"dataset": "image_folder", "root": "no-such-folder"}),
     ],
 )
 def test_run_with_bad_input_starts_nothing(tmp_path, quickstart_data, edit):

@@ -213,3 +213,49 @@ def test_the_spec_and_the_trainable_share_one_rule_for_which_keys_apply(quicksta
     (from_config,) = check_config("mlp", {choice: branch, f"{choice}.{key}": 0.5})
     expected = f"does not apply when {choice} is {branch!r}"
     assert from_spec == f"space.{choice}.{branch}.{key}: {expected}" and from_config.message == expected
+
+
+# Own code, own data, tasks ---------------------------------------------------------------------------
+def own(spec, **top):
+    spec.update(top)
+    return spec
+
+
+def test_a_trainable_or_loader_without_the_contracts_signature_is_refused(quickstart_data):
+    (message,) = problems_of(own(quickstart_data, trainable="os:system"))
+    assert message.startswith("trainable: expected a function fn(config, data, epochs, report, seed=0")
+    assert "found os.system(command)" in message or "found posix.system(command)" in message
+    loader = own(quickstart_data, trainable="mlp", data={"loader": "os:getcwd", "args": {"size": 2}})
+    (message,) = problems_of(loader)
+    assert message.startswith("data.loader: expected a function fn(**args)") and "'size'" in message
+    (message,) = problems_of(own(quickstart_data, data={"loader": "no_such_module:load"}))
+    assert message.startswith("data.loader: cannot import module 'no_such_module'")
+
+
+def test_data_may_be_left_out_by_a_trainable_that_reads_its_own(quickstart_data):
+    del quickstart_data["data"]
+    assert problems_of(quickstart_data) == ["data: required: the built-in mlp trainable trains on a data source"]
+    quickstart_data["trainable"] = "tests.integration_tests.own_training:csv_regression"
+    quickstart_data["search"]["metric"] = "val_anything"  # any metric the trainable reports
+    spec = parse_spec(quickstart_data)
+    assert spec.data is None and spec.search.metric == "val_anything"
+
+
+def test_the_task_decides_what_the_builtins_report(quickstart_data, tmp_path):
+    assert sorted(problems_of(own(quickstart_data, task="regression"))) == [
+        "data.dataset: digits is a classification data set: it cannot serve task: regression",
+        "search.metric: the mlp trainable reports val_loss, val_mae, val_r2, train_loss for task: regression, got 'val_accuracy'",
+    ]
+    import numpy as np
+
+    np.savez(tmp_path / "r.npz", X=np.zeros((20, 3), np.float32), y=np.linspace(0, 1, 20))
+    quickstart_data.update(data={"npz": str(tmp_path / "r.npz")})
+    quickstart_data["search"].update(metric="val_r2", mode="max")
+    assert parse_spec(quickstart_data).data.regression
+    quickstart_data.update(task="classification")
+    quickstart_data["search"].update(metric="val_accuracy")
+    (message,) = problems_of(quickstart_data)
+    assert message.startswith("data.npz: y holds float64 values, not class indices: set task: regression")
+    quickstart_data["search"].update(metric="val_r2", mode="min")
+    quickstart_data.update(task="regression")
+    assert problems_of(quickstart_data) == ["search.mode: val_r2 should be maximised, got 'min'"]
