@@ -206,7 +206,6 @@ def check_cluster_python(found: ClusterPython, tracking_uri: str) -> list[str]:
 def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, cwd: Path) -> str:
     """Submit the (validated) spec as a Ray job, once the cluster is known to be able to run it;
     return the job id."""
-    from hpsearch.trainables import BUILTIN
 
     jobs = client(address)
     for warning in check_cluster_python(cluster_python(jobs), tracking_uri):
@@ -214,11 +213,9 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     job_id = f"hpsearch-{spec.name}-{stamp}-{secrets.token_hex(2)}"
     runtime_env: dict[str, Any] = {}
-    if spec.trainable not in BUILTIN:
-        # The user's own trainable travels with the job: its top-level package (or module file) from
-        # the working directory, as a Ray py_module. (Not as the job's working_dir: Ray 2.60 removed a
-        # first job's working_dir under the running driver, which then lost its current directory.)
-        runtime_env["py_modules"] = [user_module_path(spec.trainable, cwd)]
+    modules = own_code_modules(spec, cwd)
+    if modules:
+        runtime_env["py_modules"] = modules
     # Nothing secret goes with the job (its entrypoint, metadata and environment are shown to anyone who
     # can list jobs): the store's password, if any, is on the cluster (HPSEARCH_TRACKING_PASSWORD[_FILE]).
     tracking_uri = strip_password(tracking_uri)
@@ -242,6 +239,18 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
         )
     )
     return job_id
+
+
+def own_code_modules(spec: JobSpec, cwd: Path) -> list[str]:
+    """The user's own code a job takes with it (trainable, data loader, plugins): each top-level package
+    (or module file), from the working directory, as a Ray py_module. (Not as the job's working_dir: Ray
+    2.60 removed a first job's working_dir under the running driver, which then lost its directory.)"""
+    from hpsearch.trainables import BUILTIN
+
+    own = [spec.trainable] if spec.trainable not in BUILTIN else []
+    loader = getattr(spec.data, "loader", None)
+    own += ([loader] if isinstance(loader, str) else []) + [f"{name}:_" for name in spec.plugins]
+    return sorted({user_module_path(target, cwd) for target in own})
 
 
 def user_module_path(trainable: str, cwd: Path) -> str:

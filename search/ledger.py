@@ -55,6 +55,12 @@ class Ledger(Callback):
 
     # Tune saves callback state with the experiment and restores it on `Tuner.restore`.
     def get_state(self) -> dict[str, Any]:
+        # What a resumed search believes was recorded must be recorded: listeners that write elsewhere
+        # (MLflow) finish the epochs they were handed first (a driver killed after this snapshot loses none).
+        for listener in self.listeners:
+            before = getattr(listener, "before_snapshot", None)
+            if before is not None:
+                before()
         return {"records": [asdict(r) for r in self.records.values()]}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -157,16 +163,23 @@ class Ledger(Callback):
 
 
 class FatalStop(Stopper):
-    """Tune's stopper that ends the search once the ledger saw a mistake every trial would make."""
+    """Tune's stopper that ends the search once the ledger saw a mistake every trial would make.
 
-    def __init__(self, ledger: Ledger):
+    It is pickled with Tune's experiment state without its ledger (a copy of the ledger unpickled with it
+    would take the place of the one Tune calls back): a restored stopper asks :attr:`Ledger.restored`."""
+
+    def __init__(self, ledger: Ledger | None = None):
         self.ledger = ledger
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.ledger.fatal is not None
+        ledger = self.ledger or Ledger.restored
+        return ledger is not None and ledger.fatal is not None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"ledger": None}
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,15 @@ def plugins_module():
         registry._models.clear()
         registry._models.update(models)
     sys.modules.pop("tests.integration_tests.plugins", None)  # imported again, it registers again
+
+
+@pytest.fixture(autouse=True, scope="session")
+def data_cache(tmp_path_factory):
+    """The node's data cache (one mapped copy of a data set per node) of this test session's own: set
+    before any Ray starts, so the trial workers use it too."""
+    import os
+
+    from hpsearch.trainables.nodecache import ENV
+
+    os.environ[ENV] = str(tmp_path_factory.mktemp("data-cache"))
+    return os.environ[ENV]

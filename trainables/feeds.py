@@ -207,3 +207,14 @@ def channel_stats(x: Any, rows: Any, chunk: int = 4096) -> tuple[torch.Tensor, t
 
 def steps_for(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
+
+
+def streamed_from(splits: Any, workers: int = 0) -> Streamed:
+    """Whole tensors in host memory (a data set too big for a trial's GPU share) read as a stream: each
+    batch gathered by a loader worker, pinned and copied while the GPU computes."""
+    pairs = [(getattr(splits, f"{name}_x"), getattr(splits, f"{name}_y")) for name in ("train", "val", "test")]
+    sets = [ArrayDataset(x.numpy(), y.numpy(), range(len(y))) for x, y in pairs]
+    return Streamed(
+        sets[0], sets[1], sets[2], tuple(splits.input_shape), splits.num_classes, splits.regression,
+        workers=workers, sample_bytes=splits.train_x[0].numel() * splits.train_x.element_size(),
+    )  # fmt: skip

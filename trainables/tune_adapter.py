@@ -57,7 +57,7 @@ def _data_for(
     The test split (never used by a search) stays on the host. Streamed data stays where it is read
     from; a loader's data goes to a user's trainable as the loader returned it."""
     from hpsearch.trainables.data import Splits
-    from hpsearch.trainables.feeds import Streamed
+    from hpsearch.trainables.feeds import Streamed, streamed_from
 
     key = source.cache_key()
     if (key, plan, builtin, workers) not in _PLACED:
@@ -74,7 +74,10 @@ def _data_for(
             _PLACED.clear()
         if isinstance(data, Splits):
             on_device = device_plan.data_fits(data.search_bytes, plan)
-            placed: tuple[Any, bool] = data.to(plan.device if on_device else "cpu", test=False), on_device
+            if on_device or plan.device == "cpu":
+                placed: tuple[Any, bool] = data.to(plan.device if on_device else "cpu", test=False), on_device
+            else:  # too big for the GPU share: streamed from host memory, pinned, read ahead by loader workers
+                placed = streamed_from(data, workers), False
         elif isinstance(data, Streamed):
             placed = dataclasses.replace(data, workers=workers), False
         else:

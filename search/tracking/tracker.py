@@ -286,28 +286,49 @@ class MlflowTracker:
         tags = {RESTARTS: str(rec.restarts), RESTART_CAUSE: redact(rec.restart_cause or "")[:MAX_TAG]}
         self._op(Op("tags", rec.trial_id, {"tags": tags}), flush=rec.trial_id)
 
+    def before_snapshot(self, timeout_s: float = 5.0) -> None:
+        """Before Tune snapshots the search: the epochs handed over so far are written (or journaled), so
+        a resume from that snapshot finds them in the run. Waits at most ``timeout_s``."""
+        done = threading.Event()
+        self._writer.call(done.set, flush=None)
+        done.wait(timeout_s)
+
     def search_restored(self, records: list[TrialRecord]) -> None:
         """After ``Tuner.restore``: trials Tune continues are running again; runs of trials the restored
         experiment does not know (started after its last snapshot, then lost) are deleted: Tune runs
         other trials in their place, so keeping them would count those trials twice."""
         known = {r.trial_id for r in records}
-        running = [r.trial_id for r in records if r.state == "running"]
+        running = {r.trial_id: r for r in records if r.state == "running"}
         store = self.store
+        logged: dict[str, int] = {}  # per running trial: the last epoch its run holds
+        done = threading.Event()
 
         def restore() -> None:
-            for trial_id, run_id in list(store.run_ids.items()):
-                if trial_id not in known:
-                    store.client.delete_run(run_id)
-                    del store.run_ids[trial_id]
-            for trial_id in running:
-                if trial_id in store.run_ids:
-                    run_id = store.run_ids[trial_id]
-                    store.client.update_run(run_id, status="RUNNING")
-                    store.client.set_tag(run_id, STATE, "running")
-                    if ERROR in store.client.get_run(run_id).data.tags:  # "interrupted" no longer holds
-                        store.client.delete_tag(run_id, ERROR)
+            try:
+                for trial_id, run_id in list(store.run_ids.items()):
+                    if trial_id not in known:
+                        store.client.delete_run(run_id)
+                        del store.run_ids[trial_id]
+                for trial_id, rec in running.items():
+                    if trial_id in store.run_ids:
+                        run_id = store.run_ids[trial_id]
+                        store.client.update_run(run_id, status="RUNNING")
+                        store.client.set_tag(run_id, STATE, "running")
+                        if ERROR in store.client.get_run(run_id).data.tags:  # "interrupted" no longer holds
+                            store.client.delete_tag(run_id, ERROR)
+                        key = next(iter(rec.metrics), None)
+                        if key is not None:
+                            steps = [m.step for m in store.client.get_metric_history(run_id, key)]
+                            logged[trial_id] = max(steps, default=0)
+            finally:
+                done.set()
 
         self._writer.call(restore)
+        # Epochs a trial reported after the snapshot Tune restores were written to its run before the search
+        # stopped: the trial redoes them from its checkpoint, and the ledger must keep them once.
+        if done.wait(timeout=60):
+            for trial_id, step in logged.items():
+                running[trial_id].epochs = max(running[trial_id].epochs, step)
 
     # Writes as journaled ops -------------------------------------------------------------
     def _op(self, op: Op, flush: str | None = "") -> None:

@@ -108,6 +108,7 @@ def csv_regression(config, data, epochs, report, seed=0, resume=None, context=No
             "scratch_empty": scratch_empty,
         }
         report(metrics, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        Path(config["root"], f"epoch-of-{os.getpid()}").write_text(str(epoch))  # checkpointed up to here
     return Trained(model, lambda m: {"test_mse": _mse(m, test.x, test.y)})
 
 

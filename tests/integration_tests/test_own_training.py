@@ -153,3 +153,64 @@ def test_a_loader_serves_the_builtin_mlp_as_a_regression(ray_session, tmp_path):
     done = retrain(uri, "loader-mlp", top_k=1, seeds=1, progress=lambda *a: None)
     (run,) = done.configs[0].runs
     assert done.metric == "test_r2" and run["test_r2"] > 0.5 and {"test_loss", "test_mae"} <= set(run)
+
+
+def test_an_own_search_whose_driver_was_killed_resumes_from_the_trainables_checkpoints(tmp_path):
+    """``hpsearch resume`` after a SIGKILL of the driver: the trials in flight continue from their own
+    checkpoints (``resume``), each epoch is in MLflow once."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from hpsearch.cluster import signal_all
+    from tests.helpers import hpsearch, start_hpsearch, write_spec
+
+    root = write_csv(tmp_path / "csv")
+    spec = {
+        "name": "own-resume",
+        "trainable": f"{OWN}:csv_regression",
+        "task": "regression",
+        "space": {"root": str(root), "lr": {"float": [1e-3, 1e-1], "log": True}, "hidden": 8, "epoch_s": 1.0},
+        "search": {
+            "metric": "val_mse", "mode": "min", "num_trials": 6, "report_interval_s": 0,
+            "checkpoint_min_interval_s": 0, "scheduler": {"max_epochs": EPOCHS, "grace_period": EPOCHS},
+        },
+    }  # fmt: skip
+    env = {"TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    driver = start_hpsearch(
+        "run", write_spec(tmp_path / "spec.yaml", spec), cwd=tmp_path, stderr=subprocess.DEVNULL, env=env
+    )
+    tree: list = []
+    try:
+        deadline = time.time() + 120
+        while max((int(p.read_text() or 0) for p in root.glob("epoch-of-*")), default=0) < 3:
+            assert time.time() < deadline and driver.poll() is None, "no trial got 3 epochs in"
+            time.sleep(0.1)
+        time.sleep(1.2)  # past one of Tune's snapshots of the experiment, mid-epoch
+        tree = psutil.Process(driver.pid).children(recursive=True)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            tree = psutil.Process(driver.pid).children(recursive=True)
+            driver.kill()
+        signal_all(tree, "kill")  # the local Ray this driver started, by pid
+        psutil.wait_procs(tree, timeout=30)
+
+    (run_dir,) = (tmp_path / "hpsearch_results").iterdir()
+    resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    uri = json.loads((run_dir / "hpsearch.json").read_text())["tracking_uri"]
+    client = MlflowClient(uri)
+    trials = trial_runs(client, "own-resume")
+    assert len(trials) == 6 and all(r.info.status == "FINISHED" for r in trials)
+    for run in trials:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_mse"))
+        assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)
+    continued = [r for r in trials if r.data.metrics["resumed_from"] > 0]
+    assert continued, "no trial continued from its checkpoint"
+    assert os.path.isdir(run_dir)

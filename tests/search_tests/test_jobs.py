@@ -221,3 +221,29 @@ def test_a_cluster_whose_python_lacks_hpsearch_is_told_in_one_line():
     ((entrypoint, job_id, metadata),) = fake.submitted
     assert entrypoint.startswith("python -c ") and job_id.startswith("hpsearch-check-") and "hpsearch" not in metadata
     assert fake.deleted == [job_id]  # the check leaves no job behind
+
+
+def test_a_job_takes_the_users_trainable_loader_and_plugins_with_it(tmp_path, quickstart_data):
+    from hpsearch.jobs import own_code_modules
+    from hpsearch.spec import parse_spec
+    from tests.helpers import ROOT
+
+    assert own_code_modules(parse_spec(quickstart_data), ROOT) == []  # all built in
+    (tmp_path / "teamdata.py").write_text("def load(root):\n    return None\n")
+    (tmp_path / "teamnet").mkdir()
+    (tmp_path / "teamnet" / "__init__.py").write_text("")
+    (tmp_path / "teamnet" / "train.py").write_text("def fit(config, data, epochs, report, seed=0):\n    pass\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        quickstart_data.update(
+            trainable="teamnet.train:fit",
+            data={"loader": "teamdata:load", "args": {"root": "x"}},
+            plugins=["teamnet"],
+            space={"lr": {"float": [0.1, 1.0]}},
+        )
+        spec = parse_spec(quickstart_data)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert own_code_modules(spec, tmp_path) == [str(tmp_path / "teamdata.py"), str(tmp_path / "teamnet")]

@@ -176,11 +176,12 @@ def test_batches_are_drawn_where_the_data_lives_when_the_model_trains_elsewhere(
     assert drawn == [("cpu", "cpu")]
 
 
-def test_where_the_data_goes_is_decided_once_per_data_set_and_plan(monkeypatch):
+def test_where_the_data_goes_is_decided_once_per_data_set_and_plan(monkeypatch, tmp_path):
     from hpsearch.sources.synthetic import SyntheticSource
     from hpsearch.trainables import device as dev
     from hpsearch.trainables import tune_adapter
 
+    monkeypatch.setenv("HPSEARCH_DATA_CACHE", str(tmp_path))  # nothing cached yet
     asked, loads = [], []
     monkeypatch.setattr(dev, "data_fits", lambda n, plan: asked.append(n) or True)
     load = SyntheticSource.load
@@ -197,6 +198,25 @@ def test_where_the_data_goes_is_decided_once_per_data_set_and_plan(monkeypatch):
     tune_adapter._data_for(SyntheticSource(samples=60, features=4, classes=2), plan)  # another data set: loaded
     assert len(loads) == 2
     tune_adapter.forget_data()
+
+
+def test_data_too_big_for_the_gpu_share_streams_pinned_from_the_host(monkeypatch):
+    from hpsearch.sources.synthetic import SyntheticSource
+    from hpsearch.trainables import device as dev
+    from hpsearch.trainables import tune_adapter
+    from hpsearch.trainables.feeds import Streamed
+
+    monkeypatch.setattr(dev, "data_fits", lambda n, plan: False)
+    tune_adapter.forget_data()
+    feed, on_device = tune_adapter._data_for(
+        SyntheticSource(samples=50, classes=2), dev.DevicePlan("cuda", ("0",)), workers=1
+    )
+    tune_adapter.forget_data()
+    assert isinstance(feed, Streamed) and not on_device and feed.workers == 1
+    loader = feed.loader(feed.train, 8, torch.device("cuda"), None)  # built, not iterated: no GPU needed
+    assert loader.pin_memory and loader.num_workers == 1 and loader.prefetch_factor == 4
+    x, y = feed.train.__getitems__([0, 1])
+    assert x.shape[0] == 2 and y.dtype == torch.int64
 
 
 def test_a_reused_process_gives_cached_gpu_memory_back_after_each_trial(monkeypatch):
