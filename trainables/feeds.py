@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,34 +178,31 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
 
-def channel_stats(x: Any, rows: Any, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation per channel (images, shape kept broadcastable) or feature of rows
-    ``rows`` of ``x``, read in chunks (``x`` may be bigger than memory)."""
+def channel_stats(x: Any, rows: Any, chunk_bytes: int = 8 * 2**20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation per channel (images, shaped (1, C, 1, 1)) or feature (shaped (1, F)) of
+    rows ``rows`` of ``x``, read in chunks of about ``chunk_bytes`` as float32 (``x`` may be bigger than
+    memory; the sums are kept in float64)."""
     import numpy as np
 
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     image = len(x.shape) == 4
     dims: tuple[int, ...] = (0, 2, 3) if image else (0,)
-    total = count = 0.0
-    total_sq = 0.0
-    for start in range(0, len(rows), chunk):
-        block = np.asarray(x[rows[start : start + chunk]], dtype=np.float64)
-        total = total + block.sum(axis=dims)
-        total_sq = total_sq + (block**2).sum(axis=dims)
-        count += block.size / (block.shape[1] if image else block.shape[-1]) if block.ndim > 1 else block.size
-    mean = np.asarray(total) / max(count, 1.0)
-    var = np.maximum(np.asarray(total_sq) / max(count, 1.0) - mean**2, 0.0)
-    std = np.sqrt(var)
+    per_row = int(np.prod(x.shape[1:])) * 4
+    step = max(1, chunk_bytes // per_row)
+    total = total_sq = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, len(rows), step):
+        block = np.asarray(x[rows[start : start + step]], dtype=np.float32)
+        total = total + block.sum(axis=dims, dtype=np.float64)
+        total_sq = total_sq + np.square(block).sum(axis=dims, dtype=np.float64)
+    count = max(len(rows) * (int(np.prod(x.shape[2:])) if image else 1), 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     std = np.where(std < 1e-3, 1.0, std)
     shape = (1, -1, 1, 1) if image else (1, -1)
     return (
         torch.as_tensor(mean, dtype=torch.float32).reshape(shape),
         torch.as_tensor(std, dtype=torch.float32).reshape(shape),
     )
-
-
-def steps_for(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
 
 
 def streamed_from(splits: Any, workers: int = 0) -> Streamed:

@@ -2,7 +2,8 @@
 splits as ``.npy`` files into the node's data cache, and every trial process of the node maps them
 (copy-on-write), so the operating system's page cache holds the data once, however many trial
 processes read it. The cache is ``$HPSEARCH_DATA_CACHE``, else ``hpsearch-data-cache`` in the system's
-temporary folder; it may be deleted whenever no search runs."""
+temporary folder; it may be deleted whenever no search runs. ``HPSEARCH_DATA_CACHE=off``: no cache, each
+trial process loads its own copy."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ from hpsearch.trainables.data import Splits
 
 ENV = "HPSEARCH_DATA_CACHE"
 _TENSORS = [f.name for f in fields(Splits) if f.name != "num_classes"]
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "").lower() != "off"
 
 
 def cache_root() -> Path:

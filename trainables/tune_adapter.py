@@ -42,9 +42,10 @@ def forget_data() -> None:
 
 def _load(source: DataSource) -> Any:
     if getattr(source, "node_shared", False):
-        from hpsearch.trainables.nodecache import shared_splits
+        from hpsearch.trainables import nodecache
 
-        return shared_splits(source.cache_key(), source.load)
+        if nodecache.enabled():
+            return nodecache.shared_splits(source.cache_key(), source.load)
     return source.load()
 
 

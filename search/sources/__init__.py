@@ -137,6 +137,7 @@ class SplitSource(HeldOutSource):
 
         x, y = self.arrays()
         splits = split(x, y, self.val_fraction, self.test_fraction, self.seed, self.train_samples)
+        del x, y  # the splits are copies: the whole array goes before they are standardised
         return standardise(merge_validation(splits) if merge_val else splits)
 
 

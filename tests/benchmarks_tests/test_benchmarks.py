@@ -83,3 +83,11 @@ def test_quality_benchmark_compares_the_four_methods_and_warm_start(tmp_path):
     (seed,) = results["workloads"]["digits"]["seeds"]
     assert all(m["epochs_spent"] >= seed["budget"] > 0 for m in seed["methods"].values())
     assert (tmp_path / "quality.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_data_memory_runs_and_prints_its_ratios():
+    out = _run(
+        "benchmarks.data_memory", "--gb", "0.02", "--reference-gb", "0.01", "--speed-gb", "0.005", "--repeats", "1"
+    )
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("memory_ratio=") and "streamed_vs_plain=" in last, out[-2000:]

@@ -214,3 +214,60 @@ def test_an_own_search_whose_driver_was_killed_resumes_from_the_trainables_check
     continued = [r for r in trials if r.data.metrics["resumed_from"] > 0]
     assert continued, "no trial continued from its checkpoint"
     assert os.path.isdir(run_dir)
+
+
+def test_the_example_script_runs_as_it_is_and_as_a_search(tmp_path):
+    """examples/own_training: the plain script and its hpsearch version (at most 20 changed lines, as the
+    README shows), both run on the CSV files its make_data.py writes."""
+    import difflib
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.helpers import ROOT, hpsearch
+
+    example = ROOT / "examples" / "own_training"
+    plain, searched = (example / name for name in ("train.py", "search_train.py"))
+    diff = difflib.unified_diff(plain.read_text().splitlines(), searched.read_text().splitlines(), lineterm="", n=0)
+    changed = [line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert len(changed) <= 20, "\n".join(changed)
+    for name in ("train.py", "search_train.py", "make_data.py", "spec.yaml"):
+        shutil.copy(example / name, tmp_path / name)
+    subprocess.run([sys.executable, "make_data.py", "data"], cwd=tmp_path, check=True)
+    script = subprocess.run([sys.executable, "train.py", "--data", "data", "--epochs", "2"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert script.returncode == 0 and "test_mse" in script.stdout, script.stderr
+    spec = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    spec["search"].update(num_trials=3)
+    spec["search"]["scheduler"].update(max_epochs=2, grace_period=1)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    run = hpsearch("run", "spec.yaml", cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "best val_mse" in run.stdout and "trials       │ 3" in run.stdout
+    done = hpsearch("retrain", "own-training-csv", "--top-k", "1", "--seeds", "1", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and "test_mse" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_an_image_folder_streams_through_loader_processes_in_a_real_search(ray_session, tmp_path):
+    """Images on disk, decoded as batches need them, by one DataLoader process per trial (resources.cpu 2)."""
+    from tests.trainables_tests.test_own_data import write_images
+
+    write_images(tmp_path / "imgs", per_class=20)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    spec = parse_spec(
+        {
+            "name": "image-folder",
+            "trainable": "cnn",
+            "data": {"dataset": "image_folder", "root": str(tmp_path / "imgs"), "size": 8, "val_fraction": 0.25},
+            "space": {"channels": {"choice": [4, 8]}, "blocks": 1, "batch_size": 8, "hflip": True},
+            "resources": {"cpu": 2},
+            "search": {"num_trials": 2, "max_concurrent": 1, "scheduler": {"max_epochs": 2, "grace_period": 2}},
+        }
+    )
+    result = run_search(spec, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+    assert result.status == "FINISHED" and result.counts["completed"] == 2, [r.error for r in result.records]
+    client = MlflowClient(uri)
+    for run in trial_runs(client, "image-folder"):
+        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2

@@ -270,3 +270,16 @@ def _mapped_pss(smaps: str, folder: str) -> int:
         elif inside and line.startswith("Pss:"):
             total += int(line.split()[1]) * 1024
     return total
+
+
+def test_the_node_cache_can_be_turned_off(tmp_path, monkeypatch):
+    from hpsearch.trainables import tune_adapter
+
+    source = REGISTRY.validate({"dataset": "synthetic", "samples": 50, "shape": [4], "classes": 2})
+    monkeypatch.setenv(nodecache.ENV, str(tmp_path / "cache"))
+    tune_adapter._load(source)
+    assert len(list((tmp_path / "cache").glob("*/splits.json"))) == 1
+    monkeypatch.setenv(nodecache.ENV, "off")  # each trial process loads its own copy
+    assert not nodecache.enabled()
+    monkeypatch.setattr(nodecache, "shared_splits", lambda *a: pytest.fail("the node cache was used"))
+    assert tune_adapter._load(source).num_classes == 2
