@@ -43,6 +43,15 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
+def _loader_context() -> Any:
+    """The fork server loader processes start from; it imports torch once, so each starts in milliseconds."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "numpy", "hpsearch.trainables.feeds"])
+    return context
+
+
 def _batch(samples: Any) -> Any:
     """``collate_fn`` of a dataset that reads whole batches (``__getitems__``): the batch as it is."""
     return samples
@@ -77,7 +86,12 @@ class Streamed:
         batched = callable(getattr(split, "__getitems__", None))
         kwargs: dict[str, Any] = {}
         if self.workers > 0:
-            kwargs.update(num_workers=self.workers, persistent_workers=True, prefetch_factor=4)
+            # Loader processes start from a fork server, not by forking this (multi-threaded: Ray's, torch's)
+            # process: a forked copy can inherit a lock some thread held and never finish.
+            kwargs.update(
+                num_workers=self.workers, persistent_workers=True, prefetch_factor=4,
+                multiprocessing_context=_loader_context(),
+            )  # fmt: skip
         return DataLoader(
             split,
             batch_size=batch_size,
@@ -161,6 +175,26 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.index)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Memory-mapped arrays travel to loader processes as their files (mapped again there), not as
+        their contents."""
+        import numpy as np
+
+        state = dict(self.__dict__)
+        for name in ("x", "y"):
+            array = state[name]
+            if isinstance(array, np.memmap) and array.filename and array.base is not None:
+                state[name] = ("memmap", str(array.filename))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import numpy as np
+
+        for name in ("x", "y"):
+            if isinstance(state[name], tuple) and state[name][0] == "memmap":
+                state[name] = np.load(state[name][1], mmap_mode="r")
+        self.__dict__.update(state)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.__getitems__([i])
         return x[0], y[0]
@@ -205,12 +239,13 @@ def channel_stats(x: Any, rows: Any, chunk_bytes: int = 8 * 2**20) -> tuple[torc
     )
 
 
-def streamed_from(splits: Any, workers: int = 0) -> Streamed:
+def streamed_from(splits: Any) -> Streamed:
     """Whole tensors in host memory (a data set too big for a trial's GPU share) read as a stream: each
-    batch gathered by a loader worker, pinned and copied while the GPU computes."""
+    batch gathered in this process (loader processes would each get a copy of the arrays), pinned, and
+    copied while the GPU computes."""
     pairs = [(getattr(splits, f"{name}_x"), getattr(splits, f"{name}_y")) for name in ("train", "val", "test")]
     sets = [ArrayDataset(x.numpy(), y.numpy(), range(len(y))) for x, y in pairs]
     return Streamed(
         sets[0], sets[1], sets[2], tuple(splits.input_shape), splits.num_classes, splits.regression,
-        workers=workers, sample_bytes=splits.train_x[0].numel() * splits.train_x.element_size(),
+        workers=0, sample_bytes=splits.train_x[0].numel() * splits.train_x.element_size(),
     )  # fmt: skip

@@ -77,8 +77,8 @@ def _data_for(
             on_device = device_plan.data_fits(data.search_bytes, plan)
             if on_device or plan.device == "cpu":
                 placed: tuple[Any, bool] = data.to(plan.device if on_device else "cpu", test=False), on_device
-            else:  # too big for the GPU share: streamed from host memory, pinned, read ahead by loader workers
-                placed = streamed_from(data, workers), False
+            else:  # too big for the GPU share: streamed from host memory, pinned, copied while the GPU computes
+                placed = streamed_from(data), False
         elif isinstance(data, Streamed):
             placed = dataclasses.replace(data, workers=workers), False
         else:

@@ -94,7 +94,7 @@ def csv_regression(config, data, epochs, report, seed=0, resume=None, context=No
             optimizer.zero_grad()
             nn.functional.mse_loss(model(train_x), train_y).backward()
             optimizer.step()
-        if config.get("fail_once_at") == epoch:
+        if config.get("fail_once_at") == epoch and not context.final:  # in the search only
             marker = Path(config["root"]) / f"failed-{context.trial_id}"
             if not marker.exists():
                 marker.write_text("once")

@@ -2,6 +2,7 @@
 fp16's scaler state and syncs, compiled graphs in a reused process, memory of a shared GPU."""
 
 import copy
+import dataclasses
 import os
 
 import pytest
@@ -212,9 +213,12 @@ def test_data_too_big_for_the_gpu_share_streams_pinned_from_the_host(monkeypatch
         SyntheticSource(samples=50, classes=2), dev.DevicePlan("cuda", ("0",)), workers=1
     )
     tune_adapter.forget_data()
-    assert isinstance(feed, Streamed) and not on_device and feed.workers == 1
+    assert isinstance(feed, Streamed) and not on_device and feed.workers == 0  # no copy per loader process
     loader = feed.loader(feed.train, 8, torch.device("cuda"), None)  # built, not iterated: no GPU needed
+    assert loader.pin_memory and loader.num_workers == 0
+    loader = dataclasses.replace(feed, workers=1).loader(feed.train, 8, torch.device("cuda"), None)
     assert loader.pin_memory and loader.num_workers == 1 and loader.prefetch_factor == 4
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"  # not a fork of Ray's threads
     x, y = feed.train.__getitems__([0, 1])
     assert x.shape[0] == 2 and y.dtype == torch.int64
 

@@ -155,6 +155,18 @@ def test_streamed_npy_trains_and_resumes_exactly(tmp_path):
     assert [m for m, _ in restored] == [m for m, _ in whole[2:]]  # the same batches, the same numbers
 
 
+def test_mapped_rows_travel_to_loader_processes_as_their_files(tmp_path):
+    import pickle
+
+    write_npy(tmp_path, n=3000)
+    source = REGISTRY.validate({"dataset": "npy", "x": str(tmp_path / "x.npy"), "y": str(tmp_path / "y.npy")})
+    train = source.load().train
+    blob = pickle.dumps(train)
+    assert len(blob) < 30_000 < train.x.nbytes + train.y.nbytes  # the files, not the arrays' contents
+    again = pickle.loads(blob)
+    assert isinstance(again.x, np.memmap) and torch.equal(again.__getitems__([3, 1])[0], train.__getitems__([3, 1])[0])
+
+
 def test_streamed_data_is_read_by_loader_workers(tmp_path):
     write_npy(tmp_path)
     source = REGISTRY.validate({"dataset": "npy", "x": str(tmp_path / "x.npy"), "y": str(tmp_path / "y.npy")})
