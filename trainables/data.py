@@ -44,6 +44,9 @@ class Splits:
     def outputs(self) -> int:
         return self.num_classes
 
+    def has_val(self) -> bool:
+        return len(self.val_y) > 0
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])

@@ -103,12 +103,17 @@ class Streamed:
             **kwargs,
         )
 
-    def prepare(self, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(device, non_blocking=True).float()
-        y = y.to(device, non_blocking=True)
+    def read(self, loader: Any, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``loader``'s batches on ``device``, as float inputs (standardised) and the task's targets."""
+        mean = std = None
         if self.mean is not None and self.std is not None:
-            x = (x - self.mean.to(device)) / self.std.to(device)
-        return x, (y.float() if self.regression else y.long())
+            mean, std = self.mean.to(device), self.std.to(device)  # once per pass, not per batch
+        for x, y in loader:
+            x = x.to(device, non_blocking=True).float()
+            y = y.to(device, non_blocking=True)
+            if mean is not None and std is not None:
+                x = (x - mean) / std
+            yield x, (y.float() if self.regression else y.long())
 
 
 class TrainBatches:
@@ -129,8 +134,7 @@ class TrainBatches:
         generator = None
         if self.crop or self.flip:
             generator = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed + 1, epoch))
-        for x, y in self.loader:
-            x, y = self.feed.prepare(x, y, self.device)
+        for x, y in self.feed.read(self.loader, self.device):
             if generator is not None:
                 x = augment(x, self.crop, self.flip, generator)
             if len(y) == 1 and x.dim() > 1:
@@ -141,9 +145,9 @@ class TrainBatches:
 def eval_batches(
     feed: Streamed, split: Any, batch_size: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """A split of a :class:`Streamed` feed in order, standardised, on ``device``."""
-    for x, y in feed.loader(split, batch_size, device, None):
-        yield feed.prepare(x, y, device)
+    """A split of a :class:`Streamed` feed in order, standardised, on ``device`` (a loader of its own: for a
+    split read every epoch, keep ``feed.loader(...)`` and ``feed.read`` it, so its loader processes stay)."""
+    return feed.read(feed.loader(split, batch_size, device, None), device)
 
 
 def tensor_batches(

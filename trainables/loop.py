@@ -21,7 +21,7 @@ from hpsearch.trainables.augment import augment
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import Splits
 from hpsearch.trainables.device import effective_amp, eval_batch_size
-from hpsearch.trainables.feeds import Streamed, TrainBatches, eval_batches, tensor_batches
+from hpsearch.trainables.feeds import Streamed, TrainBatches, tensor_batches
 from hpsearch.trainables.models import BUILDERS, TransferResNet
 from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
 from hpsearch.trainables.schedules import LRSchedule
@@ -74,9 +74,7 @@ def train_model(
     streamed = isinstance(data, Streamed)
     home = torch.device("cpu") if isinstance(data, Streamed) else data.train_x.device  # where batches are cut
     device = torch.device(device) if device is not None else home  # where the model trains
-    regression = data.regression
-    input_shape = data.input_shape
-    outputs = data.outputs if isinstance(data, Streamed) else data.num_classes
+    regression, input_shape, outputs = data.regression, data.input_shape, data.outputs
     torch.manual_seed(seed)
     generator = torch.Generator(device=home).manual_seed(seed)
     model = BUILDERS[trainable](input_shape, outputs, cfg).to(device)
@@ -156,13 +154,16 @@ def train_model(
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             yield x, y
 
+    has_val = data.has_val()
+    # A streamed validation split keeps one loader (and its loader processes) for the whole trial.
+    val_loader = data.loader(data.val, eval_batch, device, None) if isinstance(data, Streamed) and has_val else None
+
     def val_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if isinstance(data, Streamed):
-            return eval_batches(data, data.val, eval_batch, device)
+            return data.read(val_loader, device)
         assert val_x is not None
         return tensor_batches(val_x, data.val_y, eval_batch, device)
 
-    has_val = data.has_val() if isinstance(data, Streamed) else len(data.val_y) > 0
     for epoch in range(first_epoch, epochs + 1):
         if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
             _unfreeze(transfer, optimizer, schedule, cfg)

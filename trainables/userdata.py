@@ -101,18 +101,16 @@ def for_builtin(data: Data, regression: bool, workers: int = 0) -> Splits | Stre
         )
     x, y = _dataset(data.train)[0]
     y = torch.as_tensor(y)
-    if not regression and data.num_classes is None:
-        classes = getattr(_dataset(data.train), "classes", None)
-        if classes is None:
+    if regression:
+        outputs = int(y.numel()) if y.dim() else 1
+    else:
+        classes = data.num_classes or len(getattr(_dataset(data.train), "classes", ()))
+        if not classes:
             raise DataError(
                 "data.loader: the built-in trainables need the number of classes of a dataset: return "
                 "hpsearch.trainables.Data(train, val, test, num_classes=K)"
             )
-    outputs = (
-        (int(y.numel()) if y.dim() else 1)
-        if regression
-        else int(data.num_classes or len(getattr(_dataset(data.train), "classes", ())))
-    )
+        outputs = int(classes)
     x = torch.as_tensor(x)
     return Streamed(
         data.train,

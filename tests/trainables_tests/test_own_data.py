@@ -295,3 +295,16 @@ def test_the_node_cache_can_be_turned_off(tmp_path, monkeypatch):
     assert not nodecache.enabled()
     monkeypatch.setattr(nodecache, "shared_splits", lambda *a: pytest.fail("the node cache was used"))
     assert tune_adapter._load(source).num_classes == 2
+
+
+def test_a_streamed_trial_builds_its_loaders_once(tmp_path, monkeypatch):
+    """One loader for training and one for validation per trial, not one per epoch: with loader
+    processes, each new loader would start new processes every epoch."""
+    write_npy(tmp_path)
+    source = REGISTRY.validate({"dataset": "npy", "x": str(tmp_path / "x.npy"), "y": str(tmp_path / "y.npy")})
+    built = []
+    real = Streamed.loader
+    monkeypatch.setattr(Streamed, "loader", lambda self, split, *a: built.append(split) or real(self, split, *a))
+    feed = source.load()
+    run(feed, MLP, 4)
+    assert built == [feed.train, feed.val]
