@@ -62,7 +62,7 @@ class RetrainResult:
         return asdict(self)
 
 
-def test_metric(search_metric: str, mode: str, task: str = "classification") -> tuple[str, str]:
+def test_metric(search_metric: str, mode: str) -> tuple[str, str]:
     """The test metric configs are compared by: ``val_<name>`` -> ``test_<name>`` with the search's mode
     (``val_accuracy`` -> ``test_accuracy``, ``val_r2`` -> ``test_r2``); the training loss is not a test
     metric, so the task's loss compares them then (``test_loss``, minimised)."""
@@ -118,7 +118,7 @@ def retrain(
     report = report_for(client, parent, top_k=top_k, experiment=exp)
     if not report.top:
         raise HpsearchError(f"{experiment}: the search has no finished trial to retrain")
-    metric, mode = test_metric(spec.search.metric, spec.search.mode, spec.task)
+    metric, mode = test_metric(spec.search.metric, spec.search.mode)
     epochs = epochs or spec.epochs
 
     import mlflow

@@ -52,10 +52,6 @@ class DataSource(Strict):
     maps (one copy in memory per node, not one per process): worth it for data sets of some size."""
 
     @property
-    def task(self) -> str:
-        return self._task
-
-    @property
     def regression(self) -> bool:
         return self._task == "regression"
 

@@ -317,3 +317,12 @@ def test_mlflow_prints_no_run_links_for_the_runs_a_search_ends(monkeypatch):
     monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")  # a user who wants them keeps them
     MlflowTracker("http://127.0.0.1:1", "x")
     assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is False
+
+
+def test_retrain_compares_configs_by_the_test_twin_of_the_search_metric():
+    from hpsearch.review.retrain import test_metric
+
+    assert test_metric("val_accuracy", "max") == ("test_accuracy", "max")
+    assert test_metric("val_r2", "max") == ("test_r2", "max")
+    assert test_metric("val_mse", "min") == ("test_mse", "min")  # a trainable's own metric
+    assert test_metric("train_loss", "min") == ("test_loss", "min")
