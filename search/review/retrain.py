@@ -124,8 +124,10 @@ def retrain(
     import mlflow
     import torch
 
+    from hpsearch.trainables import lazy_dynamo
     from hpsearch.trainables.tune_adapter import resolve_trainable
 
+    lazy_dynamo.install()  # as in a trial: no torch._dynamo for an eager model's optimizer
     device = retrain_device(device, spec.resources.gpu, torch.cuda.is_available())
     progress(f"retraining on {device}")
     data = retrain_data(spec, device)

@@ -19,3 +19,17 @@ def fails_after(config, data, epochs, report, seed=0):
     for epoch in range(1, config["good_epochs"] + 1):
         report({"val_accuracy": epoch / 100, "val_loss": 1.0 / epoch})
     raise RuntimeError(f"scripted failure after epoch {config['good_epochs']}")
+
+
+def dynamo_probe(config, data, epochs, report, seed=0):
+    """The built-in MLP's training, each epoch also saying whether this trial process had imported
+    ``torch._dynamo`` when the trial began and now (``1.0``: imported)."""
+    from hpsearch.trainables import lazy_dynamo
+
+    before = float(lazy_dynamo.loaded() is not None)
+
+    def with_dynamo(metrics, state=None):
+        metrics = {**metrics, "dynamo_before": before, "dynamo_now": float(lazy_dynamo.loaded() is not None)}
+        report(metrics) if state is None else report(metrics, state)
+
+    train_mlp(config, data, epochs, with_dynamo, seed)
