@@ -3,8 +3,10 @@ the cluster can run the search at all (a trial that fits a node, storage every n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,7 +174,49 @@ def _connect(address: str | None, num_cpus: int | None, log_to_driver: bool) -> 
         # A local cluster of our own: Ray turns token auth on for it and says so; not news for the user.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         # "local": always a fresh instance, never the cluster a `ray start` left on this machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        with lean_local_head(log_to_driver):
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+# Processes a local Ray starts that a search on this machine does not use (BENCHMARKS.md, issue 26: ~3 s
+# of CPU while Ray starts, ~1.5 s of the wait on 2 cores, and their CPU all search long):
+#   the dashboard's API server (``include_dashboard=False`` still starts it, for the Jobs API and the
+#   state API: a local search uses neither), the autoscaler's monitor (a local node never scales), and
+#   the log monitor (it streams the workers' output to the driver: kept with ``--ray-logs``).
+LEAN_HEAD_SKIPS = ("dashboard", "monitor", "log_monitor")
+
+
+@contextlib.contextmanager
+def lean_local_head(log_to_driver: bool) -> Iterator[None]:
+    """While a local Ray starts: its head without the processes in :data:`LEAN_HEAD_SKIPS` (the log
+    monitor only without ``log_to_driver``). Ray has no public switch for them: its node reads
+    ``RayParams.no_monitor`` and ``include_log_monitor`` and calls ``Node.start_api_server``, which this
+    sets and replaces for the call only. If a Ray release moves them, Ray starts them as before
+    (``tests/search_tests/test_lean_ray.py`` then fails, saying so)."""
+    try:
+        from ray._private import node, parameter
+    except ImportError:  # pragma: no cover - a Ray without these modules starts everything
+        yield
+        return
+    params_init, start_api_server = parameter.RayParams.__init__, getattr(node.Node, "start_api_server", None)
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        params_init(self, *args, **kwargs)
+        self.no_monitor = True
+        self.include_log_monitor = log_to_driver
+
+    def no_api_server(self: Any, **_: Any) -> None:
+        self._webui_url = None
+
+    parameter.RayParams.__init__ = init  # type: ignore[method-assign]
+    if start_api_server is not None:
+        node.Node.start_api_server = no_api_server  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = params_init  # type: ignore[method-assign]
+        if start_api_server is not None:
+            node.Node.start_api_server = start_api_server  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

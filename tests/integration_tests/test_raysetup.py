@@ -31,6 +31,9 @@ print("task", ray.get(ray.remote(lambda: os.getpid()).remote()) != os.getpid())
 print("sigterm kept", signal.getsignal(signal.SIGTERM) is handler)
 import psutil
 ray_processes = psutil.Process().children(recursive=True)
+commands = " ".join(" ".join(p.cmdline()) for p in ray_processes)
+# a local search's Ray: no dashboard API server, autoscaler monitor or log monitor (issue 26)
+print("lean", [name for name in ("dashboard.py", "autoscaler/_private/monitor.py", "log_monitor.py") if name in commands])
 raysetup.release_early()  # the search is over: Ray stops in the background
 deadline = time.time() + 60
 while ray.is_initialized() and time.time() < deadline:
@@ -55,7 +58,40 @@ def test_ray_started_early_in_a_thread_stays_up_and_leaves_the_sigterm_handler(t
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.split("\n")
-    assert lines[:5] == ["nodes 1", "task True", "sigterm kept True", "released True", "processes left []"], (
-        done.stdout + done.stderr
-    )
+    assert lines[:6] == [
+        "nodes 1",
+        "task True",
+        "sigterm kept True",
+        "lean []",
+        "released True",
+        "processes left []",
+    ], done.stdout + done.stderr
     assert "SIGTERM handler is not set" not in done.stderr
+
+
+LOGS = """
+import os, sys, time
+from hpsearch import raysetup
+import ray, psutil
+raysetup.init_ray(None, num_cpus=1, log_to_driver=True)
+ray.get(ray.remote(lambda: print("hello from a worker", flush=True)).remote())
+time.sleep(1.5)  # the log monitor polls the worker's log file
+commands = " ".join(" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True))
+print("log monitor", "log_monitor.py" in commands, "dashboard", "dashboard.py" in commands, flush=True)
+ray.shutdown()
+"""
+
+
+def test_with_ray_logs_the_local_ray_keeps_its_log_monitor_and_worker_output_reaches_the_driver(tmp_path):
+    """``--ray-logs`` (``log_to_driver``) needs the log monitor the lean local head leaves out otherwise."""
+    import subprocess
+    import sys
+
+    from tests.helpers import cli_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOGS], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "log monitor True dashboard False" in done.stdout, done.stdout + done.stderr
+    assert "hello from a worker" in done.stdout + done.stderr
