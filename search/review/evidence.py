@@ -81,6 +81,14 @@ def param_importance(finished: list[TrialRow], settings: Settings) -> dict[str, 
             "params": {},
             "note": f"needs >= 3 finished trials and a varying parameter (have {len(finished)} finished)",
         }
+    if len({float(r.value) for r in finished}) < 2:  # type: ignore[arg-type]
+        # fANOVA raises "zero total variance" here, and the whole report was lost with it
+        return {
+            "method": method,
+            "params": {},
+            "note": f"every finished trial has the same {settings.metric} ({float(finished[0].value):g}): "  # type: ignore[arg-type]
+            "no parameter made a difference to explain",
+        }
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 

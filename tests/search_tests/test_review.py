@@ -223,6 +223,14 @@ def test_importance_says_why_it_is_missing():
     assert out["params"] == {} and "needs >= 3 finished trials" in out["note"]
 
 
+def test_importance_of_a_search_whose_trials_all_scored_the_same_is_a_note_not_a_lost_report():
+    rows = [r for r in _rows(12) if r.state != "diverged"]
+    for r in rows:
+        r.value = 1.0  # every trial reached accuracy 1.0: fANOVA finds zero total variance
+    out = param_importance(rows, _settings())
+    assert out["params"] == {} and "every finished trial has the same" in out["note"], out
+
+
 def test_ui_refuses_a_network_host_without_allow_remote(tmp_path):
     db = tmp_path / "mlruns.db"
     db.write_bytes(b"")
