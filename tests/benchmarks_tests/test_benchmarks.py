@@ -61,6 +61,20 @@ def test_overhead_benchmark_scale_mode():
     assert re.fullmatch(r"scale_overhead_ratio=\d+\.\d+ driver_max_rss_mb=\d+", last), last
 
 
+def test_epoch_cost_benchmark_sets_a_trial_epoch_beside_a_plain_ray_task_epoch():
+    out = _run("benchmarks.epoch_cost", "--rounds", "1", "--trials", "2", "--epochs", "4")
+    row = next(line for line in out.splitlines() if re.match(r"\s+0\s", line))
+    trial_s, task_s = (float(x) for x in row.split()[1:3])
+    assert 0 < trial_s < 5 and 0 < task_s < 5, out
+    last = out.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"epoch_cpu_ratio_trial_vs_task=(\S+) quartiles=(\S+)-(\S+) pairs=(\d+) rounds=(\S+) "
+        r"orchestration_ms_per_epoch=(\S+)",
+        last,
+    )
+    assert match and float(match.group(1)) > 0 and int(match.group(4)) >= 2, last
+
+
 def test_throughput_benchmark():
     out = _run("benchmarks.throughput", "--repeats", "1", "--mlp-samples", "512", "--cnn-samples", "96")
     last = out.strip().splitlines()[-1]
