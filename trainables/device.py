@@ -13,6 +13,9 @@ the device reports, and written down (:meth:`DevicePlan.tags`) so the trial's ML
 - **Memory.** A trial with a GPU share below 1 (``resources.gpu: 0.25``) is capped at that share of
   the GPU's memory, so an out-of-memory error lands on the trial that overran, not on a neighbour.
   A data set that does not fit in (half of) that share stays in host memory; batches are copied over.
+- **CPU arithmetic.** Denormal floats (below 1.2e-38) are flushed to zero in the thread that trains
+  (:func:`flush_denormals`): a network whose loss nears zero otherwise computes on denormal gradients,
+  which the CPU handles in microcode, and its epochs cost 2.5-3x (BENCHMARKS.md, issue 26).
 """
 
 from __future__ import annotations
@@ -129,6 +132,20 @@ def plan_device(gpu_ids: Sequence[str], gpu_share: float) -> DevicePlan:
         cudnn_benchmark=True,
         notes=notes,
     )
+
+
+FLUSH_DENORMAL_ENV = "HPSEARCH_FLUSH_DENORMAL"
+
+
+def flush_denormals() -> bool:
+    """Flush denormal floats to zero in this thread's CPU arithmetic (``torch.set_flush_denormal``: the
+    SSE flags are per thread; threads it starts later, torch's intra-op pool, inherit them), unless
+    ``HPSEARCH_FLUSH_DENORMAL`` is ``0``. Values this small change no trained weight that matters; GPUs
+    flush them in most kernels anyway. Whether they are flushed now."""
+    import torch
+
+    off = os.environ.get(FLUSH_DENORMAL_ENV, "1").strip().lower() in ("0", "off", "false", "no")
+    return bool(torch.set_flush_denormal(not off)) and not off
 
 
 def apply(plan: DevicePlan) -> None:

@@ -139,6 +139,7 @@ def run_trial(
 
     exits.watch(tune.get_context().get_trial_id())  # an os._exit or fatal signal says how the process ended
     lazy_dynamo.install()  # an eager trial's optimizer does without torch._dynamo (1.4-2 s of CPU)
+    device_plan.flush_denormals()  # this thread trains: a converging network's epochs cost 2.5-3x otherwise
     torch.set_num_threads(threads)
     plan = device_plan.plan_device(device_plan.assigned_gpus(), gpu_share)
     device_plan.apply(plan)

@@ -21,15 +21,20 @@ def fails_after(config, data, epochs, report, seed=0):
     raise RuntimeError(f"scripted failure after epoch {config['good_epochs']}")
 
 
-def dynamo_probe(config, data, epochs, report, seed=0):
+def process_probe(config, data, epochs, report, seed=0):
     """The built-in MLP's training, each epoch also saying whether this trial process had imported
-    ``torch._dynamo`` when the trial began and now (``1.0``: imported)."""
+    ``torch._dynamo`` when the trial began and now (``1.0``: imported), and whether the thread that trains
+    flushes denormal floats to zero (``1.0``: it does)."""
+    import torch
+
     from hpsearch.trainables import lazy_dynamo
 
     before = float(lazy_dynamo.loaded() is not None)
 
-    def with_dynamo(metrics, state=None):
+    def probed(metrics, state=None):
+        flushed = float((torch.tensor([1e-39]) * 1.0).item() == 0.0)
         metrics = {**metrics, "dynamo_before": before, "dynamo_now": float(lazy_dynamo.loaded() is not None)}
+        metrics["denormals_flushed"] = flushed
         report(metrics) if state is None else report(metrics, state)
 
-    train_mlp(config, data, epochs, with_dynamo, seed)
+    train_mlp(config, data, epochs, probed, seed)

@@ -98,3 +98,62 @@ def test_evaluation_batches_shrink_with_the_sample_size():
     assert dev.eval_batch_size(3 * 32 * 32 * 4, train_batch=128) == 1024  # CIFAR-10: 12 MB of input
     assert dev.eval_batch_size(3 * 224 * 224 * 4, train_batch=32) == 32  # not 4096 (~13 GB of activations)
     assert dev.eval_batch_size(3 * 224 * 224 * 4, train_batch=8) == 16
+
+
+def _in_a_new_thread(fn):
+    """The SSE flags are per thread: each case runs in a thread of its own and leaves the test's alone."""
+    import threading
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(result=fn()))
+    thread.start()
+    thread.join()
+    return out["result"]
+
+
+def _flushed() -> bool:
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+def test_the_training_thread_flushes_denormals_and_an_intra_op_thread_it_starts_does_too(monkeypatch):
+    monkeypatch.delenv(dev.FLUSH_DENORMAL_ENV, raising=False)
+
+    def train_thread():
+        import threading
+
+        before = _flushed()
+        on = dev.flush_denormals()
+        inner = {}
+        child = threading.Thread(target=lambda: inner.update(flushed=_flushed()))
+        child.start()
+        child.join()
+        return before, on, _flushed(), inner["flushed"]
+
+    assert _in_a_new_thread(train_thread) == (False, True, True, True)
+    assert not _flushed()  # the test's own thread is untouched
+
+
+def test_hpsearch_flush_denormal_0_keeps_ieee_denormals(monkeypatch):
+    monkeypatch.setenv(dev.FLUSH_DENORMAL_ENV, "0")
+    assert _in_a_new_thread(lambda: (dev.flush_denormals(), _flushed())) == (False, False)
+
+
+def test_flushing_denormals_leaves_an_ordinary_training_as_it_was():
+    """Only values below 1.2e-38 change: a training that never goes there reports the same metrics
+    (the speed it buys on one that does is in BENCHMARKS.md: timing is not a test)."""
+    from hpsearch.trainables.data import Splits
+    from hpsearch.trainables.loop import train_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 12, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    data = Splits(x[:192], y[:192], x[192:], y[192:], x[192:], y[192:], 2)
+    config = {"hidden_layers": 1, "units": 32, "optimizer": "adam", "optimizer.lr": 0.003, "batch_size": 32}
+
+    def metrics(flush: bool) -> list[dict]:
+        torch.set_flush_denormal(flush)
+        out: list[dict] = []
+        train_model("mlp", config, data, 3, lambda m, s=None: out.append(m), seed=1)
+        return out
+
+    assert _in_a_new_thread(lambda: metrics(False)) == _in_a_new_thread(lambda: metrics(True))
