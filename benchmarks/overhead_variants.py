@@ -4,11 +4,16 @@ command, (b, c) plain Ray Tune + OptunaSearch + ASHA + MLflowLoggerCallback, (d,
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks import workload as w
+
+# ``1``: variants d and e flush denormal floats in the threads that train, as hpsearch's trials do
+# (README, "How it runs"): the same arithmetic on both sides of a comparison.
+FLUSH_ENV = "BENCH_FLUSH_DENORMAL"
 
 
 def run_a(
@@ -168,8 +173,12 @@ def run_optuna(trials: int, seed: int, folder: Path, workload: w.Workload, n_job
     epochs = 0
     lock = threading.Lock()
 
+    flush = os.environ.get(FLUSH_ENV, "") == "1"
+
     def objective(trial: optuna.Trial) -> float:
         nonlocal compute, epochs
+        if flush:  # per thread, as hpsearch's trials do (the SSE flags are per thread)
+            torch.set_flush_denormal(True)
         config = w.suggest(trial, workload)
         last: dict[str, float] = {}
 
