@@ -20,8 +20,9 @@ the device reports, and written down (:meth:`DevicePlan.tags`) so the trial's ML
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -146,6 +147,26 @@ def flush_denormals() -> bool:
 
     off = os.environ.get(FLUSH_DENORMAL_ENV, "1").strip().lower() in ("0", "off", "false", "no")
     return bool(torch.set_flush_denormal(not off)) and not off
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU arithmetic flushes denormal floats to zero now."""
+    import torch
+
+    return bool((torch.tensor([1e-39]) * 1.0).item() == 0.0)
+
+
+@contextlib.contextmanager
+def denormals_flushed_while() -> Iterator[bool]:
+    """:func:`flush_denormals` for a block, then this thread's arithmetic as it was (``hpsearch retrain``
+    called from a program leaves the caller's thread as it found it); yields whether they are flushed."""
+    import torch
+
+    before = denormals_flushed()
+    try:
+        yield flush_denormals()
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def apply(plan: DevicePlan) -> None:

@@ -125,11 +125,9 @@ def retrain(
     import torch
 
     from hpsearch.trainables import lazy_dynamo
-    from hpsearch.trainables.device import flush_denormals
     from hpsearch.trainables.tune_adapter import resolve_trainable
 
     lazy_dynamo.install()  # as in a trial: no torch._dynamo for an eager model's optimizer
-    flush_denormals()  # the same CPU arithmetic as the search's trials
     device = retrain_device(device, spec.resources.gpu, torch.cuda.is_available())
     progress(f"retraining on {device}")
     data = retrain_data(spec, device)

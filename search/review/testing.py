@@ -37,7 +37,26 @@ def fit_and_test(
     """Train ``config`` with ``fn`` on ``data`` (train + validation merged) and test it once: the model, its
     test metrics (``test_loss`` and ``test_accuracy``, or ``test_mae`` and ``test_r2`` for a regression; a
     user's ``evaluate``'s own), and why it was not tested when it could not be (else ``None``). What
-    retrain does per config and seed (the quality benchmark uses it too)."""
+    retrain does per config and seed (the quality benchmark uses it too). The CPU arithmetic is the
+    search's trials' (denormals flushed), and the caller's thread is left as it was."""
+    from hpsearch.trainables.device import denormals_flushed_while
+
+    with denormals_flushed_while():
+        return _fit_and_test(fn, trainable, config, data, epochs, seed, report, mc_dropout, device, name)
+
+
+def _fit_and_test(
+    fn: Any,
+    trainable: str,
+    config: dict[str, Any],
+    data: Any,
+    epochs: int,
+    seed: int,
+    report: Any,
+    mc_dropout: int,
+    device: str,
+    name: str,
+) -> tuple[Any, dict[str, float], str | None]:
     import inspect
     import tempfile
 

@@ -111,31 +111,53 @@ def _in_a_new_thread(fn):
     return out["result"]
 
 
-def _flushed() -> bool:
-    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
-
-
 def test_the_training_thread_flushes_denormals_and_an_intra_op_thread_it_starts_does_too(monkeypatch):
     monkeypatch.delenv(dev.FLUSH_DENORMAL_ENV, raising=False)
+    mine = dev.denormals_flushed()
 
     def train_thread():
         import threading
 
-        before = _flushed()
+        torch.set_flush_denormal(False)  # a new thread inherits its creator's flags: start from IEEE
+        before = dev.denormals_flushed()
         on = dev.flush_denormals()
         inner = {}
-        child = threading.Thread(target=lambda: inner.update(flushed=_flushed()))
+        child = threading.Thread(target=lambda: inner.update(flushed=dev.denormals_flushed()))
         child.start()
         child.join()
-        return before, on, _flushed(), inner["flushed"]
+        return before, on, dev.denormals_flushed(), inner["flushed"]
 
     assert _in_a_new_thread(train_thread) == (False, True, True, True)
-    assert not _flushed()  # the test's own thread is untouched
+    assert dev.denormals_flushed() == mine  # the test's own thread is untouched
+
+
+def test_retrain_flushes_while_it_trains_and_leaves_the_callers_thread_as_it_was(monkeypatch):
+    """``hpsearch retrain`` runs in the caller's thread (a program may call it): flushed while it trains,
+    as the search's trials were, and back to IEEE denormals after."""
+    from hpsearch.review.testing import fit_and_test
+    from hpsearch.trainables.data import Splits
+
+    monkeypatch.delenv(dev.FLUSH_DENORMAL_ENV, raising=False)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+    data = Splits(x[:48], y[:48], x[:0], y[:0], x[48:], y[48:], 2)
+    seen = []
+
+    def fn(config, data, epochs, report, seed=0):
+        seen.append(dev.denormals_flushed())
+        return torch.nn.Linear(4, 2)
+
+    def case():
+        torch.set_flush_denormal(False)
+        fit_and_test(fn, "mine:fn", {}, data, 1, 0, lambda *a: None)
+        return dev.denormals_flushed()
+
+    assert _in_a_new_thread(case) is False and seen == [True]
 
 
 def test_hpsearch_flush_denormal_0_keeps_ieee_denormals(monkeypatch):
     monkeypatch.setenv(dev.FLUSH_DENORMAL_ENV, "0")
-    assert _in_a_new_thread(lambda: (dev.flush_denormals(), _flushed())) == (False, False)
+    assert _in_a_new_thread(lambda: (dev.flush_denormals(), dev.denormals_flushed())) == (False, False)
 
 
 def test_flushing_denormals_leaves_an_ordinary_training_as_it_was():
