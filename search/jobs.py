@@ -365,12 +365,9 @@ def resume(address: str | None, job_id: str) -> str:
         lambda: jobs.submit_job(
             entrypoint=f"python -m hpsearch resume {shlex.quote(meta[JOB_RUN_DIR])} --address auto",
             submission_id=new_id,
+            # the first job's own code (trainable, loader, plugins), as Ray stored it when that job was submitted
             runtime_env={
-                **(
-                    {"working_dir": info.runtime_env["working_dir"]}
-                    if (info.runtime_env or {}).get("working_dir")
-                    else {}
-                ),
+                **{k: v for k, v in (info.runtime_env or {}).items() if k in ("working_dir", "py_modules") and v},
                 "env_vars": JOB_ENV,
             },
             metadata={**meta, JOB_RESUMES: job_id},

@@ -97,7 +97,25 @@ def test_submitted_search_runs_trials_on_both_nodes(cluster, tmp_path, quickstar
     assert "[8/8]" in logs.stdout and "best val_accuracy" in logs.stdout
 
 
+PACED = """import time
+
+from hpsearch.trainables.loop import train_mlp
+
+
+def fit(config, data, epochs, report, seed=0, resume=None, checkpoint_every=0):
+    def paced(metrics, state=None):
+        time.sleep(0.3)  # epochs of a real length: the stop must land while trials remain, however fast digits trains
+        report(metrics) if state is None else report(metrics, state)
+
+    return train_mlp(config, data, epochs, paced, seed, resume=resume, checkpoint_every=checkpoint_every)
+"""
+
+
 def test_stop_mid_search_keeps_the_trials_done_and_resume_finishes_it(cluster, tmp_path, quickstart_data):
+    (tmp_path / "paced").mkdir()
+    (tmp_path / "paced" / "__init__.py").write_text("")
+    (tmp_path / "paced" / "train.py").write_text(PACED)
+    quickstart_data["trainable"] = "paced.train:fit"
     spec = small_spec(tmp_path, quickstart_data, "cluster-stop", trials=30, epochs=6)
     job = hpsearch("submit", spec, "--address", DASHBOARD, cwd=tmp_path).stdout.strip().splitlines()[-1]
     wait_status(job, lambda s: int((re.search(r"trials done (\d+)/", s) or [0, "0"])[1]) >= 3)
