@@ -178,21 +178,21 @@ def _connect(address: str | None, num_cpus: int | None, log_to_driver: bool) -> 
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
-# Processes a local Ray starts that a search on this machine does not use (BENCHMARKS.md, issue 26: ~3 s
-# of CPU while Ray starts, ~1.5 s of the wait on 2 cores, and their CPU all search long):
-#   the dashboard's API server (``include_dashboard=False`` still starts it, for the Jobs API and the
-#   state API: a local search uses neither), the autoscaler's monitor (a local node never scales), and
-#   the log monitor (it streams the workers' output to the driver: kept with ``--ray-logs``).
-LEAN_HEAD_SKIPS = ("dashboard", "monitor", "log_monitor")
-
-
 @contextlib.contextmanager
 def lean_local_head(log_to_driver: bool) -> Iterator[None]:
-    """While a local Ray starts: its head without the processes in :data:`LEAN_HEAD_SKIPS` (the log
-    monitor only without ``log_to_driver``). Ray has no public switch for them: its node reads
-    ``RayParams.no_monitor`` and ``include_log_monitor`` and calls ``Node.start_api_server``, which this
-    sets and replaces for the call only. If a Ray release moves them, Ray starts them as before
-    (``tests/search_tests/test_lean_ray.py`` then fails, saying so)."""
+    """While a local Ray starts: its head without the processes a search on this machine does not use
+    (BENCHMARKS.md, issue 26: ~3 s of CPU while Ray starts, and their CPU all search long):
+
+    * the dashboard's API server (``include_dashboard=False`` still starts it, for the Jobs and state
+      APIs: a local search uses neither);
+    * the autoscaler's monitor (a local node never scales);
+    * the log monitor, which streams the workers' output to the driver (kept with ``log_to_driver``,
+      ``--ray-logs``).
+
+    Ray has no public switch for them: its node reads ``RayParams.no_monitor`` and
+    ``include_log_monitor`` and calls ``Node.start_api_server``, which this sets and replaces for the call
+    only. If a Ray release moves them, Ray starts them as before, and
+    ``tests/integration_tests/test_raysetup.py`` fails, saying which are back."""
     try:
         from ray._private import node, parameter
     except ImportError:  # pragma: no cover - a Ray without these modules starts everything
