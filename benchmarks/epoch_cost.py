@@ -135,7 +135,8 @@ def one_round(trials: int, epochs: int, seed: int, folder: Path) -> dict[str, An
             "name": f"bench-epoch-cost-{seed}",
             "trainable": "benchmarks.epoch_cost:trial",
             "data": dict(w.WORKLOADS["realistic"].data),
-            "space": {"clip_norm": 0.0, "optimizer": "adam", "lr": {"float": [1e-3, 1.1e-3]}, "marks": str(marks)},
+            # the task's config; the learning rate within 10 % of it (a space needs a searched parameter)
+            "space": {**CONFIG, "lr": {"float": [CONFIG["lr"], 1.1 * CONFIG["lr"]]}, "marks": str(marks)},
             "search": {
                 "metric": w.METRIC,
                 "mode": w.MODE,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpsearch.trainables.device import denormals_flushed_while  # no torch until it is used
+
 
 def retrain_data(spec: Any, device: str) -> Any:
     """The spec's data for a final retrain (train + validation merged), as the trainable takes it."""
@@ -22,6 +24,7 @@ def retrain_data(spec: Any, device: str) -> Any:
     return data.to(device) if isinstance(data, Splits) else data
 
 
+@denormals_flushed_while()
 def fit_and_test(
     fn: Any,
     trainable: str,
@@ -39,24 +42,6 @@ def fit_and_test(
     user's ``evaluate``'s own), and why it was not tested when it could not be (else ``None``). What
     retrain does per config and seed (the quality benchmark uses it too). The CPU arithmetic is the
     search's trials' (denormals flushed), and the caller's thread is left as it was."""
-    from hpsearch.trainables.device import denormals_flushed_while
-
-    with denormals_flushed_while():
-        return _fit_and_test(fn, trainable, config, data, epochs, seed, report, mc_dropout, device, name)
-
-
-def _fit_and_test(
-    fn: Any,
-    trainable: str,
-    config: dict[str, Any],
-    data: Any,
-    epochs: int,
-    seed: int,
-    report: Any,
-    mc_dropout: int,
-    device: str,
-    name: str,
-) -> tuple[Any, dict[str, float], str | None]:
     import inspect
     import tempfile
 
