@@ -73,9 +73,20 @@ LOGS = """
 import os, sys, time
 from hpsearch import raysetup
 import ray, psutil
+class Seen:  # what Ray forwards lands on this process's sys.stdout/stderr: recorded, to wait for it
+    def __init__(self, stream):
+        self.stream, self.text = stream, ""
+    def write(self, text):
+        self.text += text
+        return self.stream.write(text)
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+sys.stdout, sys.stderr = Seen(sys.stdout), Seen(sys.stderr)
 raysetup.init_ray(None, num_cpus=1, log_to_driver=True)
 ray.get(ray.remote(lambda: print("hello from a worker", flush=True)).remote())
-time.sleep(1.5)  # the log monitor polls the worker's log file
+deadline = time.time() + 60  # the log monitor polls the worker's log file, then publishes it
+while time.time() < deadline and not any("hello from a worker" in s.text for s in (sys.stdout, sys.stderr)):
+    time.sleep(0.1)
 commands = " ".join(" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True))
 print("log monitor", "log_monitor.py" in commands, "dashboard", "dashboard.py" in commands, flush=True)
 ray.shutdown()
