@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from hpsearch.redact import connectable
 from hpsearch.run import Search, SearchResult, execute, tracker_for, trainable_for
 from hpsearch.searcher import SpaceSearch
 from hpsearch.spec import load_spec_text
-from hpsearch.sync import sync
+from hpsearch.sync import rejected_note, sync
 from hpsearch.tracking.store import check_reachable
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ def resume_search(
     uri = connectable(meta.tracking_uri)  # the password, if any, from this machine's environment
     check_reachable(uri)
     synced = sync(location)  # what an MLflow outage left in the journal lands first, as `hpsearch sync`
+    note = rejected_note(synced, location)
+    if note is not None:
+        print(note, file=sys.stderr)
     if synced.error is not None:
         raise TrackingError(f"cannot write the MLflow journal of {location} ({synced.error}); resume again later")
     tracker = tracker_for(spec, uri)

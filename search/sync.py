@@ -8,7 +8,7 @@ from pathlib import Path
 from hpsearch import rundir
 from hpsearch.errors import HpsearchError
 from hpsearch.redact import connectable, redact
-from hpsearch.tracking.journal import Journal
+from hpsearch.tracking.journal import REJECTED_FILE, Journal
 from hpsearch.tracking.store import check_reachable
 
 
@@ -18,6 +18,7 @@ class SyncResult:
     pending: int  # still journaled (the store failed again)
     tracking_uri: str
     error: str | None = None
+    rejected: int = 0  # journal lines that were not writes (torn, damaged): set aside, see Journal.load
 
 
 def sync(run_dir: str | Path) -> SyncResult:
@@ -35,8 +36,9 @@ def sync(run_dir: str | Path) -> SyncResult:
     meta = rundir.read_meta(location)
     journal = Journal.load(location)
     uri = connectable(meta.tracking_uri)
+    rejected = journal.rejected
     if not len(journal):
-        return SyncResult(0, 0, uri)
+        return SyncResult(0, 0, uri, rejected=rejected)
     if meta.experiment_id is None or meta.parent_run_id is None:
         raise HpsearchError(f"{location}/{rundir.META_FILE} names no MLflow run to write to")
     check_reachable(uri)
@@ -46,8 +48,19 @@ def sync(run_dir: str | Path) -> SyncResult:
         applied = tracker.sync(journal, meta.experiment_id, meta.parent_run_id)
     except Exception as exc:
         applied = before - len(journal)
-        return SyncResult(applied, len(journal), uri, redact(f"{type(exc).__name__}: {exc}").splitlines()[0])
-    return SyncResult(applied, len(journal), uri)
+        error = redact(f"{type(exc).__name__}: {exc}").splitlines()[0]
+        return SyncResult(applied, len(journal), uri, error, rejected=rejected)
+    return SyncResult(applied, len(journal), uri, rejected=rejected)
 
 
-__all__ = ["SyncResult", "sync"]
+def rejected_note(result: SyncResult, location: str) -> str | None:
+    """What ``sync`` and ``resume`` say of journal lines set aside, or None."""
+    if not result.rejected:
+        return None
+    return (
+        f"hpsearch: {result.rejected} journal line(s) of {location} were not MLflow writes (torn or damaged): "
+        f"skipped, set aside in {location.rstrip('/')}/{REJECTED_FILE}"
+    )
+
+
+__all__ = ["SyncResult", "rejected_note", "sync"]

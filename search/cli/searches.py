@@ -156,6 +156,9 @@ def resume(args: argparse.Namespace) -> int:
 def sync(args: argparse.Namespace) -> int:
     result = syncing.sync(args.run_dir)
     where = redact(result.tracking_uri)
+    note = syncing.rejected_note(result, str(args.run_dir))
+    if note is not None:
+        print(note, file=sys.stderr)
     if result.error is not None:
         print(
             f"hpsearch: {result.applied} MLflow writes synced to {where}, then: {result.error}; "

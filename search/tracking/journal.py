@@ -9,6 +9,10 @@ still pending when the search ends stays there for ``hpsearch sync RUN_DIR``.
 Replaying is idempotent: a trial's run is found by its tags before one is created, metric points MLflow
 already has (same key and step) are skipped, params, tags, artifacts and statuses are the same values
 again. So a replay cut short (the store went away again, ``sync`` was killed) can simply run again.
+
+A line that does not read back as a write (the machine died mid-append and left half a line, or the file
+was damaged) is skipped and set aside, as it was, in ``RUN_DIR/mlflow-journal.rejected.jsonl``: the
+lines around it replay, and ``sync`` and ``resume`` say how many were set aside.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from hpsearch import rundir
 
 JOURNAL_FILE = "mlflow-journal.jsonl"
+REJECTED_FILE = "mlflow-journal.rejected.jsonl"
 PARENT = "parent"  # the ref of the search's own run
 
 
@@ -43,7 +48,15 @@ class Op:
 
     @staticmethod
     def from_line(line: str) -> Op:
-        return Op(**json.loads(line))
+        """The op a journal line holds; ValueError for a line that is not one (torn, damaged)."""
+        try:
+            data = json.loads(line)
+            op = Op(**data) if isinstance(data, dict) else None
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"not a journaled write: {exc}") from None
+        if op is None or not isinstance(op.kind, str) or not isinstance(op.ref, str) or not isinstance(op.data, dict):
+            raise ValueError("not a journaled write")
+        return op
 
 
 class Journal:
@@ -55,6 +68,7 @@ class Journal:
         self.path = f"{run_dir.rstrip('/')}/{JOURNAL_FILE}"
         self.local = not rundir.is_uri(self.path)
         self.ops: list[Op] = []
+        self.rejected = 0  # lines set aside by :meth:`load` (torn or damaged)
         self._saved_at = 0.0
         self._on_storage = False  # (storage URI) whether a journal file may exist there
         self._lock = threading.Lock()
@@ -93,10 +107,29 @@ class Journal:
 
     @staticmethod
     def load(run_dir: str) -> Journal:
+        """The journal as ``run_dir`` keeps it. Lines that are not writes are moved, as they were, to
+        :data:`REJECTED_FILE` (appended) and counted in ``rejected``; the journal keeps the rest, in order."""
         journal = Journal(run_dir)
-        text = rundir.read_text(journal.path) or ""
-        journal.ops = [Op.from_line(line) for line in text.splitlines() if line.strip()]
+        if journal.local:  # bytes a dying machine left may not even be UTF-8
+            path = Path(journal.path)
+            text = path.read_bytes().decode("utf-8", "replace") if path.is_file() else ""
+        else:
+            text = rundir.read_text(journal.path) or ""
+        bad: list[str] = []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                journal.ops.append(Op.from_line(line))
+            except ValueError:
+                bad.append(line)
         journal._on_storage = bool(text)
+        if bad:
+            journal.rejected = len(bad)
+            rejected_path = f"{run_dir.rstrip('/')}/{REJECTED_FILE}"
+            earlier = rundir.read_text(rejected_path) or ""
+            rundir.write_text(rejected_path, earlier + "".join(line + "\n" for line in bad))
+            journal.save()  # the journal without them (set aside first: nothing is lost if this dies)
         return journal
 
     def replay(self, apply: Callable[[Op], None], on_progress: Callable[[int], None] | None = None) -> int:
@@ -117,4 +150,4 @@ class Journal:
         return done
 
 
-__all__ = ["JOURNAL_FILE", "PARENT", "Journal", "Op"]
+__all__ = ["JOURNAL_FILE", "PARENT", "REJECTED_FILE", "Journal", "Op"]
