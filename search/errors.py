@@ -17,8 +17,18 @@ class Problem(NamedTuple):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+MAX_MESSAGE = 300  # characters of one problem's message: a value is quoted as a short excerpt at most
+
+
+def excerpt(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
 def problems_of(items: Iterable[tuple[str, str]]) -> list[Problem]:
-    return [Problem(*item) for item in items]
+    """Problems with their field paths and messages cut to short excerpts (a hostile spec's values, which
+    messages quote, may be megabytes)."""
+    return [Problem(excerpt(str(path), 200), excerpt(str(message))) for path, message in items]
 
 
 class HpsearchError(Exception):

@@ -51,5 +51,10 @@ def load_space(ref: Any, base_dir: Path | None = None, path: str = "space") -> S
         key, message = yamlfile.problem(exc)
         raise SpaceError([(f"{path}[{file.name}].{key}", message)]) from exc
     except yaml.YAMLError as exc:
-        raise SpaceError([(path, f"{file} is not valid YAML: {exc}")]) from exc
+        raise SpaceError([(path, f"{file} is not valid YAML: {yamlfile.describe(exc)}")]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError([(path, f"cannot read space file {str(file)!r}: {type(exc).__name__}")]) from exc
+    if not isinstance(data, dict):  # say what it holds, never the file's contents
+        kind = "nothing" if data is None else f"a {type(data).__name__}"
+        raise SpaceError([(path, f"{file} holds {kind}, not a mapping of parameter names")])
     return parse_space(data, f"{path}[{file.name}]")
