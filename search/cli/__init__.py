@@ -46,9 +46,10 @@ def exit_now(code: int) -> NoReturn:
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # As Python's exit begins: threading's own exit hooks (concurrent.futures tells its idle workers to
+    # end: joined before that, an executor's worker waits for work forever), then every thread that is
+    # not a daemon is waited for.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -178,3 +178,20 @@ def test_resume_from_a_storage_uri_that_cannot_be_read_is_one_line(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
     assert "cannot read s3://no-bucket/searches/some-run/hpsearch.json" in lines[0]
+
+
+def test_the_cli_exits_with_an_idle_thread_pool_alive():
+    """`hpsearch report` against an MLflow server hung after printing its report: MLflow had left an idle
+    thread-pool worker, and the quick exit waited for it before telling the pool to end."""
+    import subprocess
+    import sys
+
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "pool = ThreadPoolExecutor(2)\n"
+        "assert pool.submit(lambda: 1).result() == 1\n"
+        "from hpsearch.cli import exit_now\n"
+        "exit_now(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
