@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 PASSWORD_ENV = "HPSEARCH_TRACKING_PASSWORD"
 PASSWORD_FILE_ENV = "HPSEARCH_TRACKING_PASSWORD_FILE"
@@ -40,8 +40,23 @@ SECRET_ENV = (
 )
 MASK = "***"
 _MIN_SECRET = 4  # shorter values would mask ordinary text; no real credential is this short
-# scheme://user:PASSWORD@ in any text (the password ends at '@'; it has no '/', '@' or space in it)
-_URI_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)(?P<password>[^\s/@'\"]+)(?=@)")
+# scheme://user:PASSWORD@ in any text (the password ends at the last '@' before the host; no '/', '@' or space)
+_URI_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)(?P<password>[^\s/@]+)(?=@)")
+# a token alone in a web URI's userinfo (https://TOKEN@host): on the web that is a credential, not a user name
+_WEB_SCHEMES = ("http", "https", "ws", "wss", "ftp", "ftps", "git+https", "git+http")
+_URI_TOKEN = re.compile(r"(?P<head>\b(?:https?|wss?|ftps?|git\+https?)://)(?P<token>[^\s:/@'\"]+)(?=@)", re.IGNORECASE)
+# query parameters (and key=value settings) that carry a password, token, key or signature
+# (a parameter named so, or ending in one of these after '_', '-' or '.': access_token, X-Amz-Signature)
+_SECRET_NAME = (
+    r"(?:[A-Za-z0-9]+[_.-])*(?:password|passwd|pwd|pass|secret|token|signature|credential|sig|key|apikey|"
+    r"sslpassword|accesskey|secretkey|sas)"
+)
+_QUERY_SECRET = re.compile(rf"(?P<head>[?&;]{_SECRET_NAME}=)(?P<value>[^&\s'\"#;]+)", re.IGNORECASE)
+_SETTING_SECRET = re.compile(
+    r"(?P<head>\b(?:[A-Za-z0-9]+[_-])*(?:password|passwd|secret|token)\s*=\s*)(?P<value>[^&\s'\"#;,]+)",
+    re.IGNORECASE,
+)
+_SECRET_PARAM = re.compile(rf"^{_SECRET_NAME}$", re.IGNORECASE)
 _registered: set[str] = set()
 
 
@@ -73,25 +88,57 @@ def redact(text: str) -> str:
     if not text:
         return text
     text = _URI_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+    text = _URI_TOKEN.sub(lambda m: m["head"] + MASK, text)
+    text = _QUERY_SECRET.sub(lambda m: m["head"] + MASK, text)
+    text = _SETTING_SECRET.sub(lambda m: m["head"] + MASK, text)
     for secret in _known():
         if secret in text:
             text = text.replace(secret, MASK)
     return text
 
 
+def _secret_query(query: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a query string that carry a secret."""
+    return [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if _SECRET_PARAM.match(k)]
+
+
+def _is_web(scheme: str) -> bool:
+    return scheme.lower() in _WEB_SCHEMES
+
+
 def strip_password(uri: str) -> str:
-    """The URI without its password (``postgresql://user@host/db``): what is recorded and sent."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc}"))
+    """The URI without its secrets: what is recorded and sent. The password of the userinfo
+    (``postgresql://user@host/db``), a web URI's token-only userinfo (``https://host``) and the query
+    parameters that carry a password, token, key or signature go; everything else stays as it was."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return redact(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        if password is not None:
+            netloc = f"{user.split(':', 1)[0]}@{host}"
+        elif _is_web(parts.scheme):
+            netloc = host
+    query = parts.query
+    if query and _secret_query(query):
+        query = "&".join(item for item in query.split("&") if not _SECRET_PARAM.match(unquote(item.split("=", 1)[0])))
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri  # untouched (urlunsplit would also drop the '//' of an empty host: sqlite:////path)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def has_password(uri: str) -> bool:
+    """Whether ``uri`` carries a credential itself (a password, a web token, a secret query parameter)."""
     try:
-        return urlsplit(uri).password is not None
+        parts = urlsplit(uri)
+        return (
+            parts.password is not None
+            or bool(_secret_query(parts.query))
+            or ("@" in parts.netloc and _is_web(parts.scheme))
+        )
     except ValueError:
         return False
 
@@ -110,16 +157,23 @@ def connectable(uri: str) -> str:
     """The URI to hand to MLflow. A user without a password gets the password from the environment
     (:func:`password_from_env`). An MLflow server's ``user:password@`` moves into MLflow's
     ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (MLflow's REST client does not read
-    credentials from the URL). The password is registered as a secret either way."""
+    credentials from the URL), a token alone (``https://TOKEN@host``, no password anywhere) into
+    ``MLFLOW_TRACKING_TOKEN``. Every credential in the URI (query parameters included) is registered as
+    a secret either way."""
     parts = urlsplit(uri)
+    for _name, value in _secret_query(parts.query):
+        register(value)
     if parts.username is None or "@" not in parts.netloc:
         return uri
     password = unquote(parts.password) if parts.password is not None else password_from_env()
     register(password)
     host = parts.netloc.rsplit("@", 1)[1]
-    if parts.scheme in ("http", "https"):
-        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
-        if password is not None:
+    if _is_web(parts.scheme):
+        if password is None:  # https://TOKEN@host
+            register(unquote(parts.username))
+            os.environ["MLFLOW_TRACKING_TOKEN"] = unquote(parts.username)
+        else:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
             os.environ["MLFLOW_TRACKING_PASSWORD"] = password
         _known.cache_clear()
         return urlunsplit(parts._replace(netloc=host))

@@ -27,6 +27,55 @@ def test_uri_passwords_are_masked_anywhere_in_text():
     assert redact.redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
+@pytest.mark.parametrize(
+    "uri, secret, recorded",
+    [
+        ("postgresql://h/db?password=pw-in-query", "pw-in-query", "postgresql://h/db"),
+        ("postgresql://u@h/db?sslmode=require&password=pw-2nd", "pw-2nd", "postgresql://u@h/db?sslmode=require"),
+        ("postgresql://hp:it's-q'uoted@db/m", "it's-q'uoted", "postgresql://hp@db/m"),
+        ("postgresql://hp:p%27w%40rd%3A1@db/m", "p%27w%40rd%3A1", "postgresql://hp@db/m"),
+        ("https://ghp_TOKEN1234@mlflow.example/x", "ghp_TOKEN1234", "https://mlflow.example/x"),
+        ("https://mlflow.example/?access_token=tok-5678&x=1", "tok-5678", "https://mlflow.example/?x=1"),
+        (
+            "s3://bucket/runs?X-Amz-Signature=abcdef123&X-Amz-Credential=AKIA999&region=eu",
+            "abcdef123",
+            "s3://bucket/runs?region=eu",
+        ),
+        ("https://store.example/c?sv=2020&sig=SAS-sig-42", "SAS-sig-42", "https://store.example/c?sv=2020"),
+    ],
+)
+def test_every_uri_form_is_masked_and_recorded_without_its_secret(uri, secret, recorded):
+    text = f"connecting to {uri} failed ('{uri}')"
+    masked = redact.redact(text)
+    assert secret not in masked and "***" in masked, masked
+    assert redact.strip_password(uri) == recorded
+    assert redact.has_password(uri) and not redact.has_password(recorded)
+    assert "AKIA999" not in redact.redact(uri)
+
+
+def test_settings_that_carry_secrets_are_masked_in_free_text():
+    text = "dsn: host=db password=kv-pass-1 user=hp; RAY_AUTH_TOKEN=tok-abcdef client_secret = cs-999"
+    masked = redact.redact(text)
+    assert "kv-pass-1" not in masked and "tok-abcdef" not in masked and "cs-999" not in masked, masked
+    assert "user=hp" in masked and "host=db" in masked
+    ordinary = (
+        "val_accuracy=0.93 max_tokens=5 key: units lr=0.01 http://127.0.0.1:5000/#/experiments/1"
+        " http://h:5000/#/experiments/1/runs?orderByKey=metrics.%60val_accuracy%60&orderByAsc=false"
+    )
+    assert redact.redact(ordinary) == ordinary
+
+
+def test_a_token_alone_connects_as_mlflow_token(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    assert redact.connectable("https://ghp_TOKEN1234@mlflow.example") == "https://mlflow.example"
+    import os
+
+    assert os.environ.pop("MLFLOW_TRACKING_TOKEN") == "ghp_TOKEN1234"
+    assert redact.redact("token ghp_TOKEN1234 leaked") == "token *** leaked"
+    redact.connectable("postgresql://h/db?password=q-secret-1")
+    assert redact.redact("q-secret-1") == "***"
+
+
 def test_credential_variables_and_token_files_are_masked(monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "tok-123456")
     (tmp_path / "pw").write_text("from-a-file\n")

@@ -54,7 +54,9 @@ def hostile_specs(tmp_path: Path) -> dict[str, Path]:
     laughs = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     laughs += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
     classic = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    classic += "".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    classic += "".join(
+        f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
     texts = {
         "aliases_in_space": base.replace("space:\n", "space:\n  " + "\n  ".join(laughs) + "\n  lol: {choice: *a9}\n"),
         "classic_laughs": "name: x\n" + classic + "space: *i\n",
