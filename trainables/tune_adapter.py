@@ -89,11 +89,74 @@ def _data_for(
 
 def load_checkpoint(path: str) -> dict[str, Any]:
     """A trial checkpoint, every tensor on the CPU whatever device wrote it: ``load_state_dict`` moves
-    weights and optimizer state to the model's device, and RNG states must be CPU tensors."""
+    weights and optimizer state to the model's device, and RNG states must be CPU tensors.
+
+    Loaded as data (``weights_only=True``: tensors, numbers, strings, lists, tuples, dicts): whoever can
+    write the search's storage cannot run code in the trials that resume from it.
+    """
     import torch
 
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"a checkpoint holds a dict of the trial's state, this one a {type(state).__name__}")
     return state
+
+
+class CheckpointUnreadable(Exception):
+    """None of a trial's checkpoints can be read back."""
+
+
+def restore_checkpoint(checkpoint: Any) -> tuple[dict[str, Any], str | None]:
+    """The state of the trial's newest readable checkpoint, from Tune's ``checkpoint`` back through the
+    older ones the trial kept beside it (a search keeps them all), and a note when it was not the newest:
+    which one could not be read, why, and which one the trial resumes from.
+
+    Raises:
+        CheckpointUnreadable: no checkpoint of the trial can be read (each one's cause in the message).
+    """
+    import os
+
+    problems: list[str] = []
+    for candidate in [checkpoint, *_older_checkpoints(checkpoint)]:
+        name = os.path.basename(str(candidate.path).rstrip("/"))
+        try:
+            with candidate.as_directory() as folder:
+                state = load_checkpoint(os.path.join(folder, "state.pt"))
+        except Exception as exc:  # truncated, damaged, not data: the previous one may still be good
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            problems.append(f"{name}: {type(exc).__name__}: {why[:120]}")
+            continue
+        if not problems:
+            return state, None
+        return state, f"resumed from {name} (epoch {state.get('epoch', '?')}): newer unreadable: {'; '.join(problems)}"
+    raise CheckpointUnreadable("no checkpoint of the trial can be read: " + "; ".join(problems))
+
+
+def _older_checkpoints(checkpoint: Any) -> list[Any]:
+    """The trial's checkpoints older than ``checkpoint`` (Tune's ``checkpoint_NNNNNN`` folders beside it),
+    the newest first."""
+    import re
+
+    import pyarrow.fs
+    from ray import tune
+
+    path = str(checkpoint.path).rstrip("/")
+    parent, _, name = path.rpartition("/")
+    pattern = re.compile(r"checkpoint_(\d+)$")
+    if pattern.match(name) is None:
+        return []
+    try:
+        infos = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    except OSError:
+        return []
+    older = [
+        info.path
+        for info in infos
+        if info.type == pyarrow.fs.FileType.Directory
+        and pattern.match(info.base_name) is not None
+        and info.base_name < name
+    ]
+    return [tune.Checkpoint(p, filesystem=checkpoint.filesystem) for p in sorted(older, reverse=True)]
 
 
 def run_trial(
@@ -170,8 +233,9 @@ def run_trial(
     if builtin or "resume" in parameters:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                kwargs["resume"] = load_checkpoint(os.path.join(folder, "state.pt"))
+            kwargs["resume"], fell_back = restore_checkpoint(checkpoint)
+            if fell_back is not None:  # said on the trial's run (a runtime tag)
+                runtime["checkpoint"] = fell_back
             done = int(kwargs["resume"].get("epoch", 0))
     batch = EpochBatch(epochs, milestones, report_interval_s, sent_epoch=done)
     last_checkpoint = time.monotonic()
