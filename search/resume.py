@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpsearch import lock as locks
 from hpsearch import raysetup, rundir
 from hpsearch.errors import HpsearchError, TrackingError
 from hpsearch.ledger import Ledger
@@ -41,12 +42,30 @@ def resume_search(
         SpecError: ``run_dir`` is not a search's run directory.
         HpsearchError: the run directory cannot be read, or Tune has no state to restore there.
         TrackingError: the search's MLflow store cannot be used.
+        SearchLocked: another command (the search itself, another resume, a sync) holds the run directory.
     """
     raysetup.configure_tune()  # before Ray is imported (some of its settings are read then)
-    from ray import tune
-
     location = rundir.normalise(run_dir)
     meta = rundir.read_meta(location)
+    lock = locks.acquire(location, "resume")  # before anything is written: a second resume deletes nothing
+    try:
+        return _resume(location, meta, lock, address, quiet, ray_logs, defer_report)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _resume(
+    location: str,
+    meta: rundir.RunMeta,
+    lock: locks.Lock,
+    address: str | None,
+    quiet: bool,
+    ray_logs: bool,
+    defer_report: bool,
+) -> SearchResult:
+    from ray import tune
+
     spec = load_spec_text(meta.spec, source=f"{location}/{rundir.META_FILE}")
     uri = connectable(meta.tracking_uri)  # the password, if any, from this machine's environment
     check_reachable(uri)
@@ -62,7 +81,7 @@ def resume_search(
     tracker.use_journal(location)  # for an outage from now on
     tracker.reopen(meta.experiment_id, meta.parent_run_id)
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
-    search = Search(spec, uri, location, tracker, ledger)
+    search = Search(spec, uri, location, tracker, ledger, lock=lock)
 
     def make_tuner(search: Search) -> Tuner:
         if not tune.Tuner.can_restore(location):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch import faults, raysetup, rundir, warmstart
+from hpsearch import lock as locks
+from hpsearch.errors import HpsearchError
 from hpsearch.ledger import FatalStop, Ledger, TrialRecord
 from hpsearch.progress import ProgressPrinter
 from hpsearch.redact import redact, strip_password
@@ -81,6 +83,7 @@ class Search:
     ledger: Ledger
     searcher: SpaceSearch | None = None
     warm_start: WarmStart | None = None
+    lock: locks.Lock | None = None  # the run directory's (released when the search's writes are done)
 
 
 def spec_params(spec: JobSpec) -> dict[str, Any]:
@@ -166,17 +169,56 @@ def run_search(
         KeyboardInterrupt: the search was interrupted (its results so far are written first).
     """
     raysetup.configure_tune()  # before Ray is imported (some of its settings are read then)
-    from ray import tune
-
     uri = search_uri(tracking_uri, spec.tracking.uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_name = run_name or f"{spec.name}-{stamp}"
     storage_path = str(storage or "hpsearch_results")
     if not rundir.is_uri(storage_path):
         storage_path = rundir.normalise(storage_path)
-    run_dir = f"{storage_path.rstrip('/')}/{run_name}"
 
     check_reachable(uri)
+    run_dir, lock = new_run_dir(storage_path, run_name or f"{spec.name}-{stamp}", fixed=run_name is not None)
+    try:
+        return _run_in(spec, uri, run_dir, lock, stamp, storage_path, address, quiet, ray_logs, defer_report)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def new_run_dir(storage_path: str, name: str, fixed: bool) -> tuple[str, locks.Lock]:
+    """A run directory no other search has, held (:mod:`hpsearch.lock`): ``name``, else ``name-2``,
+    ``name-3``, ... (two searches of one spec started in the same second). A ``fixed`` name (``--run-name``,
+    a submitted job's) is taken as it is: a search already there is refused."""
+    for n in range(1, 1000):
+        run_dir = f"{storage_path.rstrip('/')}/{name}" + (f"-{n}" if n > 1 else "")
+        try:
+            lock = locks.acquire(run_dir, "run", reentrant=False)
+        except locks.SearchLocked:
+            if fixed:
+                raise
+            continue
+        if rundir.read_text(f"{run_dir}/{rundir.META_FILE}") is None:
+            return run_dir, lock
+        lock.release()
+        if fixed:
+            raise HpsearchError(f"{run_dir} already holds a search: continue it with hpsearch resume {run_dir}")
+    raise HpsearchError(f"no free run directory for {name!r} under {storage_path}")
+
+
+def _run_in(
+    spec: JobSpec,
+    uri: str,
+    run_dir: str,
+    lock: locks.Lock,
+    stamp: str,
+    storage_path: str,
+    address: str | None,
+    quiet: bool,
+    ray_logs: bool,
+    defer_report: bool,
+) -> SearchResult:
+    from ray import tune
+
+    run_name = run_dir.rsplit("/", 1)[1]
     warm: WarmStart | None = None
     if spec.search.warm_start:
         prior, warm = warmstart.read(uri, spec.search.warm_start, spec)
@@ -203,7 +245,7 @@ def run_search(
         on_ready=lambda: rundir.write_meta(run_dir, meta()),  # what `hpsearch resume` reads
     )
     ledger = Ledger(spec.epochs, spec.search.metric, spec.search.mode, listeners=[])
-    search = Search(spec, uri, run_dir, tracker, ledger, searcher, warm)
+    search = Search(spec, uri, run_dir, tracker, ledger, searcher, warm, lock)
 
     def make_tuner(search: Search) -> Tuner:
         return tune.Tuner(
@@ -284,11 +326,21 @@ def execute(
         faults.sweep()  # fault files of this node's trial processes that are gone
         # On the way out with an error the report is written now: nobody would ask for it later.
         result = finish(search, status, time.time() - started, defer_report and returned)
+        if result.report_writer is None and search.lock is not None:
+            search.lock.release()  # the search's writes are done (a deferred report releases it after)
         if status == "FINISHED":
             rundir.prune_checkpoints(search.run_dir)
         result.searcher_states = search.searcher.trial_states() if search.searcher is not None else {}
         result.stopped_because = search.ledger.fatal
     return result
+
+
+def _then_release(search: Search, write: Callable[[], tuple[list[str], int]]) -> tuple[list[str], int]:
+    try:
+        return write()
+    finally:
+        if search.lock is not None:
+            search.lock.release()
 
 
 def finish(search: Search, status: str, wall: float, defer_report: bool = False) -> SearchResult:
@@ -343,7 +395,9 @@ def finish(search: Search, status: str, wall: float, defer_report: bool = False)
         pending_writes=search.tracker.pending_writes,
         journal=search.tracker.journal.path if search.tracker.journal is not None else None,
         warm_start=search.warm_start,
-        report_writer=(lambda: (search.tracker.write_report(), search.tracker.pending_writes))
+        report_writer=(
+            lambda: _then_release(search, lambda: (search.tracker.write_report(), search.tracker.pending_writes))
+        )
         if defer_report
         else None,
     )

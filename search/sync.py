@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpsearch import lock as locks
 from hpsearch import rundir
 from hpsearch.errors import HpsearchError
 from hpsearch.redact import connectable, redact
@@ -28,12 +29,21 @@ def sync(run_dir: str | Path) -> SyncResult:
         SpecError: ``run_dir`` is not a search's run directory.
         TrackingError: the store does not answer (nothing is written; the journal is kept).
         HpsearchError: the run directory names no MLflow run.
+        SearchLocked: another command (a live search, another sync) holds the run directory.
     """
+    location = rundir.normalise(run_dir)
+    meta = rundir.read_meta(location)
+    lock = locks.acquire(location, "sync")  # not while a search (or another sync) writes it
+    try:
+        return _sync(location, meta)
+    finally:
+        lock.release()
+
+
+def _sync(location: str, meta: rundir.RunMeta) -> SyncResult:
     from hpsearch.review.report_output import log_report
     from hpsearch.tracking.tracker import MlflowTracker
 
-    location = rundir.normalise(run_dir)
-    meta = rundir.read_meta(location)
     journal = Journal.load(location)
     uri = connectable(meta.tracking_uri)
     rejected = journal.rejected

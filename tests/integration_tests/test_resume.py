@@ -8,9 +8,10 @@ import time
 import psutil
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 
 from hpsearch.cluster import signal_all
-from tests.helpers import hpsearch, start_hpsearch, write_spec
+from tests.helpers import start_hpsearch, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # Tune's experiment snapshots (what a resumed search continues from) every 2 s, not every 5: the kill
@@ -59,9 +60,17 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     before = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'", max_results=2000)
     assert len(before) < TRIALS and any(r.info.status == "RUNNING" for r in before)
 
-    resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600, env=ENV)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed:" in resumed.stdout and f"[{TRIALS}/{TRIALS}]" in resumed.stdout
+    # Two resumes of it a second apart (two people, or a retried job): one continues the search, the
+    # other is refused before it changes anything (before the lock, both trained every remaining trial).
+    first = start_hpsearch("resume", run_dir, cwd=tmp_path, env=ENV)
+    time.sleep(1)
+    second = start_hpsearch("resume", run_dir, cwd=tmp_path, env=ENV)
+    out2, err2 = second.communicate(timeout=600)
+    out1, err1 = first.communicate(timeout=600)
+    assert first.returncode == 0, err1[-3000:]
+    assert "resumed:" in out1 and f"[{TRIALS}/{TRIALS}]" in out1
+    assert second.returncode == 1 and f"{run_dir} is in use: `hpsearch resume` (pid {first.pid} on " in err2, err2
+    assert not out2.strip(), out2
 
     runs = client.search_runs([exp.experiment_id], max_results=2000)
     (parent,) = [r for r in runs if r.data.tags["hpsearch.role"] == "search"]
@@ -91,4 +100,9 @@ def test_resume_after_the_driver_was_killed(tmp_path, quickstart_data):
     finished_before = [r for r in before if r.info.status != "RUNNING"]
     rerun = [r for r in finished_before if r.info.run_id not in kept]
     assert len(rerun) < len(finished_before) / 2
+    # Deleted: exactly the runs of trials the snapshot did not know (replaced); the refused resume deleted none.
+    deleted = client.search_runs(
+        [exp.experiment_id], "tags.`hpsearch.role` = 'trial'", run_view_type=ViewType.DELETED_ONLY, max_results=2000
+    )
+    assert {r.info.run_id for r in deleted} == {r.info.run_id for r in before if r.info.run_id not in kept}
     assert all(r.info.end_time / 1000 > killed_at - SNAPSHOT_S - 3 for r in rerun)
