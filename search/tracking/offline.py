@@ -10,7 +10,7 @@ import time
 
 from hpsearch.redact import redact
 from hpsearch.tracking.journal import Journal, Op
-from hpsearch.tracking.store import is_server
+from hpsearch.tracking.store import is_server, store_status
 from hpsearch.tracking.writes import StoreWriter
 
 PROBE_S = 5.0  # how often an absent store is checked
@@ -54,16 +54,9 @@ class Offline:
     def answers(self) -> bool:
         """Whether the store answers now (a few seconds at most)."""
         uri = self.store.tracking_uri
-        if is_server(uri):
-            import urllib.error
-            import urllib.request
-
+        if is_server(uri):  # through the store: a server whose database is down answers /health all the same
             try:
-                with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S) as r:
-                    r.read()
-                return True
-            except urllib.error.HTTPError as exc:
-                return exc.code in (401, 403)
+                return store_status(uri, PROBE_TIMEOUT_S) < 500
             except OSError:
                 return False
         try:

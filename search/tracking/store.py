@@ -128,11 +128,48 @@ def search_uri(given: str | None, spec_uri: str | None) -> str:
     return connectable(given or spec_uri or default_tracking_uri())
 
 
+def store_status(tracking_uri: str, timeout_s: float = 3.0) -> int:
+    """The HTTP status an MLflow server answers a read of its store with (one experiment searched, no
+    retries), with MLflow's own credentials and TLS settings. Its ``/health`` answers "OK" without touching
+    the database behind it; this does not. Raises OSError when the server itself does not answer."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(
+            get_default_host_creds(tracking_uri),
+            "/api/2.0/mlflow/experiments/search",
+            "POST",
+            max_retries=0,
+            timeout=timeout_s,
+            raise_on_status=False,
+            json={"max_results": 1},
+        )
+    except Exception as exc:  # MLflow wraps connection errors in its own exception
+        raise OSError(str(exc)) from exc
+    return int(response.status_code)
+
+
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, before anything starts, when an MLflow server does not answer
-    (MLflow's own client retries for minutes)."""
+    """Fail in seconds, before anything starts, when an MLflow server does not answer, or answers but
+    cannot read its store (MLflow's own client retries for minutes)."""
     if not is_server(tracking_uri):
         return
+    _check_health(tracking_uri, timeout_s)
+    try:
+        status = store_status(tracking_uri, timeout_s)
+    except OSError as exc:
+        raise TrackingError(
+            f"MLflow server {redact(tracking_uri)} did not answer a read of its store ({redact(str(exc))[:200]})"
+        ) from exc
+    if status >= 500:
+        raise TrackingError(
+            f"MLflow server {redact(tracking_uri)} answers, but not from its store ({status} on a read: "
+            "its database is down or unreachable); try again when it is back"
+        )
+
+
+def _check_health(tracking_uri: str, timeout_s: float) -> None:
     import urllib.error
     import urllib.request
 

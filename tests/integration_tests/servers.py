@@ -70,51 +70,101 @@ def _bindir() -> str:
     return os.path.dirname(found[-1])
 
 
+class Postgres:
+    """A real PostgreSQL server on 127.0.0.1 that a test can kill -9 (the postmaster and every backend,
+    by their own pids) and start again on the same data (it recovers from its WAL, as after a crash)."""
+
+    def __init__(self, user: str = "postgres", database: str = "mlflow", password: str | None = None):
+        self.bindir = _bindir()
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
+        self.folder = tempfile.mkdtemp(prefix="hpsearch-pg-")
+        if self.as_postgres:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.data = os.path.join(self.folder, "data")
+        self.port = free_port()
+        self.server: subprocess.Popen[bytes] | None = None
+        self.user, self.database, self.password = user, database, password
+        self.uri = f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    def create(self) -> None:
+        subprocess.run(
+            [*self.as_postgres, f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres", "--auth-local=trust"]
+            + (["--auth-host=scram-sha-256"] if self.password else ["--auth-host=trust"]),
+            check=True,
+            capture_output=True,
+        )
+        self.start()
+        where = ["-h", self.folder, "-p", str(self.port), "-U", "postgres"]  # the Unix socket: trusted
+        if self.user != "postgres":
+            subprocess.run([f"{self.bindir}/createuser", *where, self.user], check=True)
+        subprocess.run([f"{self.bindir}/createdb", *where, "-O", self.user, self.database], check=True)
+        if self.password:
+            sql = f"ALTER USER {self.user} PASSWORD '{self.password}'"
+            subprocess.run(
+                [f"{self.bindir}/psql", *where, "-d", self.database, "-c", sql], check=True, capture_output=True
+            )
+
+    def start(self) -> float:
+        """Start it (again) and wait until it takes connections; the seconds that took."""
+        started = time.time()
+        self.server = subprocess.Popen(
+            [*self.as_postgres, f"{self.bindir}/postgres", "-D", self.data, "-p", str(self.port), "-h", "127.0.0.1",
+             "-k", self.folder],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 60
+        while subprocess.run(
+            [f"{self.bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+        ).returncode:
+            assert time.time() < deadline and self.server.poll() is None, "PostgreSQL did not start"
+            time.sleep(0.3)
+        return time.time() - started
+
+    def postmaster(self):
+        import psutil
+
+        pid_file = os.path.join(self.data, "postmaster.pid")
+        with open(pid_file) as f:
+            return psutil.Process(int(f.readline()))
+
+    def kill(self) -> int:
+        """kill -9 of the postmaster and all its backends (no shutdown, no checkpoint); how many."""
+        import psutil
+
+        postmaster = self.postmaster()
+        victims = [postmaster, *postmaster.children(recursive=True)]
+        for proc in victims:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=30)
+        assert self.server is not None
+        self.server.wait(30)
+        return len(victims)
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.postmaster().pid, signal.SIGINT)  # fast shutdown, by the postmaster's own pid
+        except (OSError, ValueError, Exception):
+            pass
+        if self.server is not None:
+            self.server.wait(60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @contextmanager
 def running_postgres(user: str = "postgres", database: str = "mlflow", password: str | None = None):
     """A real PostgreSQL server on 127.0.0.1, a database owned by ``user``; yields its URI (without a
     password). Trust auth, or with ``password``: TCP connections must give it (scram-sha-256).
     Stopped by the postmaster's own pid."""
-    bindir = _bindir()
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
-    folder = tempfile.mkdtemp(prefix="hpsearch-pg-")
-    if as_postgres:
-        shutil.chown(folder, "postgres", "postgres")
-    data = os.path.join(folder, "data")
-    subprocess.run(
-        [*as_postgres, f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth-local=trust"]
-        + (["--auth-host=scram-sha-256"] if password else ["--auth-host=trust"]),
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [*as_postgres, f"{bindir}/postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", folder],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = Postgres(user, database, password)
     try:
-        deadline = time.time() + 60
-        while subprocess.run(
-            [f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-        ).returncode:
-            assert time.time() < deadline and server.poll() is None, "PostgreSQL did not start"
-            time.sleep(0.3)
-        where = ["-h", folder, "-p", str(port), "-U", "postgres"]  # the Unix socket: trusted
-        if user != "postgres":
-            subprocess.run([f"{bindir}/createuser", *where, user], check=True)
-        subprocess.run([f"{bindir}/createdb", *where, "-O", user, database], check=True)
-        if password:
-            sql = f"ALTER USER {user} PASSWORD '{password}'"
-            subprocess.run([f"{bindir}/psql", *where, "-d", database, "-c", sql], check=True, capture_output=True)
-        yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
+        server.create()
+        yield server.uri
     finally:
-        pid_file = os.path.join(data, "postmaster.pid")
-        if os.path.exists(pid_file):  # the postmaster's own pid (runuser forks it)
-            with open(pid_file) as f:
-                os.kill(int(f.readline()), signal.SIGINT)  # fast shutdown
-        server.wait(60)
-        shutil.rmtree(folder, ignore_errors=True)
+        server.stop()
 
 
 def wait_job(job: str, until, address: str, env: dict | None = None, timeout: float = 240) -> str:
