@@ -203,6 +203,9 @@ def check_cluster_python(found: ClusterPython, tracking_uri: str) -> list[str]:
     return []
 
 
+DRIVER_RESTARTS = 3  # a job's driver killed or crashed: its search continues in a new one, this many times
+
+
 def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, cwd: Path) -> str:
     """Submit the (validated) spec as a Ray job, once the cluster is known to be able to run it;
     return the job id."""
@@ -222,7 +225,7 @@ def submit(spec: JobSpec, address: str | None, tracking_uri: str, storage: str, 
     env = {SPEC_ENV: redact(spec.source_text), **JOB_ENV}
     entrypoint = (
         f"python -m hpsearch run env:{SPEC_ENV} --address auto --tracking-uri {shlex.quote(tracking_uri)} "
-        f"--storage {shlex.quote(storage)} --run-name {job_id}"
+        f"--storage {shlex.quote(storage)} --run-name {job_id} --continue --driver-restarts {DRIVER_RESTARTS}"
     )
     run_dir = f"{storage.rstrip('/')}/{job_id}"
     submit_when_ready(

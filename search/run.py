@@ -330,6 +330,10 @@ def execute(
             search.lock.release()  # the search's writes are done (a deferred report releases it after)
         if status == "FINISHED":
             rundir.prune_checkpoints(search.run_dir)
+        try:  # what `hpsearch run --continue` (a restarted job driver) goes by
+            rundir.mark_ended(search.run_dir, status)
+        except OSError as exc:
+            result.tracking_errors.append(f"cannot record the search's end in {search.run_dir}: {exc}")
         result.searcher_states = search.searcher.trial_states() if search.searcher is not None else {}
         result.stopped_because = search.ledger.fatal
     return result

@@ -30,6 +30,7 @@ class RunMeta:
     tracking_uri: str
     experiment_id: str | None
     parent_run_id: str | None
+    status: str | None = None  # how its last run ended (FINISHED, KILLED, FAILED); None: it did not end (yet)
 
 
 def write_meta(run_dir: str, meta: RunMeta) -> None:
@@ -51,7 +52,17 @@ def read_meta(run_dir: str) -> RunMeta:
     if text is None:
         raise SpecError([("RUN_DIR", f"{run_dir!r} is not a search's run directory (no {META_FILE})")])
     data = json.loads(text)
-    return RunMeta(data["spec"], data["tracking_uri"], data.get("experiment_id"), data.get("parent_run_id"))
+    return RunMeta(
+        data["spec"], data["tracking_uri"], data.get("experiment_id"), data.get("parent_run_id"), data.get("status")
+    )
+
+
+def mark_ended(run_dir: str, status: str) -> None:
+    """Record in the run directory's metadata how the search ended (nothing when it has none yet)."""
+    path = f"{run_dir.rstrip('/')}/{META_FILE}"
+    text = read_text(path)
+    if text is not None:
+        write_text(path, json.dumps({**json.loads(text), "status": status}, indent=2))
 
 
 def write_text(location: str, text: str) -> None:

@@ -43,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-logs", action="store_true", help="also show Ray's own logs and trial tracebacks")
     p.add_argument("--run-name", help="name of the run directory under --storage (default NAME-TIMESTAMP)")
     p.add_argument(
+        "--continue",
+        dest="continue_search",
+        action="store_true",
+        help="with --run-name: continue the search already in that run directory if it has not finished "
+        "(nothing to do if it has), else start it (what a retried job runs)",
+    )
+    p.add_argument(
+        "--driver-restarts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --run-name: run the search in a child process and, when that process dies (killed, "
+        "crashed), continue the search in a new one, up to N times (a submitted job uses 3)",
+    )
+    p.add_argument(
         "--warm-start",
         metavar="EXPERIMENT",
         help="seed the search with the finished trials of this MLflow experiment (sets search.warm_start)",

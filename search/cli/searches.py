@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from hpsearch import jobs, raysetup, spaces, yamlfile
+from hpsearch import jobs, raysetup, spaces, supervise, yamlfile
 from hpsearch import sync as syncing
 from hpsearch.errors import SpecError, UsageError
 from hpsearch.redact import redact
@@ -80,9 +80,16 @@ def load(spec_arg: Path) -> JobSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.continue_search or args.driver_restarts) and not args.run_name:
+        flag = "--continue" if args.continue_search else "--driver-restarts"
+        raise UsageError([(flag, "needs --run-name (the run directory to continue)")])
+    if args.driver_restarts < 0:
+        raise UsageError([("--driver-restarts", f"must be 0 or more, got {args.driver_restarts}")])
     if args.address:
         jobs.prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
     spec = load(args.spec)  # validated before anything starts
+    if args.driver_restarts and not os.environ.get(supervise.CHILD_ENV):
+        return supervise.supervise(sys.argv[1:], args.driver_restarts)
     if args.tracking_uri and (problems := check_tracking_uri(args.tracking_uri)):
         raise UsageError(problems)
     if args.warm_start is not None:
@@ -91,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"warm_start": args.warm_start})})
     # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    if args.continue_search:
+        ended = continue_or_start(args)
+        if ended is not None:
+            return ended
     # A server that does not answer fails the command before Ray starts (run_search checks again).
     check_reachable(search_uri(args.tracking_uri, spec.tracking.uri))
     if spec.search.warm_start:  # an experiment that is not there fails the command before Ray starts
@@ -109,6 +120,31 @@ def run(args: argparse.Namespace) -> int:
         defer_report=True,
     )
     return outcome(result)
+
+
+def continue_or_start(args: argparse.Namespace) -> int | None:
+    """``run --continue``: the search in STORAGE/RUN_NAME continued (or, finished, left alone) and the
+    command's exit code; None when there is none there yet (it starts as usual)."""
+    from hpsearch import rundir
+
+    location = f"{str(args.storage or 'hpsearch_results').rstrip('/')}/{args.run_name}"
+    location = rundir.normalise(location)
+    if rundir.read_text(f"{location}/{rundir.META_FILE}") is None:
+        return None
+    meta = rundir.read_meta(location)
+    if meta.status == "FINISHED":
+        print(f"hpsearch: the search in {location} has finished; nothing to continue")
+        return EXIT_OK
+    if meta.status == "FAILED":  # a mistake every trial makes: continuing would make it again
+        print(f"hpsearch: the search in {location} ended FAILED; not continued", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"hpsearch: continuing the unfinished search in {location}", file=sys.stderr)
+    from hpsearch.resume import resume_search
+
+    address = args.address if args.address and not args.address.startswith("http") else None
+    return outcome(
+        resume_search(location, address=address, quiet=args.quiet, ray_logs=args.ray_logs, defer_report=True)
+    )
 
 
 def outcome(result: SearchResult) -> int:

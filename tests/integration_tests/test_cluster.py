@@ -198,3 +198,40 @@ def test_a_custom_trainable_travels_with_the_job(cluster, tmp_path):
     assert "SUCCEEDED" in final and "trials done 2/2" in final, final
     _, _, children = runs(f"sqlite:///{tmp_path / 'mlruns.db'}", "cluster-custom")
     assert sorted(c.data.params["width"] for c in children) in (["16", "32"], ["16", "16"], ["32", "32"])
+
+
+@pytest.mark.faults
+def test_a_killed_job_driver_is_continued_by_the_job_itself(cluster, tmp_path, quickstart_data):
+    """The job's driver (the process that holds the search's lock) killed with kill -9 mid-search: the
+    job continues the search in a new driver by itself and ends SUCCEEDED, every trial once, none RUNNING."""
+    import json
+    import os
+    import signal
+
+    import psutil
+
+    (tmp_path / "paced").mkdir()
+    (tmp_path / "paced" / "__init__.py").write_text("")
+    (tmp_path / "paced" / "train.py").write_text(PACED)
+    quickstart_data["trainable"] = "paced.train:fit"
+    spec = small_spec(tmp_path, quickstart_data, "cluster-driver-lost", trials=16, epochs=6)
+    sub = hpsearch("submit", spec, "--address", DASHBOARD, "--storage", tmp_path / "jobs", cwd=tmp_path)
+    job = sub.stdout.strip().splitlines()[-1]
+    wait_status(job, lambda s: int((re.search(r"trials done (\d+)/", s) or [0, "0"])[1]) >= 3)
+    holder = json.loads((tmp_path / "jobs" / job / ".hpsearch.lock").read_text())
+    driver = psutil.Process(holder["pid"])
+    assert holder["command"] == "run" and "--continue" in driver.cmdline(), driver.cmdline()
+    os.kill(driver.pid, signal.SIGKILL)
+    final = wait_status(job, lambda s: any(k in s for k in ("SUCCEEDED", "FAILED", "STOPPED")), timeout=400)
+    assert "SUCCEEDED" in final and "trials done 16/16" in final, final
+    logs = hpsearch("logs", job, "--address", DASHBOARD).stdout
+    assert "the search's driver died (SIGKILL); continuing the search in a new one (restart 1 of 3)" in logs, logs
+    assert "continuing the unfinished search in" in logs
+
+    client, (parent,), children = runs(f"sqlite:///{tmp_path / 'mlruns.db'}", "cluster-driver-lost")
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 16 == len({c.data.tags["hpsearch.trial_id"] for c in children})  # no trial twice
+    assert all(c.info.status != "RUNNING" for c in children), [c.info.status for c in children]
+    for c in children:  # every epoch it reported, once
+        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val_accuracy"))
+        assert steps == list(range(1, int(c.data.tags["hpsearch.epochs"]) + 1)), steps

@@ -195,3 +195,27 @@ def test_the_cli_exits_with_an_idle_thread_pool_alive():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, done.stderr
+
+
+def test_the_driver_child_continues_and_does_not_supervise_again():
+    from hpsearch.supervise import child_args
+
+    argv = ["run", "env:SPEC", "--address", "auto", "--run-name", "job-1", "--driver-restarts", "3"]
+    assert child_args(argv) == ["run", "env:SPEC", "--address", "auto", "--run-name", "job-1", "--continue"]
+    assert child_args(["run", "s.yaml", "--run-name", "x", "--continue", "--driver-restarts=2"]) == [
+        "run", "s.yaml", "--run-name", "x", "--continue",
+    ]  # fmt: skip
+
+
+def test_continue_needs_a_run_name_and_leaves_a_finished_search_alone(tmp_path):
+    from hpsearch import rundir
+    from tests.helpers import QUICKSTART, hpsearch
+
+    for flag in (["--continue"], ["--driver-restarts", "2"]):
+        out = hpsearch("run", QUICKSTART, *flag, cwd=tmp_path)
+        assert out.returncode == 2 and f"{flag[0]}: needs --run-name" in out.stderr, out.stderr
+    meta = rundir.RunMeta(QUICKSTART.read_text(), f"sqlite:///{tmp_path / 'm.db'}", "1", "abc", status="FINISHED")
+    rundir.write_meta(str(tmp_path / "runs" / "job-1"), meta)
+    out = hpsearch("run", QUICKSTART, "--storage", tmp_path / "runs", "--run-name", "job-1", "--continue", cwd=tmp_path)
+    assert out.returncode == 0 and "has finished; nothing to continue" in out.stdout, out.stderr
+    assert not (tmp_path / "m.db").exists()  # nothing started
