@@ -1,6 +1,7 @@
 """A worker node lost mid-search (`kill -9` of all its processes): the trial that ran there is
 restarted from its last checkpoint on another node and continues in the same MLflow run (every epoch
-once, no gap), tagged with its restart; nothing is counted against the config."""
+once, no gap), tagged with its restart; nothing is counted against the config. With no node restarts
+left (`max_node_restarts: 0`) the same loss ends that trial `failed`, saying so, and the search goes on."""
 
 import os
 import time
@@ -24,15 +25,17 @@ def _epochs_done(root, processes):
     return [int(open(f).read() or 0) for f in files if os.path.exists(f)]
 
 
-@pytest.mark.parametrize("own", [False, True], ids=["builtin-mlp", "own-csv-trainable"])
-def test_a_trial_whose_node_is_lost_continues_in_its_run_on_another_node(tmp_path, own):
+@pytest.mark.parametrize(
+    "own, restarts", [(False, 3), (True, 3), (False, 0)], ids=["builtin-mlp", "own-csv-trainable", "no-restarts-left"]
+)
+def test_a_trial_whose_node_is_lost_continues_in_its_run_on_another_node(tmp_path, own, restarts):
     if own:  # a team's own trainable on its own files: restored from its own checkpoint the same way
         space = {"root": str(write_csv(tmp_path / "csv")), "lr": 0.01, "hidden": {"choice": [8, 16]}, "epoch_s": 1.5}
     else:
         space = {"units": {"choice": [32, 64]}, "epoch_s": 1.5}
     spec = fault_spec(
         tmp_path, "fault-node-loss", "slow_mlp", space, trials=3, epochs=EPOCHS, own=own, max_concurrent=3,
-        checkpoint_min_interval_s=0,
+        checkpoint_min_interval_s=0, max_node_restarts=restarts,
     )  # fmt: skip
     metric = "val_mse" if own else "val_accuracy"
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -60,6 +63,18 @@ def test_a_trial_whose_node_is_lost_continues_in_its_run_on_another_node(tmp_pat
     runs = client.search_runs([exp.experiment_id], max_results=100)
     trials = [r for r in runs if r.data.tags["hpsearch.role"] == "trial"]
     assert len(trials) == 3  # one run per trial: the restart continued its run
+    if restarts == 0:  # the limit, really exhausted: the lost trial fails, saying why; the others complete
+        failed = [r for r in trials if r.info.status == "FAILED"]
+        assert len(failed) == 1, [r.data.tags for r in trials]
+        error = failed[0].data.tags["hpsearch.error"]
+        assert "gave up after its node was lost 1 times (search.max_node_restarts: 0)" in error, error
+        assert failed[0].data.tags["hpsearch.trial_state"] == "failed"
+        done = [r for r in trials if r is not failed[0]]
+        assert all(r.info.status == "FINISHED" and r.data.tags["hpsearch.trial_state"] == "completed" for r in done)
+        for r in trials:  # what each reported is there once; the lost one's epochs up to its loss
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, metric)]
+            assert steps == sorted(set(steps)) and steps == list(range(1, len(steps) + 1)) and steps, steps
+        return
     assert all(r.info.status == "FINISHED" and r.data.tags["hpsearch.trial_state"] == "completed" for r in trials)
     restarted = [r for r in trials if r.data.tags.get("hpsearch.restarts")]
     assert len(restarted) == 1, [r.data.tags for r in trials]
