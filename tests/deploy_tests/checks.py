@@ -59,6 +59,7 @@ def validate_builtin(doc: dict) -> None:
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _POD_TEMPLATE = {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.api.core.v1.PodTemplateSpec"}
 _INT = {"type": "integer", "minimum": 0}
+_ENV_SOURCE = {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.api.core.v1.EnvVarSource"}
 
 
 def _obj(props: dict, required: tuple[str, ...] = ()) -> dict:
@@ -111,7 +112,21 @@ RAY_CLUSTER_SPEC = _obj(
                 "resources": {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.api.core.v1.ResourceRequirements"},
                 "env": {"type": "array", "items": {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.api.core.v1.EnvVar"}},
                 "envFrom": {"type": "array", "items": {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.api.core.v1.EnvFromSource"}},
+                "volumeMounts": {
+                    "type": "array",
+                    "items": {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.api.core.v1.VolumeMount"},
+                },
+                "securityContext": {"$ref": f"{K8S_DEFS}#/$defs/io.k8s.api.core.v1.SecurityContext"},
             }
+        ),
+        "gcsFaultToleranceOptions": _obj(
+            {
+                "redisAddress": {"type": "string", "minLength": 1},
+                "redisUsername": _obj({"value": {"type": "string"}, "valueFrom": _ENV_SOURCE}),
+                "redisPassword": _obj({"value": {"type": "string"}, "valueFrom": _ENV_SOURCE}),
+                "externalStorageNamespace": {"type": "string"},
+            },
+            ("redisAddress",),
         ),
         "headServiceAnnotations": _STR_MAP,
         "suspend": {"type": "boolean"},

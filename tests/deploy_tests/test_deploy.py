@@ -252,3 +252,81 @@ def test_the_head_declares_the_worker_groups_the_autoscaler_adds(kustomization):
                 **({"GPU": float(limits["nvidia.com/gpu"])} if "nvidia.com/gpu" in limits else {}),
             }
         assert declared == actual, f"{kustomization}: {doc['kind']}/{doc['metadata']['name']}"
+
+
+def test_every_pod_meets_the_restricted_pod_security_level_and_mounts_no_api_token():
+    """Pod Security "restricted": non-root, no privilege escalation, every capability dropped, the
+    runtime's seccomp profile. No pod mounts its service-account token; the Ray head's autoscaler
+    sidecar (it scales workers through the Kubernetes API) mounts it alone, through autoscalerOptions."""
+    for k, doc in all_docs():
+        for where, template in pod_templates(doc):
+            pod = template["spec"]
+            assert pod.get("automountServiceAccountToken") is False, (k, where)
+            security = pod["securityContext"]
+            assert security["runAsNonRoot"] and security["seccompProfile"] == {"type": "RuntimeDefault"}, (k, where)
+            for c in pod["containers"] + pod.get("initContainers", []):
+                assert c["securityContext"]["allowPrivilegeEscalation"] is False, (k, where, c["name"])
+                assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], (k, where, c["name"])
+                mounted = {m["mountPath"] for m in c.get("volumeMounts", [])}
+                assert "/var/run/secrets/kubernetes.io/serviceaccount" not in mounted, (k, where, c["name"])
+        if doc["kind"] in ("RayCluster", "RayJob"):
+            spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+            mounts = spec["autoscalerOptions"]["volumeMounts"]
+            assert mounts == [
+                {
+                    "name": "kube-api-access",
+                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                    "readOnly": True,
+                }
+            ]
+            volumes = {v["name"]: v for v in spec["headGroupSpec"]["template"]["spec"]["volumes"]}
+            sources = volumes["kube-api-access"]["projected"]["sources"]
+            assert sources[0]["serviceAccountToken"]["path"] == "token", k
+
+
+def test_each_secret_is_only_where_it_is_used():
+    """MLflow's admin login goes to the Ray head (the searches' drivers write to MLflow), never to the
+    workers, where trial code runs; the tracking store's password and Redis's likewise stay off workers."""
+    head_only = {"mlflow-auth", "hpsearch-tracking", "hpsearch-redis"}
+    for k, doc in all_docs():
+        if doc["kind"] not in ("RayCluster", "RayJob"):
+            continue
+        spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+        for group in spec["workerGroupSpecs"]:
+            text = yaml.safe_dump(group["template"])
+            assert not any(name in text for name in head_only), (k, group["groupName"])
+            names = {e["name"] for c in group["template"]["spec"]["containers"] for e in c.get("env", [])}
+            assert not names & {"MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME"}, (k, names)
+
+
+def test_ray_pods_and_redis_are_reachable_only_from_where_they_must_be():
+    for k in ("overlays/dev", "overlays/gpu-cluster"):
+        policies = {d["metadata"]["name"]: d["spec"] for d in of_kind(k, "NetworkPolicy")}
+        ray_policy = policies["ray"]
+        assert ray_policy["podSelector"] == {"matchExpressions": [{"key": "ray.io/cluster", "operator": "Exists"}]}
+        among_ray, dashboard = ray_policy["ingress"]
+        assert among_ray["from"] == [{"podSelector": ray_policy["podSelector"]}] and "ports" not in among_ray
+        assert dashboard["ports"] == [{"port": 8265, "protocol": "TCP"}]  # not the GCS, not the client port
+        assert policies["redis"]["ingress"] == [
+            {
+                "from": [{"podSelector": {"matchLabels": {"ray.io/node-type": "head"}}}],
+                "ports": [{"port": 6379, "protocol": "TCP"}],
+            }
+        ]
+
+
+def test_a_lost_head_or_driver_continues_the_search():
+    """The long-lived cluster keeps its state in Redis (GCS fault tolerance); a RayJob retries on a new
+    cluster, and its entrypoint continues the search of its own run name (the RayJob's) from storage."""
+    for k in ("overlays/dev", "overlays/gpu-cluster"):
+        (cluster,) = of_kind(k, "RayCluster")
+        ft = cluster["spec"]["gcsFaultToleranceOptions"]
+        (redis,) = [d for d in of_kind(k, "Service") if d["metadata"]["name"] == "redis"]
+        assert ft["redisAddress"] == f"redis:{redis['spec']['ports'][0]['port']}"
+        assert ft["redisPassword"]["valueFrom"]["secretKeyRef"] == {"name": "hpsearch-redis", "key": "password"}
+    for k in ("overlays/dev/job", "overlays/gpu-cluster/job"):
+        (job,) = of_kind(k, "RayJob")
+        assert job["spec"]["backoffLimit"] >= 1, k
+        args = build_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[1:])
+        assert args.continue_search and args.driver_restarts >= 1, k
+        assert args.run_name == job["metadata"]["name"], f"{k}: --run-name must be the RayJob's name"
