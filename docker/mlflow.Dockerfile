@@ -7,7 +7,8 @@
 FROM python:3.11.14-slim-bookworm
 
 RUN pip install --no-cache-dir "mlflow[auth]==3.17.2" "psycopg[binary]==3.3.9" "boto3==1.44.5" \
-    && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin mlflow
+    && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin mlflow \
+    && install -d -o 10001 -g 10001 /home/mlflow/auth
 USER 10001:10001
 WORKDIR /home/mlflow
 ENV MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false

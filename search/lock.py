@@ -178,6 +178,26 @@ def _renew(lock: Lock) -> None:
             continue  # the storage did not answer: try again; the lease lasts LEASE_S
 
 
+def new_run_dir(storage_path: str, name: str, fixed: bool) -> tuple[str, Lock]:
+    """A run directory no other search has, held (:mod:`hpsearch.lock`): ``name``, else ``name-2``,
+    ``name-3``, ... (two searches of one spec started in the same second). A ``fixed`` name (``--run-name``,
+    a submitted job's) is taken as it is: a search already there is refused."""
+    for n in range(1, 1000):
+        run_dir = f"{storage_path.rstrip('/')}/{name}" + (f"-{n}" if n > 1 else "")
+        try:
+            lock = acquire(run_dir, "run", reentrant=False)
+        except SearchLocked:
+            if fixed:
+                raise
+            continue
+        if rundir.read_text(f"{run_dir}/{rundir.META_FILE}") is None:
+            return run_dir, lock
+        lock.release()
+        if fixed:
+            raise HpsearchError(f"{run_dir} already holds a search: continue it with hpsearch resume {run_dir}")
+    raise HpsearchError(f"no free run directory for {name!r} under {storage_path}")
+
+
 @atexit.register
 def _release_all() -> None:
     for lock in list(_held.values()):
@@ -185,4 +205,4 @@ def _release_all() -> None:
         lock.release()
 
 
-__all__ = ["LEASE_S", "LOCK_FILE", "Lock", "SearchLocked", "acquire", "describe"]
+__all__ = ["LEASE_S", "LOCK_FILE", "Lock", "SearchLocked", "acquire", "describe", "new_run_dir"]

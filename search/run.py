@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch import faults, raysetup, rundir, warmstart
 from hpsearch import lock as locks
-from hpsearch.errors import HpsearchError
 from hpsearch.ledger import FatalStop, Ledger, TrialRecord
 from hpsearch.progress import ProgressPrinter
 from hpsearch.redact import redact, strip_password
@@ -176,32 +175,12 @@ def run_search(
         storage_path = rundir.normalise(storage_path)
 
     check_reachable(uri)
-    run_dir, lock = new_run_dir(storage_path, run_name or f"{spec.name}-{stamp}", fixed=run_name is not None)
+    run_dir, lock = locks.new_run_dir(storage_path, run_name or f"{spec.name}-{stamp}", fixed=run_name is not None)
     try:
         return _run_in(spec, uri, run_dir, lock, stamp, storage_path, address, quiet, ray_logs, defer_report)
     except BaseException:
         lock.release()
         raise
-
-
-def new_run_dir(storage_path: str, name: str, fixed: bool) -> tuple[str, locks.Lock]:
-    """A run directory no other search has, held (:mod:`hpsearch.lock`): ``name``, else ``name-2``,
-    ``name-3``, ... (two searches of one spec started in the same second). A ``fixed`` name (``--run-name``,
-    a submitted job's) is taken as it is: a search already there is refused."""
-    for n in range(1, 1000):
-        run_dir = f"{storage_path.rstrip('/')}/{name}" + (f"-{n}" if n > 1 else "")
-        try:
-            lock = locks.acquire(run_dir, "run", reentrant=False)
-        except locks.SearchLocked:
-            if fixed:
-                raise
-            continue
-        if rundir.read_text(f"{run_dir}/{rundir.META_FILE}") is None:
-            return run_dir, lock
-        lock.release()
-        if fixed:
-            raise HpsearchError(f"{run_dir} already holds a search: continue it with hpsearch resume {run_dir}")
-    raise HpsearchError(f"no free run directory for {name!r} under {storage_path}")
 
 
 def _run_in(

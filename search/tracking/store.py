@@ -136,8 +136,8 @@ def store_status(tracking_uri: str, timeout_s: float = 3.0) -> int:
     from mlflow.utils.rest_utils import http_request
 
     try:
-        response = http_request(
-            get_default_host_creds(tracking_uri),
+        response = http_request(  # type: ignore[no-untyped-call]
+            get_default_host_creds(tracking_uri),  # type: ignore[no-untyped-call]
             "/api/2.0/mlflow/experiments/search",
             "POST",
             max_retries=0,

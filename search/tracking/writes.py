@@ -94,8 +94,9 @@ class StoreWriter:
         if op.kind == "create_trial":
             self._create_trial(op, replaying)
             return
-        found = op.run_id or (self.parent_run_id if op.ref == PARENT_REF else self.run_ids[op.ref])
-        assert found is not None  # the parent run exists before any write is made
+        found = op.run_id or (self.parent_run_id if op.ref == PARENT_REF else self.run_ids.get(op.ref))
+        if found is None:  # its create_trial failed for a reason other than the store being away
+            raise LookupError(f"trial {op.ref}'s MLflow run was never created (its first write failed)")
         run_id: str = found
         data = op.data
 

@@ -142,7 +142,14 @@ def test_every_variable_is_documented_in_the_example_env_file_and_secrets_are_no
 
 
 def test_the_stack_refuses_to_start_without_its_secrets(env):
-    for key in ("RAY_AUTH_TOKEN", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "S3_SECRET_KEY"):
+    for key in (
+        "RAY_AUTH_TOKEN",
+        "POSTGRES_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "S3_SECRET_KEY",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SECRET_KEY",
+    ):
         with pytest.raises(KeyError, match=key):
             load_compose({k: v for k, v in env.items() if k != key})
     assert interpolate("${A:-x} ${B:?no} $$HOME", {"B": "b"}) == "x b $HOME"
@@ -285,3 +292,19 @@ def test_the_build_context_the_dockerfile_copies_makes_a_complete_hpsearch_wheel
     assert presets and presets <= {Path(n).name for n in names if n.startswith("hpsearch/spaces/presets/")}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hpsearch = hpsearch.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_mlflow_asks_for_a_login_and_only_the_head_and_the_cli_have_it(compose, env):
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == env["MLFLOW_ADMIN_PASSWORD"]
+    assert "mlflow-auth:/home/mlflow/auth" in mlflow["volumes"] and mlflow["working_dir"] == "/home/mlflow/auth"
+    for name in ("ray-head", "hpsearch"):
+        login = services[name]["environment"]
+        assert (login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]) == (
+            "admin",
+            env["MLFLOW_ADMIN_PASSWORD"],
+        ), name
+    for name in ("ray-worker", "ray-worker-cpu"):  # trial code runs there
+        assert not {"MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD"} & set(services[name]["environment"])

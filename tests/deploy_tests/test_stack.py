@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -37,12 +38,12 @@ TRIALS = 20  # long enough that a stop after 2 lands mid-search (the resume has 
 
 
 @contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path):
+def process(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
     """A server process in its own session, stopped (with everything it started) by its pid."""
     # As in the image (ENV PATH=/opt/venv/bin:$PATH): `python` of a Ray job is the environment's own.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
     try:
         yield proc
     finally:
@@ -97,7 +98,7 @@ def service(compose: dict, name: str, ports: dict[str, int]) -> tuple[list[str],
     }
 
 
-def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp_path):
+def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp_path, monkeypatch):
     import boto3
     from mlflow import MlflowClient
 
@@ -128,7 +129,11 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         # mlflow: the service's arguments and environment
         args, mlflow_env = service(compose, "mlflow", ports)
         log = tmp_path / "mlflow.log"
-        mlflow = stack.enter_context(process([sys.executable, "-m", "mlflow", "server", *args], mlflow_env, log))
+        auth_dir = tmp_path / "mlflow-auth"  # the service's working_dir (a volume): its users database
+        auth_dir.mkdir()
+        mlflow = stack.enter_context(
+            process([sys.executable, "-m", "mlflow", "server", *args], mlflow_env, log, cwd=auth_dir)
+        )
         wait_for(f"http://127.0.0.1:{ports['mlflow']}/health", mlflow, log, timeout_s=180)
 
         # ray-head and ray-worker-cpu: their `ray start` command lines
@@ -211,7 +216,14 @@ def test_a_search_submitted_to_the_stack_lands_in_postgresql_and_the_buckets(tmp
         assert "View run" not in logs.stdout  # MLflow's two lines per trial that ends on a server: off
         assert "hpsearch-progress" not in logs.stdout  # the records `status` reads are not shown
 
-        # Runs: in PostgreSQL, read back through the MLflow server; one run per trial, none twice.
+        # Runs: in PostgreSQL, read back through the MLflow server (its login is on: the admin's, as on
+        # the head); one run per trial, none twice.
+        assert (auth_dir / "basic_auth.db").is_file()
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", env["MLFLOW_ADMIN_PASSWORD"])
+        anonymous = urllib.request.Request(f"{tracking}/api/2.0/mlflow/experiments/search?max_results=1")
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(anonymous, timeout=10)
         server = MlflowClient(tracking)
         experiment = server.get_experiment_by_name("stack-digits")
         runs = server.search_runs([experiment.experiment_id], max_results=1000)

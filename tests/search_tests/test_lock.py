@@ -9,7 +9,6 @@ import time
 import pytest
 
 from hpsearch import lock as locks
-from hpsearch.run import new_run_dir
 
 HOLD = (
     "import sys, time\n"
@@ -49,15 +48,15 @@ def test_a_second_holder_is_refused_naming_the_first_until_it_is_killed(tmp_path
 
 
 def test_two_searches_started_in_the_same_second_get_their_own_run_directories(tmp_path):
-    first, first_lock = new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
-    second, second_lock = new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
+    first, first_lock = locks.new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
+    second, second_lock = locks.new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
     assert (first, second) == (f"{tmp_path}/digits-20261206-101010", f"{tmp_path}/digits-20261206-101010-2")
     first_lock.release()
     (tmp_path / "digits-20261206-101010" / "hpsearch.json").write_text("{}")  # a search's, ended
-    third, third_lock = new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
+    third, third_lock = locks.new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
     assert third == f"{tmp_path}/digits-20261206-101010-3"  # neither a live one nor an ended one's
     with pytest.raises(locks.SearchLocked):
-        new_run_dir(str(tmp_path), "digits-20261206-101010-2", fixed=True)
+        locks.new_run_dir(str(tmp_path), "digits-20261206-101010-2", fixed=True)
     second_lock.release()
     third_lock.release()
 
