@@ -6,7 +6,8 @@ driver. Killed (``kill -9``, the OOM killer) or crashed (a fatal signal), it lea
 behind, unfinished; the parent starts another child, which finds the search there and continues it as
 ``hpsearch resume`` does (Tune's state, the same MLflow runs, its trials from their checkpoints). An
 exit with a code (0 done, 1 failed, 2 bad input) is the command's own end and is passed on, and so is
-an interrupt (SIGINT, SIGTERM: ``hpsearch stop``), which the parent hands to the child.
+an interrupt: SIGTERM (``hpsearch stop``, a pod ending) is handed to the child, which acts on the first
+one it gets (Ray signals both); Ctrl-C reaches the child from the terminal itself.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def supervise(argv: list[str], restarts: int) -> int:
 
     def forward(signum: int, _frame: Any) -> None:
         stopping.append(signum)
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
+        if signum == signal.SIGTERM and child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGINT, forward)  # recorded: the terminal sent the child its own
     done = 0
     while True:
         child = subprocess.Popen(args, env=env)

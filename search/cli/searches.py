@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError([("--warm-start", "needs an experiment name, got ''")])
         spec = spec.model_copy(update={"search": spec.search.model_copy(update={"warm_start": args.warm_start})})
     # `ray job stop` and schedulers send SIGTERM: end the search the way Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    signal.signal(signal.SIGTERM, interrupt_once)
     if args.continue_search:
         ended = continue_or_start(args)
         if ended is not None:
@@ -120,6 +120,18 @@ def run(args: argparse.Namespace) -> int:
         defer_report=True,
     )
     return outcome(result)
+
+
+def interrupt_once(signum: int, frame: object) -> None:
+    """SIGTERM (`ray job stop`, a scheduler, `hpsearch stop`) ends the search the way Ctrl-C does, once:
+    Ray sends it to a job's every process, and the job's driver supervisor passes it on too; a second
+    interrupt would cut short the writing of what the first one stopped."""
+    if not _interrupted:
+        _interrupted.append(signum)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+_interrupted: list[int] = []
 
 
 def continue_or_start(args: argparse.Namespace) -> int | None:
@@ -182,7 +194,7 @@ def resume(args: argparse.Namespace) -> int:
         print(f"resuming {args.target} as job {job_id}: hpsearch logs {job_id} --follow")
         print(job_id)
         return EXIT_OK
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    signal.signal(signal.SIGTERM, interrupt_once)
     from hpsearch.resume import resume_search
 
     address = args.address if args.address and not args.address.startswith("http") else None

@@ -219,3 +219,26 @@ def test_continue_needs_a_run_name_and_leaves_a_finished_search_alone(tmp_path):
     out = hpsearch("run", QUICKSTART, "--storage", tmp_path / "runs", "--run-name", "job-1", "--continue", cwd=tmp_path)
     assert out.returncode == 0 and "has finished; nothing to continue" in out.stdout, out.stderr
     assert not (tmp_path / "m.db").exists()  # nothing started
+
+
+def test_sigterm_twice_interrupts_once():
+    """Ray signals every process of a stopped job, and the driver's supervisor passes SIGTERM on as well:
+    the driver is interrupted once, not again while it writes what it has."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from hpsearch.cli.searches import interrupt_once\n"
+        "signal.signal(signal.SIGTERM, interrupt_once)\n"
+        "interrupts = 0\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.5)\n"
+        "    except KeyboardInterrupt:\n"
+        "        interrupts += 1\n"
+        "print(interrupts)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "1", done.stdout + done.stderr
