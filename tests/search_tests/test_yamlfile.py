@@ -47,7 +47,7 @@ def test_a_space_file_with_a_key_twice_is_invalid(tmp_path, quickstart_data):
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 
 
-def hostile_specs(tmp_path: Path) -> dict[str, Path]:
+def hostile_specs(tmp_path: Path, only: str | None = None) -> dict[str, Path]:
     """The forms an attacker tries on ``hpsearch validate`` (each was minutes of CPU, a traceback, or a
     file's contents in the error before these limits)."""
     base = QUICKSTART.read_text()
@@ -69,6 +69,8 @@ def hostile_specs(tmp_path: Path) -> dict[str, Path]:
     }
     paths = {}
     for name, text in texts.items():
+        if only is not None and name != only:
+            continue
         paths[name] = tmp_path / f"{name}.yaml"
         paths[name].write_text(text)
     return paths
@@ -88,7 +90,7 @@ def hostile_specs(tmp_path: Path) -> dict[str, Path]:
     ],
 )
 def test_a_hostile_spec_is_refused_quickly_and_briefly(tmp_path, name):
-    path = hostile_specs(tmp_path)[name]
+    path = hostile_specs(tmp_path, only=name)[name]
     started = time.perf_counter()
     with pytest.raises(SpecError) as err:
         load_spec(path)
