@@ -309,17 +309,20 @@ class MlflowTracker:
                     if trial_id not in known:
                         store.client.delete_run(run_id)
                         del store.run_ids[trial_id]
-                for trial_id, rec in running.items():
+                for trial_id in running:
                     if trial_id in store.run_ids:
                         run_id = store.run_ids[trial_id]
                         store.client.update_run(run_id, status="RUNNING")
                         store.client.set_tag(run_id, STATE, "running")
-                        if ERROR in store.client.get_run(run_id).data.tags:  # "interrupted" no longer holds
+                        run = store.client.get_run(run_id)
+                        if ERROR in run.data.tags:  # "interrupted" no longer holds
                             store.client.delete_tag(run_id, ERROR)
-                        key = next(iter(rec.metrics), None)
-                        if key is not None:
-                            steps = [m.step for m in store.client.get_metric_history(run_id, key)]
-                            logged[trial_id] = max(steps, default=0)
+                        # Every metric the run holds, not only those of the snapshot's record: a trial with
+                        # no epoch at the snapshot may have logged some after it (and redoes them now).
+                        steps = [
+                            m.step for key in run.data.metrics for m in store.client.get_metric_history(run_id, key)
+                        ]
+                        logged[trial_id] = max(steps, default=0)
             finally:
                 done.set()
 
