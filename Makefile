@@ -36,7 +36,7 @@ run: $(RUN_STAMP)
 test: lint
 	$(BIN)/python -m pytest -m "not faults"
 
-# The fault tests: real nodes, trial processes and an MLflow server killed (about 9 minutes; CI runs them).
+# The fault tests: real nodes, drivers, trial processes, an MLflow server and its database killed (about 14 minutes; CI runs them).
 test-faults: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m faults
 
