@@ -18,7 +18,7 @@ from tests.integration_tests.servers import Postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
-TRIALS, EPOCHS = 32, 3  # ~50 s of epochs, two at a time: the outage lands in the middle
+TRIALS, EPOCHS = 40, 3  # ~60 s of epochs (sleeps), two at a time: the 30 s outage lands in the middle
 DOWN_S = 30
 
 
