@@ -190,7 +190,7 @@ def new_run_dir(storage_path: str, name: str, fixed: bool) -> tuple[str, Lock]:
             if fixed:
                 raise
             continue
-        if rundir.read_text(f"{run_dir}/{rundir.META_FILE}") is None:
+        if rundir.find_meta(run_dir) is None:
             return run_dir, lock
         lock.release()
         if fixed:

@@ -44,7 +44,9 @@ _MIN_SECRET = 4  # shorter values would mask ordinary text; no real credential i
 _URI_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)(?P<password>[^\s/@]+)(?=@)")
 # a token alone in a web URI's userinfo (https://TOKEN@host): on the web that is a credential, not a user name
 _WEB_SCHEMES = ("http", "https", "ws", "wss", "ftp", "ftps", "git+https", "git+http")
-_URI_TOKEN = re.compile(r"(?P<head>\b(?:https?|wss?|ftps?|git\+https?)://)(?P<token>[^\s:/@'\"]+)(?=@)", re.IGNORECASE)
+_URI_TOKEN = re.compile(
+    rf"(?P<head>\b(?:{'|'.join(map(re.escape, _WEB_SCHEMES))})://)(?P<token>[^\s:/@'\"]+)(?=@)", re.IGNORECASE
+)
 # query parameters (and key=value settings) that carry a password, token, key or signature
 # (a parameter named so, or ending in one of these after '_', '-' or '.': access_token, X-Amz-Signature)
 _SECRET_NAME = (
@@ -122,9 +124,7 @@ def strip_password(uri: str) -> str:
             netloc = f"{user.split(':', 1)[0]}@{host}"
         elif _is_web(parts.scheme):
             netloc = host
-    query = parts.query
-    if query and _secret_query(query):
-        query = "&".join(item for item in query.split("&") if not _SECRET_PARAM.match(unquote(item.split("=", 1)[0])))
+    query = "&".join(item for item in parts.query.split("&") if not _SECRET_PARAM.match(unquote(item.split("=", 1)[0])))
     if (netloc, query) == (parts.netloc, parts.query):
         return uri  # untouched (urlunsplit would also drop the '//' of an empty host: sqlite:////path)
     return urlunsplit(parts._replace(netloc=netloc, query=query))

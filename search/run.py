@@ -170,7 +170,7 @@ def run_search(
     raysetup.configure_tune()  # before Ray is imported (some of its settings are read then)
     uri = search_uri(tracking_uri, spec.tracking.uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    storage_path = str(storage or "hpsearch_results")
+    storage_path = str(storage or rundir.DEFAULT_STORAGE)
     if not rundir.is_uri(storage_path):
         storage_path = rundir.normalise(storage_path)
 
@@ -305,14 +305,14 @@ def execute(
         faults.sweep()  # fault files of this node's trial processes that are gone
         # On the way out with an error the report is written now: nobody would ask for it later.
         result = finish(search, status, time.time() - started, defer_report and returned)
-        if result.report_writer is None and search.lock is not None:
-            search.lock.release()  # the search's writes are done (a deferred report releases it after)
         if status == "FINISHED":
             rundir.prune_checkpoints(search.run_dir)
         try:  # what `hpsearch run --continue` (a restarted job driver) goes by
             rundir.mark_ended(search.run_dir, status)
         except OSError as exc:
             result.tracking_errors.append(f"cannot record the search's end in {search.run_dir}: {exc}")
+        if result.report_writer is None and search.lock is not None:
+            search.lock.release()  # the search's writes are done (a deferred report releases it after)
         result.searcher_states = search.searcher.trial_states() if search.searcher is not None else {}
         result.stopped_because = search.ledger.fatal
     return result

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hpsearch.errors import HpsearchError, SpecError
 
 META_FILE = "hpsearch.json"
+DEFAULT_STORAGE = "hpsearch_results"  # where run directories go without --storage (in the working directory)
 
 
 def is_uri(location: str | Path) -> bool:
@@ -57,12 +58,19 @@ def read_meta(run_dir: str) -> RunMeta:
     )
 
 
+def find_meta(run_dir: str) -> RunMeta | None:
+    """The metadata of the search in ``run_dir``, or None when there is none (yet)."""
+    try:
+        return read_meta(run_dir)
+    except SpecError:
+        return None
+
+
 def mark_ended(run_dir: str, status: str) -> None:
     """Record in the run directory's metadata how the search ended (nothing when it has none yet)."""
-    path = f"{run_dir.rstrip('/')}/{META_FILE}"
-    text = read_text(path)
-    if text is not None:
-        write_text(path, json.dumps({**json.loads(text), "status": status}, indent=2))
+    meta = find_meta(run_dir)
+    if meta is not None:
+        write_meta(run_dir, replace(meta, status=status))
 
 
 def write_text(location: str, text: str) -> None:

@@ -139,11 +139,10 @@ def continue_or_start(args: argparse.Namespace) -> int | None:
     command's exit code; None when there is none there yet (it starts as usual)."""
     from hpsearch import rundir
 
-    location = f"{str(args.storage or 'hpsearch_results').rstrip('/')}/{args.run_name}"
-    location = rundir.normalise(location)
-    if rundir.read_text(f"{location}/{rundir.META_FILE}") is None:
+    location = rundir.normalise(f"{str(args.storage or rundir.DEFAULT_STORAGE).rstrip('/')}/{args.run_name}")
+    meta = rundir.find_meta(location)
+    if meta is None:
         return None
-    meta = rundir.read_meta(location)
     if meta.status == "FINISHED":
         print(f"hpsearch: the search in {location} has finished; nothing to continue")
         return EXIT_OK
@@ -151,6 +150,11 @@ def continue_or_start(args: argparse.Namespace) -> int | None:
         print(f"hpsearch: the search in {location} ended FAILED; not continued", file=sys.stderr)
         return EXIT_FAILURE
     print(f"hpsearch: continuing the unfinished search in {location}", file=sys.stderr)
+    return resume_here(location, args)
+
+
+def resume_here(location: str | Path, args: argparse.Namespace) -> int:
+    """Continue the search in ``location`` in this process (on ``--address``'s cluster, if a Ray one)."""
     from hpsearch.resume import resume_search
 
     address = args.address if args.address and not args.address.startswith("http") else None
@@ -195,10 +199,7 @@ def resume(args: argparse.Namespace) -> int:
         print(job_id)
         return EXIT_OK
     signal.signal(signal.SIGTERM, interrupt_once)
-    from hpsearch.resume import resume_search
-
-    address = args.address if args.address and not args.address.startswith("http") else None
-    return outcome(resume_search(target, address=address, quiet=args.quiet, ray_logs=args.ray_logs, defer_report=True))
+    return resume_here(target, args)
 
 
 def sync(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from hpsearch import lock as locks
+from hpsearch import rundir
 
 HOLD = (
     "import sys, time\n"
@@ -52,7 +53,8 @@ def test_two_searches_started_in_the_same_second_get_their_own_run_directories(t
     second, second_lock = locks.new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
     assert (first, second) == (f"{tmp_path}/digits-20261206-101010", f"{tmp_path}/digits-20261206-101010-2")
     first_lock.release()
-    (tmp_path / "digits-20261206-101010" / "hpsearch.json").write_text("{}")  # a search's, ended
+    ended = rundir.RunMeta("name: x", "sqlite:///m.db", "1", "abc", status="FINISHED")
+    rundir.write_meta(f"{tmp_path}/digits-20261206-101010", ended)  # a search's, ended
     third, third_lock = locks.new_run_dir(str(tmp_path), "digits-20261206-101010", fixed=False)
     assert third == f"{tmp_path}/digits-20261206-101010-3"  # neither a live one nor an ended one's
     with pytest.raises(locks.SearchLocked):
@@ -108,7 +110,6 @@ def test_a_lease_on_s3_refuses_a_second_holder_and_expires_when_its_holder_is_go
 
 
 def test_sync_does_not_touch_a_journal_a_live_search_holds(tmp_path):
-    from hpsearch import rundir
     from hpsearch.sync import sync
     from hpsearch.tracking.journal import JOURNAL_FILE
 
