@@ -67,3 +67,31 @@ def apt_install(package: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, timeout=600)
     subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", package], check=True, env=env, timeout=900)
+
+
+def kill_driver_when(driver, ready, timeout_s: float, settle_s: float = 0.0, stuck: str = "the search got nowhere"):
+    """Once ``ready()`` (the driver still running), wait ``settle_s`` and kill -9 the driver and every
+    process it started (its local Ray), by pid; if it never gets there, fail saying ``stuck``."""
+    import signal
+    import time
+
+    import psutil
+
+    from hpsearch.cluster import signal_all
+
+    tree: list = []
+    try:
+        deadline = time.time() + timeout_s
+        while not ready():
+            assert time.time() < deadline and driver.poll() is None, stuck
+            time.sleep(0.1)
+        time.sleep(settle_s)
+        tree = psutil.Process(driver.pid).children(recursive=True)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            tree = psutil.Process(driver.pid).children(recursive=True)
+            driver.kill()
+        signal_all(tree, "kill")
+        psutil.wait_procs(tree, timeout=30)

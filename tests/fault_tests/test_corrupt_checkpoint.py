@@ -3,17 +3,13 @@ a dying machine leaves them (cut in half): `hpsearch resume` restores each trial
 checkpoint it can read, says so on the trial's run, and every epoch is in MLflow exactly once."""
 
 import json
-import signal
 import subprocess
-import time
 
-import psutil
 import pytest
 from mlflow import MlflowClient
 
 from tests.fault_tests.specs import fault_spec
-from tests.helpers import hpsearch, start_hpsearch
-from tests.integration_tests.test_resume import kill_all
+from tests.helpers import hpsearch, kill_driver_when, start_hpsearch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune's experiment snapshot every second
@@ -32,26 +28,14 @@ def test_a_damaged_newest_checkpoint_gives_way_to_the_previous_one(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     args = ("--tracking-uri", uri, "--storage", tmp_path / "runs")
     driver = start_hpsearch("run", spec, *args, cwd=tmp_path, stderr=subprocess.DEVNULL, env=ENV)
-    try:
-        deadline = time.time() + 300
-        while True:  # both trials three checkpoints in, and a snapshot of Tune's taken since
-            assert time.time() < deadline and driver.poll() is None, "the trials did not checkpoint"
-            runs = list((tmp_path / "runs").glob("fault-checkpoint-*"))
-            found = checkpoints(runs[0]) if runs else {}
-            if len(found) == 2 and all(len(c) >= 4 for c in found.values()):
-                break
-            time.sleep(0.2)
-        time.sleep(1.5)
-        driver_tree = psutil.Process(driver.pid).children(recursive=True)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver_tree = psutil.Process(driver.pid).children(recursive=True)
-            driver.kill()
-    kill_all(driver_tree)
 
-    (run_dir,) = runs
+    def checkpointed() -> bool:  # both trials four checkpoints in
+        found = [checkpoints(r) for r in (tmp_path / "runs").glob("fault-checkpoint-*")]
+        return bool(found) and len(found[0]) == 2 and all(len(c) >= 4 for c in found[0].values())
+
+    # then a snapshot of Tune's taken since (every second here)
+    kill_driver_when(driver, checkpointed, timeout_s=300, settle_s=1.5, stuck="the trials did not checkpoint")
+    (run_dir,) = (tmp_path / "runs").glob("fault-checkpoint-*")
     damaged = 0
     for kept in checkpoints(run_dir).values():
         assert len(kept) < EPOCHS, "a trial finished before the kill"

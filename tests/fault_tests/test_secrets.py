@@ -130,73 +130,60 @@ S3_CANARY = "S3canary-9d1e-secret"
 MLFLOW_CANARY = "MlflowCanary-41c2-pw"
 
 
-def test_s3_and_mlflow_server_credentials_appear_nowhere(tmp_path):
+def test_s3_and_mlflow_server_credentials_appear_nowhere(tmp_path, monkeypatch):
     """A search whose state is on S3 (a real S3 protocol server, moto's, that takes any key) with a
     canary secret key, tracked on an `mlflow server` with basic authentication whose canary password is
     in the spec's tracking URI: both credentials work, and neither appears in the terminal, the run
     directory (on S3 and locally), MLflow's params, tags and artifacts."""
     import boto3
-    from moto.server import ThreadedMotoServer
+    from mlflow import MlflowClient
 
     from tests.fault_tests.mlflow_server import MlflowServer
-    from tests.integration_tests.servers import free_port
+    from tests.integration_tests.servers import moto_s3
 
-    port = free_port()
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    s3.start()
-    aws = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "AKIAHPSEARCHTEST",
-        "AWS_SECRET_ACCESS_KEY": S3_CANARY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     server = MlflowServer(tmp_path / "mlflow", admin_password=MLFLOW_CANARY)
     (tmp_path / "mlflow").mkdir()
-    try:
-        bucket = boto3.client(
-            "s3", endpoint_url=aws["AWS_ENDPOINT_URL"], aws_access_key_id="x", aws_secret_access_key="y"
-        )
-        bucket.create_bucket(Bucket="runs")
-        server.start()
-        secret_uri = server.uri.replace("http://", f"http://admin:{MLFLOW_CANARY}@")
-        data = yaml.safe_load(QUICKSTART.read_text())
-        data["name"] = "secrets-s3"
-        data["tracking"] = {"uri": secret_uri}
-        data["search"].update(num_trials=2, max_concurrent=2)
-        data["search"]["scheduler"]["max_epochs"] = 2
-        spec = write_spec(tmp_path / "spec.yaml", data)
-        outputs = []
-        for args in (
-            ("run", spec, "--storage", "s3://runs/searches"),
-            ("report", "secrets-s3", "--tracking-uri", secret_uri),
-        ):
-            out = hpsearch(*args, cwd=tmp_path, env=aws, timeout=600)
-            outputs.append(f"{out.stdout}\n{out.stderr}")
-            assert out.returncode == 0, out.stderr + out.stdout
-        assert f"http://127.0.0.1:{server.port}" in outputs[0], outputs[0]  # the login went to MLflow's variables
-
-        from mlflow import MlflowClient
-
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = "admin", MLFLOW_CANARY
+    with moto_s3(buckets=("runs",), secret_key=S3_CANARY) as aws:
         try:
-            client = MlflowClient(server.uri)
-            exp = client.get_experiment_by_name("secrets-s3")
-            runs = client.search_runs([exp.experiment_id], max_results=100)
-            assert len([r for r in runs if r.data.tags["hpsearch.role"] == "trial"]) == 2
-            recorded = json.dumps([{"params": r.data.params, "tags": r.data.tags} for r in runs])
-            for r in runs:
-                client.download_artifacts(r.info.run_id, "", str(tmp_path / "downloaded" / r.info.run_id))
+            server.start()
+            secret_uri = server.uri.replace("http://", f"http://admin:{MLFLOW_CANARY}@")
+            data = yaml.safe_load(QUICKSTART.read_text())
+            data["name"] = "secrets-s3"
+            data["tracking"] = {"uri": secret_uri}
+            data["search"].update(num_trials=2, max_concurrent=2)
+            data["search"]["scheduler"]["max_epochs"] = 2
+            spec = write_spec(tmp_path / "spec.yaml", data)
+            outputs = []
+            for args in (
+                ("run", spec, "--storage", "s3://runs/searches"),
+                ("report", "secrets-s3", "--tracking-uri", secret_uri),
+            ):
+                out = hpsearch(*args, cwd=tmp_path, env=aws, timeout=600)
+                outputs.append(f"{out.stdout}\n{out.stderr}")
+                assert out.returncode == 0, out.stderr + out.stdout
+            assert f"http://127.0.0.1:{server.port}" in outputs[0], outputs[0]  # the login went to MLflow's variables
+
+            with monkeypatch.context() as login:
+                login.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+                login.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_CANARY)
+                client = MlflowClient(server.uri)
+                exp = client.get_experiment_by_name("secrets-s3")
+                runs = client.search_runs([exp.experiment_id], max_results=100)
+                assert len([r for r in runs if r.data.tags["hpsearch.role"] == "trial"]) == 2
+                recorded = json.dumps([{"params": r.data.params, "tags": r.data.tags} for r in runs])
+                for r in runs:
+                    client.download_artifacts(r.info.run_id, "", str(tmp_path / "downloaded" / r.info.run_id))
+            bucket = boto3.client(
+                "s3", endpoint_url=aws["AWS_ENDPOINT_URL"], aws_access_key_id="x", aws_secret_access_key="y"
+            )
+            keys = [o["Key"] for o in bucket.list_objects_v2(Bucket="runs").get("Contents", [])]
+            assert any(k.endswith("hpsearch.json") for k in keys), keys
+            on_s3 = tmp_path / "on-s3"
+            on_s3.mkdir()
+            for i, key in enumerate(keys):  # flat: a folder's marker object may share its name with the folder
+                bucket.download_file("runs", key, str(on_s3 / f"object-{i}"))
         finally:
-            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
-        on_s3 = tmp_path / "on-s3"
-        keys = [o["Key"] for o in bucket.list_objects_v2(Bucket="runs").get("Contents", [])]
-        assert any(k.endswith("hpsearch.json") for k in keys), keys
-        on_s3.mkdir()
-        for i, key in enumerate(keys):  # flat: a folder's marker object may share its name with the folder
-            bucket.download_file("runs", key, str(on_s3 / f"object-{i}"))
-    finally:
-        server.stop()
-        s3.stop()
+            server.stop()
 
     terminal = "\n".join(outputs)
     for secret in (S3_CANARY, MLFLOW_CANARY):

@@ -177,3 +177,31 @@ def wait_job(job: str, until, address: str, env: dict | None = None, timeout: fl
             return out.stdout
         time.sleep(1.0)
     raise AssertionError(f"job {job} did not get there in {timeout} s: {out.stdout}")
+
+
+@contextmanager
+def moto_s3(buckets: tuple[str, ...] = (), secret_key: str = "test-secret"):
+    """An S3 server (moto's, which takes any key) on 127.0.0.1 with ``buckets``; yields the ``AWS_*``
+    environment that reaches it with ``secret_key``. Stopped afterwards."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "AKIAHPSEARCHTEST",
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        client = boto3.client(
+            "s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="x", aws_secret_access_key="y",
+            region_name="us-east-1",
+        )  # fmt: skip
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        server.stop()

@@ -160,14 +160,9 @@ def test_an_own_search_whose_driver_was_killed_resumes_from_the_trainables_check
     checkpoints (``resume``), each epoch is in MLflow once."""
     import json
     import os
-    import signal
     import subprocess
-    import time
 
-    import psutil
-
-    from hpsearch.cluster import signal_all
-    from tests.helpers import hpsearch, start_hpsearch, write_spec
+    from tests.helpers import hpsearch, kill_driver_when, start_hpsearch, write_spec
 
     root = write_csv(tmp_path / "csv")
     spec = {
@@ -184,22 +179,13 @@ def test_an_own_search_whose_driver_was_killed_resumes_from_the_trainables_check
     driver = start_hpsearch(
         "run", write_spec(tmp_path / "spec.yaml", spec), cwd=tmp_path, stderr=subprocess.DEVNULL, env=env
     )
-    tree: list = []
-    try:
-        deadline = time.time() + 120
-        while max((int(p.read_text() or 0) for p in root.glob("epoch-of-*")), default=0) < 3:
-            assert time.time() < deadline and driver.poll() is None, "no trial got 3 epochs in"
-            time.sleep(0.1)
-        time.sleep(1.2)  # past one of Tune's snapshots of the experiment, mid-epoch
-        tree = psutil.Process(driver.pid).children(recursive=True)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            tree = psutil.Process(driver.pid).children(recursive=True)
-            driver.kill()
-        signal_all(tree, "kill")  # the local Ray this driver started, by pid
-        psutil.wait_procs(tree, timeout=30)
+    kill_driver_when(
+        driver,
+        lambda: max((int(p.read_text() or 0) for p in root.glob("epoch-of-*")), default=0) >= 3,
+        timeout_s=120,
+        settle_s=1.2,  # past one of Tune's snapshots of the experiment, mid-epoch
+        stuck="no trial got 3 epochs in",
+    )
 
     (run_dir,) = (tmp_path / "hpsearch_results").iterdir()
     resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600, env=env)

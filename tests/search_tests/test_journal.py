@@ -58,24 +58,11 @@ def test_torn_and_damaged_lines_are_set_aside_and_the_rest_replays_in_order(tmp_
 
 
 def test_a_journal_on_s3(monkeypatch):
-    from moto.server import ThreadedMotoServer
+    from tests.integration_tests.servers import moto_s3
 
-    from tests.integration_tests.servers import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        for name, value in {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test-secret",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
+    with moto_s3(buckets=("runs",)) as aws:
+        for name, value in aws.items():
             monkeypatch.setenv(name, value)
-        import boto3
-
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="runs")
         journal = Journal("s3://runs/searches/s1")
         for op in ops(2):
             journal.append(op)
@@ -83,5 +70,3 @@ def test_a_journal_on_s3(monkeypatch):
         assert [o.ref for o in Journal.load("s3://runs/searches/s1").ops] == ["trial-0", "trial-1"]
         journal.replay(lambda op: None)
         assert Journal.load("s3://runs/searches/s1").ops == []
-    finally:
-        server.stop()

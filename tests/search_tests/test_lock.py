@@ -64,27 +64,15 @@ def test_two_searches_started_in_the_same_second_get_their_own_run_directories(t
 
 
 def test_a_lease_on_s3_refuses_a_second_holder_and_expires_when_its_holder_is_gone(monkeypatch):
-    from moto.server import ThreadedMotoServer
+    import os
 
-    from tests.integration_tests.servers import free_port
+    import boto3
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    aws = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    try:
+    from tests.integration_tests.servers import moto_s3
+
+    with moto_s3(buckets=("runs",)) as aws:
         for name, value in aws.items():
             monkeypatch.setenv(name, value)
-        import os
-
-        import boto3
-
-        boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"]).create_bucket(Bucket="runs")
         run_dir = "s3://runs/searches/s1"
         other = hold_in_another_process(run_dir, env=dict(os.environ))
         try:
@@ -102,11 +90,9 @@ def test_a_lease_on_s3_refuses_a_second_holder_and_expires_when_its_holder_is_go
             later.setattr(time, "time", lambda: lease["expires"] + 1)  # ... until it expires
             lock = locks.acquire(run_dir, "sync")
         lock.release()
-        assert "Contents" not in boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"]).list_objects_v2(
+        assert "Contents" not in boto3.client("s3").list_objects_v2(
             Bucket="runs", Prefix=f"searches/s1/{locks.LOCK_FILE}"
         )  # released: the lease is gone
-    finally:
-        server.stop()
 
 
 def test_sync_does_not_touch_a_journal_a_live_search_holds(tmp_path):
