@@ -59,7 +59,10 @@ def supervise(argv: list[str], restarts: int) -> int:
         code = child.wait()
         if code >= 0 or stopping:  # its own end (or asked to stop): the command's
             return code if code >= 0 else 128 - code
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal
+            name = f"signal {-code}"
         if done >= restarts:
             print(
                 f"hpsearch: the search's driver died ({name}) and --driver-restarts ({restarts}) are used up; "

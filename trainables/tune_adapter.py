@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.protocol import EpochBatch, MetricNotReported
@@ -117,7 +118,8 @@ def restore_checkpoint(checkpoint: Any) -> tuple[dict[str, Any], str | None]:
     import os
 
     problems: list[str] = []
-    for candidate in [checkpoint, *_older_checkpoints(checkpoint)]:
+    # the older ones are listed only when the newest cannot be read (a listing is a request on s3://)
+    for candidate in itertools.chain([checkpoint], _older_checkpoints(checkpoint)):
         name = os.path.basename(str(candidate.path).rstrip("/"))
         try:
             with candidate.as_directory() as folder:
@@ -132,9 +134,9 @@ def restore_checkpoint(checkpoint: Any) -> tuple[dict[str, Any], str | None]:
     raise CheckpointUnreadable("no checkpoint of the trial can be read: " + "; ".join(problems))
 
 
-def _older_checkpoints(checkpoint: Any) -> list[Any]:
+def _older_checkpoints(checkpoint: Any) -> Iterator[Any]:
     """The trial's checkpoints older than ``checkpoint`` (Tune's ``checkpoint_NNNNNN`` folders beside it),
-    the newest first."""
+    the newest first; listed when first asked for."""
     import re
 
     import pyarrow.fs
@@ -144,11 +146,11 @@ def _older_checkpoints(checkpoint: Any) -> list[Any]:
     parent, _, name = path.rpartition("/")
     pattern = re.compile(r"checkpoint_(\d+)$")
     if pattern.match(name) is None:
-        return []
+        return
     try:
         infos = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
     except OSError:
-        return []
+        return
     older = [
         info.path
         for info in infos
@@ -156,7 +158,8 @@ def _older_checkpoints(checkpoint: Any) -> list[Any]:
         and pattern.match(info.base_name) is not None
         and info.base_name < name
     ]
-    return [tune.Checkpoint(p, filesystem=checkpoint.filesystem) for p in sorted(older, reverse=True)]
+    for older_path in sorted(older, reverse=True):
+        yield tune.Checkpoint(older_path, filesystem=checkpoint.filesystem)
 
 
 def run_trial(
