@@ -190,7 +190,7 @@ def new_run_dir(storage_path: str, name: str, fixed: bool) -> tuple[str, Lock]:
             if fixed:
                 raise
             continue
-        if rundir.find_meta(run_dir) is None:
+        if not rundir.has_meta(run_dir):  # a damaged one too: a search was there
             return run_dir, lock
         lock.release()
         if fixed:

@@ -58,6 +58,11 @@ def read_meta(run_dir: str) -> RunMeta:
     )
 
 
+def has_meta(run_dir: str) -> bool:
+    """Whether a search has written its metadata in ``run_dir`` (readable or not)."""
+    return read_text(f"{run_dir.rstrip('/')}/{META_FILE}") is not None
+
+
 def find_meta(run_dir: str) -> RunMeta | None:
     """The metadata of the search in ``run_dir``, or None when there is none (yet)."""
     try:
