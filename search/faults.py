@@ -5,7 +5,8 @@
 * **The trainable's process died on a live node** (``os._exit``, a fatal signal, SIGKILL by the OOM
   killer or Ray's memory monitor): the trainable's doing, counted like an exception; the cause is read
   from the note the process left (:mod:`hpsearch.trainables.exits`) or from what Ray says.
-* **The node was lost** (its raylet died: the actor became unreachable, or Ray says its node died):
+* **The node was lost** (its raylet died: the actor became unreachable, or Ray says its node died), or
+  a worker of a multi-worker trial died (:class:`~hpsearch.protocol.GroupWorkerLost`):
   not the config's fault. The trial is restarted from its last checkpoint on another node without
   counting against ``max_failures``, up to ``search.max_node_restarts`` times, then ends ``failed``
   with that said in ``hpsearch.error``.
@@ -26,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hpsearch.protocol import EXIT_NOTE_NAMESPACE, TrialDiverged, exit_note_key, fault_file
+from hpsearch.protocol import EXIT_NOTE_NAMESPACE, GroupWorkerLost, TrialDiverged, exit_note_key, fault_file
 
 NODE_LOST = "node_lost"
 PROCESS_DIED = "process_died"
@@ -121,6 +122,8 @@ def classify(exc: BaseException | None, trial_id: str) -> Failure:
             exc = cause
         elif isinstance(cause, TrialDiverged):
             return Failure(DIVERGED, "")
+        elif isinstance(cause, GroupWorkerLost):  # a worker of a multi-worker trial: as a lost node
+            return Failure(NODE_LOST, str(cause).strip().splitlines()[0][:600])
         else:  # torch.OutOfMemoryError (CUDA) is the config's doing: its model or batch is too big
             names = {c.__name__ for c in type(getattr(exc, "cause", None) or cause).__mro__}
             return Failure(RAISED, "", out_of_memory="OutOfMemoryError" in names)

@@ -66,6 +66,11 @@ class EpochBatch:
         return {**last, EARLIER: earlier} if earlier else dict(last)
 
 
+class GroupWorkerLost(RuntimeError):
+    """A worker process of a multi-worker trial (``resources.workers``) died or its node was lost: the
+    group restarts from its last checkpoint, counted in ``search.max_node_restarts`` like a lost node."""
+
+
 class MetricNotReported(RuntimeError):
     """A trial's report lacks the search's metric: every trial would fail the same way, so the search stops
     starting trials (the trial ends ``failed``, its message naming the metrics it did report)."""
@@ -108,6 +113,12 @@ EXIT_NOTE_NAMESPACE = "hpsearch"
 
 def exit_note_key(trial_id: str) -> bytes:
     return f"exit:{trial_id}".encode()
+
+
+def group_key(trial_id: str) -> bytes:
+    """Where rank 0 of a multi-worker trial leaves its Ray Train placement group's id (same namespace): the
+    search removes it when the trial ends, since Tune ending the trial's process can leave it behind."""
+    return f"group:{trial_id}".encode()
 
 
 def fault_file(pid: int) -> str:

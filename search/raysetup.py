@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, Problem, SpecError
 from hpsearch.spec import JobSpec
 
 # Tune settings (README, "How it runs"), applied by configure_tune() before Ray starts:
@@ -238,6 +238,13 @@ class ClusterView:
     groups: list[NodeGroup] = field(default_factory=list)
 
 
+def total_resources() -> dict[str, float] | None:
+    """The Ray cluster's total resources (None when Ray is not up)."""
+    import ray
+
+    return dict(ray.cluster_resources()) if ray.is_initialized() else None
+
+
 def cluster_view() -> ClusterView:
     """The Ray cluster this process is connected to, as :func:`check_cluster` sees it."""
     import ray
@@ -290,17 +297,40 @@ def parse_node_groups(text: str) -> list[NodeGroup]:
 
 
 def check_cluster(spec: JobSpec, storage: str, view: ClusterView | None = None) -> None:
-    """Fail fast on what the cluster can never do: a trial bigger than any node it has or its autoscaler
-    can add, or a storage path that only one of several machines can see.
+    """Fail fast on what the cluster can never do: a trial (or a worker of one) bigger than any node it
+    has or its autoscaler can add, a group of workers more than all its nodes hold, or a storage path
+    that only one of several machines can see.
 
     Raises:
-        HpsearchError: naming the resources or the storage path and what would work.
+        SpecError: the spec's resources (exit 2), naming them, the largest node and what would work.
+        HpsearchError: the storage path.
     """
     view = view or cluster_view()
-    need_cpu, need_gpu = spec.resources.cpu, spec.resources.gpu
+    problems = resource_problems(spec, view)
+    if problems:
+        raise SpecError(problems)
+    hosts = {host for host, _ in view.nodes}
+    machines = f"{len(hosts)} machines" if len(hosts) > 1 else "machines its autoscaler adds"
+    if (len(hosts) > 1 or view.groups) and "://" not in storage and not shared_filesystem(storage):
+        raise HpsearchError(
+            f"--storage: {storage!r} is a local folder, but the cluster spans {machines}: trials on other "
+            "machines could not write their checkpoints there. Use a shared path (an NFS mount) or a URI "
+            "such as s3://bucket/prefix"
+        )
 
-    def fits(resources: dict[str, float]) -> bool:
-        return resources.get("CPU", 0) >= need_cpu and resources.get("GPU", 0) >= need_gpu
+
+def resource_problems(spec: JobSpec, view: ClusterView) -> list[Problem]:
+    """What in ``resources`` the cluster ``view`` can never run (see :func:`check_cluster`)."""
+    res = spec.resources
+    need_cpu, need_gpu = res.cpu, res.gpu
+    each = "each worker of a trial" if res.workers > 1 else "each trial"
+
+    def fits(resources: dict[str, float]) -> int:
+        """How many of one trial's (one worker's) reservations a node of ``resources`` holds."""
+        counts = [resources.get("CPU", 0) / need_cpu]
+        if need_gpu:
+            counts.append(resources.get("GPU", 0) / need_gpu)
+        return int(min(counts) + 1e-9)
 
     shapes = [r for _, r in view.nodes] + [g.resources for g in view.groups]
     if not any(fits(r) for r in shapes):
@@ -310,18 +340,25 @@ def check_cluster(spec: JobSpec, storage: str, view: ClusterView | None = None) 
             if view.groups
             else ("no node of this cluster has that")
         )
-        raise HpsearchError(
-            f"resources: each trial asks for cpu={need_cpu:g}, gpu={need_gpu:g}, but {where} (the largest has "
-            f"cpu={biggest.get('CPU', 0):g}, gpu={biggest.get('GPU', 0):g}): no trial could ever start"
-        )
-    hosts = {host for host, _ in view.nodes}
-    machines = f"{len(hosts)} machines" if len(hosts) > 1 else "machines its autoscaler adds"
-    if (len(hosts) > 1 or view.groups) and "://" not in storage and not shared_filesystem(storage):
-        raise HpsearchError(
-            f"--storage: {storage!r} is a local folder, but the cluster spans {machines}: trials on other "
-            "machines could not write their checkpoints there. Use a shared path (an NFS mount) or a URI "
-            "such as s3://bucket/prefix"
-        )
+        field = "resources.gpu" if need_gpu > biggest.get("GPU", 0) else "resources.cpu"
+        return [
+            Problem(
+                field,
+                f"{each} asks for cpu={need_cpu:g}, gpu={need_gpu:g}, but {where} (the largest has "
+                f"cpu={biggest.get('CPU', 0):g}, gpu={biggest.get('GPU', 0):g}): no trial could ever start",
+            )
+        ]
+    if res.workers > 1 and not view.groups:
+        room = sum(fits(r) for _, r in view.nodes)
+        if room < res.workers:
+            return [
+                Problem(
+                    "resources.workers",
+                    f"a trial asks for {res.workers} workers of cpu={need_cpu:g}, gpu={need_gpu:g}, but all the "
+                    f"cluster's nodes together hold {room}: no trial could ever start (give at most {room})",
+                )
+            ]
+    return []
 
 
 _SHARED_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "9p")

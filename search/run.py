@@ -113,6 +113,10 @@ def trainable_for(spec: JobSpec) -> Any:
 
     from hpsearch.trainables.tune_adapter import run_trial
 
+    res = spec.resources
+    # A group's workers hold its CPUs and GPUs (Ray Train reserves them); the trial's process only waits.
+    # Tune needs a reservation that is not empty: one byte of memory, so the group fits where its workers do.
+    own: dict[str, float] = {"cpu": 0, "gpu": 0, "memory": 1} if res.workers > 1 else {"cpu": res.cpu, "gpu": res.gpu}
     return tune.with_resources(
         tune.with_parameters(
             run_trial,
@@ -129,9 +133,33 @@ def trainable_for(spec: JobSpec) -> Any:
             metric=spec.search.metric,
             # a trial's own core reads too: the others load batches of streamed data
             loader_workers=max(0, int(spec.resources.cpu) - 1),
+            workers=res.workers,
+            cpu=res.cpu,
         ),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        own,
     )
+
+
+def group_callbacks(spec: JobSpec) -> list[Any]:
+    """For multi-worker trials: the callback that frees a group's workers when its trial ends."""
+    if spec.resources.workers == 1:
+        return []
+    from hpsearch.trainables.group import group_release_callback
+
+    return [group_release_callback()]
+
+
+def concurrent_trials(spec: JobSpec, cluster: dict[str, float] | None) -> int:
+    """How many trials may run at once: the spec's ``max_concurrent``; for multi-worker trials, no more
+    groups than the cluster's CPUs and GPUs hold (Tune counts only the trials' own tiny reservations:
+    more would start Train runs that wait for workers). ``cluster``: Ray's total resources."""
+    res, limit = spec.resources, spec.search.max_concurrent
+    if res.workers == 1 or cluster is None:
+        return limit
+    fits = [int(cluster.get("CPU", 0) // (res.cpu * res.workers))]
+    if res.gpu:
+        fits.append(int(cluster.get("GPU", 0) // (res.gpu * res.workers)))
+    return max(1, min(limit, *fits))
 
 
 def run_search(
@@ -175,6 +203,9 @@ def run_search(
         storage_path = rundir.normalise(storage_path)
 
     check_reachable(uri)
+    # What the cluster can never run is refused before anything is written (a local Ray: this machine).
+    raysetup.init_ray(address, log_to_driver=ray_logs)
+    raysetup.check_cluster(spec, storage_path)
     run_dir, lock = locks.new_run_dir(storage_path, run_name or f"{spec.name}-{stamp}", fixed=run_name is not None)
     try:
         return _run_in(spec, uri, run_dir, lock, stamp, storage_path, address, quiet, ray_logs, defer_report)
@@ -235,15 +266,16 @@ def _run_in(
                 search_alg=searcher,
                 scheduler=spec.search.scheduler.build(),
                 num_samples=spec.search.num_trials,
-                max_concurrent_trials=spec.search.max_concurrent,
+                max_concurrent_trials=concurrent_trials(spec, raysetup.total_resources()),
                 time_budget_s=spec.search.time_budget_s,
                 # Reusing trial actors avoids a new Python worker (and torch import) per trial (BENCHMARKS.md).
-                reuse_actors=True,
+                # A group trial's process must end with it: its Train run ends with its owner.
+                reuse_actors=spec.resources.workers == 1,
             ),
             run_config=tune.RunConfig(
                 name=run_name,
                 storage_path=storage_path,
-                callbacks=[ledger],
+                callbacks=[ledger, *group_callbacks(spec)],
                 stop=FatalStop(ledger),
                 failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
                 # Every checkpoint stays until the search ends: Tune's experiment snapshot may point at
@@ -279,7 +311,7 @@ def execute(
     status = "FAILED"
     try:
         raysetup.init_ray(address, log_to_driver=ray_logs)
-        raysetup.check_cluster(spec, search.run_dir)
+        raysetup.check_cluster(spec, search.run_dir)  # again: a resumed search's cluster may be another
         faults.install(spec.search.max_node_restarts)
         search.tracker.check()  # fails fast if opening the store already failed; otherwise it opens meanwhile
         tuner = make_tuner(search)

@@ -16,7 +16,7 @@ from hpsearch.registry import Registry, Strict
 from hpsearch.samplers import SamplerSpec
 from hpsearch.schedulers import SchedulerSpec
 from hpsearch.sources import DataSource
-from hpsearch.spec_checks import check_first_configs, check_space_for, check_trainable
+from hpsearch.spec_checks import check_first_configs, check_space_for, check_trainable, data_parallel_trainable
 from hpsearch.tracking.store import check_tracking_uri
 from hpsearch.trainables import BUILTIN
 
@@ -69,11 +69,34 @@ class SearchSpec(Strict):
 
 
 class ResourcesSpec(Strict):
-    """Per trial. ``gpu`` may be fractional (0.25: four trials share a GPU, each capped at a quarter of
-    its memory); a trial trains on one GPU, so at most 1."""
+    """Per trial, and with ``workers`` > 1 per worker of the trial's data-parallel group.
+
+    Args:
+        cpu: CPUs of each worker.
+        gpu: GPUs of each worker. Fractional below 1 for a one-worker trial (0.25: four trials share a
+            GPU, each capped at a quarter of its memory); a built-in trainable trains on one GPU per
+            worker, so at most 1 (more GPUs: more ``workers``); a user's trainable may take a whole
+            number above 1 (it gets them all: ``CUDA_VISIBLE_DEVICES``).
+        workers: processes that train one trial together (Ray Train, DDP): each reads its own shard of
+            every batch; 1 (default) trains in the trial's own process.
+    """
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    workers: int = Field(1, ge=1, le=1024)
+
+    def problems(self) -> list[Problem]:
+        if self.workers > 1 and self.gpu != int(self.gpu):
+            return [
+                Problem(
+                    "gpu",
+                    f"a worker of a {self.workers}-worker trial needs whole GPUs (a share cannot be split across "
+                    f"a data-parallel group): give 0, 1, ..., got {self.gpu:g}",
+                )
+            ]
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            return [Problem("gpu", f"above 1, a trial takes whole GPUs: give 2, 3, ..., got {self.gpu:g}")]
+        return []
 
 
 class TrackingSpec(Strict):
@@ -197,14 +220,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
             )
         elif isinstance(metric, str) and mode in ("max", "min") and mode != reported[metric]:
             problems.append(Problem("search.mode", f"{metric} should be {reported[metric]}imised, got {mode!r}"))
-    gpu = data["resources"].get("gpu") if isinstance(data.get("resources"), dict) else None
-    if isinstance(gpu, (int, float)) and not isinstance(gpu, bool) and gpu > 1:
-        problems.append(
-            Problem(
-                "resources.gpu",
-                f"a trial trains on one GPU: give at most 1 (a fraction shares one, 0.25 = four trials per GPU), got {gpu}",
-            )
-        )
+    problems.extend(_resources_problems(data.get("resources"), trainable))
     uri = (data.get("tracking") or {}).get("uri") if isinstance(data.get("tracking"), dict) else None
     if isinstance(uri, str):
         problems.extend(check_tracking_uri(uri, "tracking.uri"))
@@ -218,6 +234,38 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     assert spec is not None and space is not None  # no problems means both parsed
     spec._space = space
     return spec
+
+
+def _resources_problems(raw: Any, trainable: Any) -> list[Problem]:
+    """GPUs and workers against each other and against the trainable (data-parallel or not)."""
+    if not isinstance(raw, dict):
+        return []
+    try:
+        res = ResourcesSpec.model_validate(raw)
+    except ValidationError:
+        return []  # reported with the whole spec's errors
+    problems = [Problem(f"resources.{p.path}", p.message) for p in res.problems()]
+    if problems or not isinstance(trainable, str):
+        return problems
+    if trainable in BUILTIN and res.gpu > 1:
+        problems.append(
+            Problem(
+                "resources.gpu",
+                f"the built-in {trainable} trainable trains on one GPU per worker: give at most 1 (a fraction "
+                f"shares one, 0.25 = four trials per GPU) and resources.workers: {int(res.gpu) * res.workers} "
+                f"for {int(res.gpu) * res.workers} GPUs, got {res.gpu:g}",
+            )
+        )
+    if res.workers > 1 and trainable not in BUILTIN and not data_parallel_trainable(trainable):
+        problems.append(
+            Problem(
+                "resources.workers",
+                f"{trainable} does not say it runs data-parallel, so {res.workers} workers would each train the "
+                "whole trial: mark it with @hpsearch.trainables.data_parallel (it then shards its batches and "
+                "wraps its model with its `context`), or give workers: 1",
+            )
+        )
+    return problems
 
 
 def _section_problems(data: dict[str, Any], spec: JobSpec | None) -> list[Problem]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from hpsearch import spaces
 from hpsearch.errors import Problem
-from hpsearch.trainables import BUILTIN, TRAINABLE_SIGNATURE, signature_problem
+from hpsearch.trainables import BUILTIN, DATA_PARALLEL_ATTR, TRAINABLE_SIGNATURE, signature_problem
 from hpsearch.trainables import config as trainable_config
 
 if TYPE_CHECKING:
@@ -44,6 +44,17 @@ def check_trainable(name: str) -> list[Problem]:
         return [Problem("trainable", f"{module!r} has no function {attr!r} (expected {TRAINABLE_SIGNATURE})")]
     why = signature_problem(fn, "trainable")
     return [Problem("trainable", why)] if why else []
+
+
+def data_parallel_trainable(name: str) -> bool:
+    """Whether a user's trainable is marked :func:`hpsearch.trainables.data_parallel` (one that cannot be
+    imported counts as marked: :func:`check_trainable` reports it)."""
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return True
+    return fn is None or bool(getattr(fn, DATA_PARALLEL_ATTR, False))
 
 
 def check_space_for(trainable: str, space: spaces.Space, path: str = "space") -> list[Problem]:

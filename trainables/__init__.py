@@ -31,9 +31,12 @@ class TrialContext:
         cache: a dict that lives as long as the worker process: a reused worker runs trial after trial,
             so what one trial keeps here (data read from disk, a tokenizer) the next one finds.
         device: where to train: ``"cuda"`` (the GPU Ray assigned; ``CUDA_VISIBLE_DEVICES`` holds only
-            it) or ``"cpu"``.
+            it), ``"cuda:K"`` (a worker of a multi-worker trial: its own GPU among the node's) or ``"cpu"``.
         final: ``True`` in ``hpsearch retrain``: train on train + validation together (the validation
             metrics are then not needed) and keep the test split for the evaluation.
+        rank: this worker's rank in a multi-worker trial (``resources.workers``), 0 otherwise. Rank 0's
+            reports are the trial's; every rank must call ``report`` the same number of times.
+        world_size: the trial's workers (1 unless ``resources.workers`` > 1).
     """
 
     trial_id: str
@@ -41,6 +44,47 @@ class TrialContext:
     cache: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     final: bool = False
+    rank: int = 0
+    world_size: int = 1
+
+    def wrap_model(self, model: Any) -> Any:
+        """``model`` (on :attr:`device`) wrapped for data-parallel training (``DistributedDataParallel``:
+        gradients are averaged across the workers in ``backward``), or ``model`` itself for one worker.
+        Save and load the state of the model you passed in, not of the wrapper."""
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        on_gpu = self.device.startswith("cuda")
+        index = int(self.device.partition(":")[2] or 0)
+        return DistributedDataParallel(model, device_ids=[index] if on_gpu else None)
+
+    def shard(self, items: Any) -> Any:
+        """This worker's share of ``items`` (a sequence, a tensor, or a ``torch.utils.data.Dataset``):
+        every ``world_size``-th item from :attr:`rank` on, so the workers' shards are disjoint and
+        together the whole. ``items`` itself for one worker."""
+        if self.world_size == 1:
+            return items
+        if (
+            hasattr(items, "__getitem__")
+            and not hasattr(items, "shape")
+            and not isinstance(items, (list, tuple, range))
+        ):
+            from torch.utils.data import Subset
+
+            return Subset(items, range(self.rank, len(items), self.world_size))
+        return items[self.rank :: self.world_size]
+
+
+DATA_PARALLEL_ATTR = "hpsearch_data_parallel"
+
+
+def data_parallel(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a trainable as able to train one trial in several workers (``resources.workers`` > 1): it
+    takes ``context``, trains ``context.wrap_model(model)`` on ``context.shard(...)`` of its data, and
+    calls ``report`` on every rank (rank 0's metrics and checkpoint are the trial's)."""
+    setattr(fn, DATA_PARALLEL_ATTR, True)
+    return fn
 
 
 @dataclass(frozen=True)
@@ -148,6 +192,7 @@ def signature_problem(fn: Any, kind: str, args: dict[str, Any] | None = None) ->
 
 __all__ = [
     "BUILTIN",
+    "DATA_PARALLEL_ATTR",
     "LOADER_SIGNATURE",
     "TRAINABLE_SIGNATURE",
     "Data",
@@ -157,5 +202,6 @@ __all__ = [
     "Trainable",
     "Trained",
     "TrialContext",
+    "data_parallel",
     "signature_problem",
 ]

@@ -1,4 +1,5 @@
-"""Image augmentation on batched tensors, on their device (no per-sample Python, no PIL)."""
+"""Image augmentation on batched tensors, on their device (no per-sample Python, no PIL); the random
+numbers come from the generator's device (a handful per sample) and go to the batch's."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     n, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
     dev = x.device
-    top = torch.randint(0, 2 * padding + 1, (n,), device=dev, generator=generator)
-    left = torch.randint(0, 2 * padding + 1, (n,), device=dev, generator=generator)
+    drawn = generator.device if generator is not None else dev  # a CPU generator serves any device
+    top = torch.randint(0, 2 * padding + 1, (n,), device=drawn, generator=generator).to(dev)
+    left = torch.randint(0, 2 * padding + 1, (n,), device=drawn, generator=generator).to(dev)
     rows = (top[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # n,1,h,1
     cols = (left[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # n,1,1,w
     batch = torch.arange(n, device=dev)[:, None, None, None]
@@ -24,7 +26,8 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    drawn = generator.device if generator is not None else x.device
+    flip = (torch.rand(x.shape[0], device=drawn, generator=generator) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 

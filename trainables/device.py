@@ -11,7 +11,9 @@ the device reports, and written down (:meth:`DevicePlan.tags`) so the trial's ML
   emulated and slower than fp16, so ``amp: bf16`` runs as fp16 there. TF32 matmuls and cuDNN's
   autotuner are on for CUDA (TF32 only exists from 8.0; the autotuner suits fixed batch shapes).
 - **Memory.** A trial with a GPU share below 1 (``resources.gpu: 0.25``) is capped at that share of
-  the GPU's memory, so an out-of-memory error lands on the trial that overran, not on a neighbour.
+  the GPU's memory left after every sharer's CUDA context (:data:`CONTEXT_BYTES` each, outside the
+  cap), so the caps and contexts together fit and an out-of-memory error lands on the trial that
+  overran, not on a neighbour.
   A data set that does not fit in (half of) that share stays in host memory; batches are copied over.
 - **CPU arithmetic.** Denormal floats (below 1.2e-38) are flushed to zero in the thread that trains
   (:func:`flush_denormals`): a network whose loss nears zero otherwise computes on denormal gradients,
@@ -21,6 +23,7 @@ the device reports, and written down (:meth:`DevicePlan.tags`) so the trial's ML
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
 
 BF16_MIN_CAPABILITY = (8, 0)  # Ampere: native bf16 and TF32
 DATA_SHARE = 0.5  # the data set may take this much of a trial's GPU memory; the rest is for training
+# What a process's CUDA context (driver state, kernels of torch and cuDNN) takes outside the allocator's cap:
+# 300-600 MiB on current drivers; a share's cap leaves this much per sharer.
+CONTEXT_BYTES = 768 * 2**20
 
 
 class DeviceError(RuntimeError):
@@ -43,12 +49,18 @@ class DevicePlan:
 
     device: str  # cpu | cuda (cuda:0 is the first GPU Ray assigned: Ray sets CUDA_VISIBLE_DEVICES)
     gpu_ids: tuple[str, ...] = ()
+    index: int = 0  # the CUDA device this process trains on (a worker of a group: its local rank's)
     gpu_name: str | None = None
     capability: tuple[int, int] | None = None
     memory_fraction: float | None = None  # the cap on this process's share of the GPU's memory
     tf32: bool = False
     cudnn_benchmark: bool = False
     notes: tuple[str, ...] = ()
+
+    @property
+    def torch_device(self) -> str:
+        """What ``torch.device`` takes: ``cpu``, ``cuda`` or ``cuda:K`` (a group's worker on the K-th GPU)."""
+        return f"cuda:{self.index}" if self.device == "cuda" and self.index else self.device
 
     def amp(self, requested: str) -> str:
         """The autocast precision a trial asking for ``requested`` runs with on this device."""
@@ -96,8 +108,9 @@ def assigned_gpus() -> list[str]:
     return [str(i) for i in ray.get_gpu_ids()]
 
 
-def plan_device(gpu_ids: Sequence[str], gpu_share: float) -> DevicePlan:
-    """Decide how the current process trains, given the GPU ids Ray assigned and the trial's GPU share.
+def plan_device(gpu_ids: Sequence[str], gpu_share: float, index: int = 0) -> DevicePlan:
+    """Decide how the current process trains, given the GPU ids Ray assigned and the trial's GPU share;
+    ``index``: the CUDA device it trains on (a worker of a group sees the node's GPUs of its group).
 
     Raises:
         DeviceError: GPUs were assigned but CUDA cannot use them.
@@ -117,22 +130,35 @@ def plan_device(gpu_ids: Sequence[str], gpu_share: float) -> DevicePlan:
             f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}): install a CUDA build of torch "
             "that matches the node's driver, or ask for resources.gpu: 0"
         )
-    capability = torch.cuda.get_device_capability(0)
+    capability = torch.cuda.get_device_capability(index)
     notes: tuple[str, ...] = ()
-    fraction = gpu_share if 0 < gpu_share < 1 else None
+    fraction = None
+    if 0 < gpu_share < 1:
+        total = torch.cuda.get_device_properties(index).total_memory
+        fraction = share_cap(gpu_share, total)
     tf32 = capability >= BF16_MIN_CAPABILITY
     if not tf32:
         notes = (f"compute capability {capability[0]}.{capability[1]} < 8.0: no TF32, bf16 runs as fp16",)
     return DevicePlan(
         "cuda",
         tuple(gpu_ids),
-        torch.cuda.get_device_name(0),
+        index,
+        torch.cuda.get_device_name(index),
         capability,
         fraction,
         tf32=tf32,
         cudnn_benchmark=True,
         notes=notes,
     )
+
+
+def share_cap(gpu_share: float, total_bytes: int, context_bytes: int = CONTEXT_BYTES) -> float:
+    """The memory fraction a process with ``gpu_share`` of a GPU of ``total_bytes`` may allocate: its share
+    of what is left once each of the ``floor(1 / gpu_share)`` processes that can share it has its CUDA
+    context (which the allocator's cap does not count), rounded down to 1e-4."""
+    sharers = max(1, int(1 / gpu_share + 1e-9))
+    usable = max(0, total_bytes - sharers * context_bytes)
+    return math.floor(gpu_share * usable / total_bytes * 1e4) / 1e4
 
 
 FLUSH_DENORMAL_ENV = "HPSEARCH_FLUSH_DENORMAL"
@@ -179,7 +205,7 @@ def apply(plan: DevicePlan) -> None:
     torch.backends.cudnn.allow_tf32 = plan.tf32
     torch.backends.cudnn.benchmark = plan.cudnn_benchmark
     if plan.memory_fraction is not None:
-        torch.cuda.set_per_process_memory_fraction(plan.memory_fraction, 0)
+        torch.cuda.set_per_process_memory_fraction(plan.memory_fraction, plan.index)
 
 
 def data_fits(data_bytes: int, plan: DevicePlan) -> bool:
@@ -189,7 +215,7 @@ def data_fits(data_bytes: int, plan: DevicePlan) -> bool:
         return True
     import torch
 
-    free, total = torch.cuda.mem_get_info(0)
+    free, total = torch.cuda.mem_get_info(plan.index)
     budget = min(free, total * (plan.memory_fraction or 1.0))
     return data_bytes <= DATA_SHARE * budget
 

@@ -43,6 +43,28 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
+class RankBatches(Sampler[list[int]]):
+    """One rank's part of every batch of an epoch's permutation (:class:`EpochSampler`'s): the ``world``
+    ranks of a group read disjoint parts of the same global batches, step by step."""
+
+    def __init__(self, n: int, seed: int, batch_size: int, rank: int, world: int):
+        self.order, self.batch_size, self.rank, self.world = EpochSampler(n, seed), batch_size, rank, world
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.order)
+        for start in range(0, len(order), self.batch_size):
+            part = order[start : start + self.batch_size][self.rank :: self.world]
+            if len(order[start : start + self.batch_size]) >= 2 * self.world:  # every rank gets 2 or more
+                yield part
+
+    def __len__(self) -> int:
+        n, bs = self.order.n, self.batch_size
+        return n // bs + (1 if n % bs >= 2 * self.world else 0)
+
+
 def _loader_context() -> Any:
     """The fork server loader processes start from; it imports torch once, so each starts in milliseconds."""
     import multiprocessing
@@ -80,7 +102,14 @@ class Streamed:
     def train_size(self) -> int:
         return _length(self.train)
 
-    def loader(self, split: Any, batch_size: int, device: torch.device, sampler: Sampler[int] | None) -> Any:
+    def loader(
+        self,
+        split: Any,
+        batch_size: int,
+        device: torch.device,
+        sampler: Sampler[int] | None,
+        batch_sampler: Sampler[list[int]] | None = None,
+    ) -> Any:
         if isinstance(split, DataLoader):
             return split
         batched = callable(getattr(split, "__getitems__", None))
@@ -92,11 +121,14 @@ class Streamed:
                 num_workers=self.workers, persistent_workers=True, prefetch_factor=4,
                 multiprocessing_context=_loader_context(),
             )  # fmt: skip
+        batching: dict[str, Any] = (
+            {"batch_sampler": batch_sampler}
+            if batch_sampler is not None
+            else {"batch_size": batch_size, "sampler": sampler, "drop_last": False}
+        )
         return DataLoader(
             split,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=False,
+            **batching,
             collate_fn=_batch if batched else None,
             pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(0),  # worker seeds; never the global RNG's draws
@@ -120,10 +152,33 @@ class TrainBatches:
     """The training batches of a :class:`Streamed` feed, epoch after epoch, from one ``DataLoader`` (its
     worker processes live as long as the trial)."""
 
-    def __init__(self, feed: Streamed, batch_size: int, seed: int, device: torch.device, crop: int, flip: bool):
+    def __init__(
+        self,
+        feed: Streamed,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        crop: int,
+        flip: bool,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.feed, self.seed, self.device, self.crop, self.flip = feed, seed, device, crop, flip
-        self.sampler = None if isinstance(feed.train, DataLoader) else EpochSampler(feed.train_size(), seed)
-        self.loader = feed.loader(feed.train, batch_size, device, self.sampler)
+        self.rank = rank
+        self.sampler: EpochSampler | RankBatches | None = None
+        if isinstance(feed.train, DataLoader):
+            if world > 1:
+                raise ValueError(
+                    "a DataLoader given as the train split reads in its own order, so the workers of a group "
+                    "cannot share its batches: give the Dataset instead"
+                )
+            self.loader = feed.train
+        elif world > 1:  # this rank reads its own part of each batch
+            self.sampler = RankBatches(feed.train_size(), seed, batch_size, rank, world)
+            self.loader = feed.loader(feed.train, batch_size, device, None, self.sampler)
+        else:
+            self.sampler = EpochSampler(feed.train_size(), seed)
+            self.loader = feed.loader(feed.train, batch_size, device, self.sampler)
 
     def steps(self) -> int:
         return len(self.loader)
@@ -133,7 +188,7 @@ class TrainBatches:
             self.sampler.set_epoch(epoch)
         generator = None
         if self.crop or self.flip:
-            generator = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed + 1, epoch))
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed + 1 + self.rank, epoch))
         for x, y in self.feed.read(self.loader, self.device):
             if generator is not None:
                 x = augment(x, self.crop, self.flip, generator)

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from hpsearch.protocol import TrialDiverged
+from hpsearch.trainables import TrialContext
 from hpsearch.trainables.augment import augment
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import Splits
 from hpsearch.trainables.device import effective_amp, eval_batch_size
+from hpsearch.trainables.evaluation import all_sum, evaluate, evaluate_batches  # noqa: F401  (evaluate: re-exported)
 from hpsearch.trainables.feeds import Streamed, TrainBatches, tensor_batches
 from hpsearch.trainables.models import BUILDERS, TransferResNet
 from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
@@ -40,6 +43,7 @@ def train_model(
     resume: dict[str, Any] | None = None,
     checkpoint_every: int = 0,
     device: torch.device | str | None = None,
+    context: TrialContext | None = None,
 ) -> nn.Module:
     """Train a built-in model (``mlp``, ``cnn``, ``resnet_transfer``) the way ``config`` says.
 
@@ -62,6 +66,10 @@ def train_model(
             (model, optimizer, schedule, gradient scaler, epoch, RNG streams).
         device: where to train; default where ``data`` is (the CPU for streamed data). Data kept on the
             host for a GPU (a data set too big for its share of the GPU) is copied over batch by batch.
+        context: the trial's context; with ``world_size`` > 1 this process is one rank of a data-parallel
+            group (``resources.workers``): it trains on every ``world_size``-th sample of each batch
+            (the global batch is ``batch_size``), gradients are averaged across the ranks, the reported
+            losses and scores are over the whole batch and validation split, and every rank must run it.
 
     Returns:
         The trained model.
@@ -75,8 +83,11 @@ def train_model(
     home = torch.device("cpu") if isinstance(data, Streamed) else data.train_x.device  # where batches are cut
     device = torch.device(device) if device is not None else home  # where the model trains
     regression, input_shape, outputs = data.regression, data.input_shape, data.outputs
+    rank, world = (context.rank, context.world_size) if context is not None else (0, 1)
     torch.manual_seed(seed)
-    generator = torch.Generator(device=home).manual_seed(seed)
+    # The batch order and augmentation draw from a CPU generator wherever the data is: its state (in the
+    # checkpoint) restores on any device, and every rank of a group draws the same numbers.
+    generator = torch.Generator().manual_seed(seed)
     model = BUILDERS[trainable](input_shape, outputs, cfg).to(device)
     fused = device.type == "cuda"  # fused optimizers: faster, and fp16 steps without a host sync
     transfer = model if isinstance(model, TransferResNet) else None
@@ -91,14 +102,14 @@ def train_model(
     bs = cfg["batch_size"]
     crop, flip = cfg.get("crop_padding", 0), cfg.get("hflip", False)
     if isinstance(data, Streamed):
-        batches = TrainBatches(data, bs, seed, device, crop, flip)
+        batches = TrainBatches(data, bs, seed, device, crop, flip, rank, world)
         steps_per_epoch = batches.steps()
         sample_bytes = data.sample_bytes or 4
         n = last_start = 0
     else:
         n = len(data.train_y)
-        # BatchNorm cannot normalise a batch of one sample; drop such a tail batch.
-        last_start = n - 1 if n % bs == 1 else n
+        # BatchNorm cannot normalise a batch of one sample (on any rank); drop such a tail batch.
+        last_start = n - n % bs if 0 < n % bs < 2 * world else n
         steps_per_epoch = math.ceil(last_start / bs)
         sample_bytes = data.train_x[0].numel() * data.train_x.element_size()
     schedule = LRSchedule(optimizer, cfg, steps_per_epoch, epochs)
@@ -121,65 +132,88 @@ def train_model(
     l1, l2, max_norm = cfg["l1"], cfg["l2"], cfg["max_norm"]
     clip, threshold = cfg["grad_clip"], cfg.get("grad_clip.threshold", 0.0)
     channels_last = cfg.get("channels_last", False) and len(input_shape) == 3
-    if channels_last:
+    if channels_last:  # batch by batch below: a copy of the whole data set would not fit its GPU share
         model = model.to(memory_format=torch.channels_last)
-    train_x = val_x = None
+    train_x = val_x = val_y = None
     if not isinstance(data, Streamed):
-        train_x, val_x = data.train_x, data.val_x
-        if channels_last:  # once for the whole data set, not per batch
-            train_x, val_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, val_x))
+        train_x, val_x, val_y = data.train_x, data.val_x, data.val_y
+        if world > 1:  # each rank scores its share of the validation split; the sums are added up
+            val_x, val_y = val_x[rank::world], val_y[rank::world]
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
         if amp != "none"
         else contextlib.nullcontext()  # nothing entered per step when mixed precision is off
     )
-    forward: Callable[..., torch.Tensor] = model
     if cfg["compile"]:
         # A reused actor runs trial after trial in one process: without a reset, compiled graphs of
         # earlier trials pile up until Dynamo's cache limit silently falls back to eager.
         torch.compiler.reset()
-        forward = torch.compile(model)  # `model` keeps the plain state_dict keys
+    eager: nn.Module = model  # what trains: the model, or its DDP wrapper in a group (it averages gradients)
+    forward: Callable[..., torch.Tensor] = model
+
+    def wrap() -> None:
+        """(Re)wrap for the group and compile; again after unfreezing (DDP syncs the parameters that
+        required gradients when it was made). ``model`` keeps the plain state_dict keys."""
+        nonlocal eager, forward
+        eager = context.wrap_model(model) if context is not None and world > 1 else model
+        forward = torch.compile(eager) if cfg["compile"] else eager
+
+    wrap()
+    reduce = all_sum if world > 1 else None
+    full_batch = len(range(rank, bs, world))  # this rank's part of a whole batch
+    n_all = data.train_size() if isinstance(data, Streamed) else n  # samples in an epoch, all ranks together
     eval_batch = eval_batch_size(sample_bytes, bs)
     copy_batches = home != device
     loss_fn = _regression_loss if regression else F.cross_entropy
 
     def resident_epoch() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         assert not isinstance(data, Streamed) and train_x is not None
-        order = torch.randperm(n, device=home, generator=generator)  # indexes the data where it is
+        order = torch.randperm(n, generator=generator).to(home)  # indexes the data where it is
         for start in range(0, last_start, bs):
             idx = order[start : start + bs]
             x = augment(train_x[idx], crop, flip, generator) if (crop or flip) else train_x[idx]
             y = data.train_y[idx]
+            if world > 1:  # augmented as a whole batch, so every rank draws the same numbers
+                x, y = x[rank::world], y[rank::world]
             if copy_batches:  # data kept on the host: copy the batch over
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             yield x, y
 
     has_val = data.has_val()
     # A streamed validation split keeps one loader (and its loader processes) for the whole trial.
-    val_loader = data.loader(data.val, eval_batch, device, None) if isinstance(data, Streamed) and has_val else None
+    val_loader = None
+    if isinstance(data, Streamed) and has_val:
+        # A group's ranks score shares of the split (a DataLoader, whole on every rank: the means are the same)
+        val = data.val if world == 1 or isinstance(data.val, DataLoader) else context.shard(data.val)  # type: ignore[union-attr]
+        val_loader = data.loader(val, eval_batch, device, None)
 
     def val_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if isinstance(data, Streamed):
             return data.read(val_loader, device)
-        assert val_x is not None
-        return tensor_batches(val_x, data.val_y, eval_batch, device)
+        assert val_x is not None and val_y is not None
+        return tensor_batches(val_x, val_y, eval_batch, device)
 
     for epoch in range(first_epoch, epochs + 1):
         if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
             _unfreeze(transfer, optimizer, schedule, cfg)
+            if world > 1:
+                wrap()
         model.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for step, (x, y) in enumerate(batches.epoch(epoch) if streamed else resident_epoch(), 1):
-            if channels_last and streamed:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 # The compiled model sees whole batches only: one shape, one graph. The short tail batch
                 # runs eagerly (same parameters, same result) instead of compiling a second graph.
-                loss = loss_fn((forward if len(y) == bs else model)(x), y)
+                loss = loss_fn((forward if len(y) == full_batch else eager)(x), y)
             reg = penalty(model, l1, l2)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss if reg is None else loss + reg).backward()
+            # DDP averages the ranks' gradients: weighting each rank's mean by its share of the batch makes
+            # that the whole batch's mean also when the batch does not split evenly (the tail batch).
+            weighted = loss * (len(y) * world / min(bs, n_all - (step - 1) * bs)) if world > 1 else loss
+            scaler.scale(weighted if reg is None else weighted + reg).backward()
             if clip != "none":  # no per-step parameter walk when there is nothing to clip
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 clip_gradients([p for p in model.parameters() if p.grad is not None], clip, threshold)
@@ -191,15 +225,19 @@ def train_model(
             # Accumulate on the device; look at the value only every few steps (each look is a sync).
             loss_sum += loss.detach() * len(y)
             seen += len(y)
-            if step % _CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-                raise TrialDiverged(f"loss became non-finite in epoch {epoch}, step {step}")
-        train_loss = (loss_sum / max(seen, 1)).item()
+            if step % _CHECK_EVERY == 0 and not torch.isfinite(reduce(loss_sum.clone()) if reduce else loss_sum):
+                raise TrialDiverged(f"loss became non-finite in epoch {epoch}, step {step}")  # on every rank
+        total = loss_sum / max(seen, 1)
+        if reduce is not None:  # the whole batch's mean loss, on every rank
+            summed = reduce(torch.stack([loss_sum.float(), torch.tensor(float(seen), device=device)]))
+            total = summed[0] / summed[1].clamp_min(1)
+        train_loss = total.item()
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"loss became non-finite in epoch {epoch} (train_loss={train_loss})")
         metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
         monitored = train_loss  # what the plateau schedule watches: validation loss when there is a validation split
         if has_val:
-            scores = evaluate_batches(model, val_batches(), regression, cfg["mc_dropout"], device)
+            scores = evaluate_batches(model, val_batches(), regression, cfg["mc_dropout"], device, reduce)
             if not math.isfinite(scores["loss"]):
                 raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={scores['loss']})")
             metrics.update({f"val_{k}": v for k, v in scores.items()})
@@ -250,9 +288,15 @@ def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, tor
 def set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
     """Restore :func:`rng_state`'s streams, whichever device the checkpoint was written on: the states
     are moved to the CPU first (a checkpoint loaded with a CUDA ``map_location`` holds them on the GPU,
-    which ``set_rng_state`` refuses). A GPU stream is restored on a GPU only."""
+    which ``set_rng_state`` refuses). A GPU stream is restored on a GPU only. A batch-order state of
+    another device's generator (checkpoints of hpsearch before it drew batch orders on the CPU) seeds the
+    generator from its bytes: the trial continues, with another order than it would have had."""
     torch.set_rng_state(state["torch"].cpu())
-    generator.set_state(state["generator"].cpu())
+    saved = state["generator"].cpu()
+    try:
+        generator.set_state(saved)
+    except RuntimeError:  # written by a generator on another device (a CUDA one: 16 bytes, seed and offset)
+        generator.manual_seed(int.from_bytes(bytes(saved.tolist()), "little") % 2**63)
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
@@ -273,83 +317,6 @@ def _unfreeze(model: TransferResNet, optimizer: torch.optim.Optimizer, schedule:
         return
     optimizer.add_param_group({"params": params, "lr": optimizer.param_groups[0]["base_lr"] * cfg["finetune_lr_mult"]})
     schedule.add_group(optimizer.param_groups[-1])
-
-
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    mc_samples: int = 0,
-    batch_size: int = 4096,
-    device: torch.device | None = None,
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of a classifier on whole tensors (see :func:`evaluate_batches`);
-    batches are copied to ``device`` (default: where ``x`` is) when the data lives elsewhere."""
-    device = device or x.device
-    scores = evaluate_batches(model, tensor_batches(x, y, batch_size, device), False, mc_samples, device)
-    return scores["loss"], scores["accuracy"]
-
-
-@torch.no_grad()
-def evaluate_batches(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    regression: bool,
-    mc_samples: int = 0,
-    device: torch.device | None = None,
-) -> dict[str, float]:
-    """Scores in eval mode: ``loss`` (cross-entropy) and ``accuracy`` for a classifier; ``loss`` (mean
-    squared error), ``mae`` and ``r2`` (the mean over outputs of each output's R^2) for a regression. With
-    ``mc_samples`` > 1 the prediction is the mean of that many stochastic passes with dropout on
-    (Monte-Carlo dropout), BatchNorm still in eval."""
-    model.eval()
-    if mc_samples > 1:
-        for m in model.modules():
-            if isinstance(m, (nn.Dropout, nn.AlphaDropout)):
-                m.train()
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
-
-    def add(name: str, value: torch.Tensor) -> None:
-        sums[name] = sums[name] + value if name in sums else value
-
-    for xb, target in batches:
-        if regression:
-            passes = [model(xb) for _ in range(max(mc_samples, 1))]
-            pred = torch.stack(passes).mean(0).reshape(target.shape).float()
-            t = target.float().reshape(len(target), -1)
-            err = pred.reshape(t.shape) - t
-            add("se", (err**2).sum(0))
-            add("ae", err.abs().sum(0))
-            add("y", t.sum(0))
-            add("y2", (t**2).sum(0))
-            count += len(target)
-            continue
-        if mc_samples > 1:
-            probs = torch.stack([F.softmax(model(xb), dim=1) for _ in range(mc_samples)]).mean(0)
-            log_probs = probs.clamp_min(1e-12).log()
-        else:
-            log_probs = F.log_softmax(model(xb), dim=1)
-        add("loss", F.nll_loss(log_probs, target, reduction="sum"))
-        add("correct", (log_probs.argmax(dim=1) == target).sum())
-        count += len(target)
-    model.eval()
-    n = max(count, 1)
-    if not regression:
-        return {
-            "loss": (sums["loss"] / n).item() if sums else math.nan,
-            "accuracy": (sums["correct"].float() / n).item() if sums else math.nan,
-        }
-    if not sums:
-        return {"loss": math.nan, "mae": math.nan, "r2": math.nan}
-    outputs = sums["se"].numel()
-    total = sums["y2"] - sums["y"] ** 2 / n  # per output: sum of squares around the mean
-    r2 = 1 - sums["se"] / total.clamp_min(1e-12)
-    return {
-        "loss": (sums["se"].sum() / (n * outputs)).item(),
-        "mae": (sums["ae"].sum() / (n * outputs)).item(),
-        "r2": r2.mean().item(),
-    }
 
 
 def train_mlp(

@@ -10,7 +10,7 @@ from torch import nn
 
 from hpsearch.trainables.config import TrainConfig
 
-FUSED = ("sgd", "adam", "adamw")  # optimizers with a fused implementation (one kernel, AMP-aware)
+FUSED = ("sgd", "adam", "adamw", "adagrad")  # optimizers with a fused implementation (one kernel, AMP-aware)
 
 
 def build_optimizer(params: Iterable[Any], cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
@@ -27,7 +27,7 @@ def build_optimizer(params: Iterable[Any], cfg: TrainConfig, fused: bool = False
         nesterov = cfg["optimizer.nesterov"] and momentum > 0
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, **fuse)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, eps=cfg["optimizer.eps"])
+        return torch.optim.Adagrad(params, lr=lr, eps=cfg["optimizer.eps"], **fuse)
     if name == "rmsprop":
         return torch.optim.RMSprop(
             params, lr=lr, alpha=cfg["optimizer.alpha"], momentum=cfg["optimizer.momentum"], eps=cfg["optimizer.eps"]

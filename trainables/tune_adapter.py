@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.protocol import EpochBatch, MetricNotReported
@@ -162,22 +162,47 @@ def _older_checkpoints(checkpoint: Any) -> Iterator[Any]:
         yield tune.Checkpoint(older_path, filesystem=checkpoint.filesystem)
 
 
-def run_trial(
-    config: dict[str, Any],
-    *,
-    trainable_name: str,
-    data: DataSource | None,
-    epochs: int,
-    seed: int,
-    threads: int,
-    checkpoint_every: int = 1,
-    checkpoint_min_interval_s: float = 0.0,
-    milestones: Iterable[float] = (),
-    report_interval_s: float = 0.0,
-    gpu_share: float = 0.0,
-    metric: str | None = None,
-    loader_workers: int = 0,
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a search trains with (``run_trial``'s keyword arguments but ``workers``)."""
+
+    trainable_name: str
+    data: Any  # DataSource | None
+    epochs: int
+    seed: int
+    threads: int
+    checkpoint_every: int = 1
+    checkpoint_min_interval_s: float = 0.0
+    milestones: tuple[float, ...] = ()
+    report_interval_s: float = 0.0
+    gpu_share: float = 0.0
+    metric: str | None = None
+    loader_workers: int = 0
+
+
+@dataclasses.dataclass
+class Session:
+    """Where a trainable's reports go: a Tune trial's own process, or one rank of its group (Ray Train)."""
+
+    trial_id: str
+    get_checkpoint: Callable[[], Any]  # the checkpoint to continue from, or None
+    send: Callable[[dict[str, Any], str | None], None]  # (result, folder with the checkpoint or None)
+    gpu_ids: list[str]
+    device_index: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def tune(cls) -> Session:
+        from ray import tune
+
+        def send(result: dict[str, Any], folder: str | None) -> None:
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
+
+        return cls(tune.get_context().get_trial_id(), tune.get_checkpoint, send, device_plan.assigned_gpus())
+
+
+def run_trial(config: dict[str, Any], *, workers: int = 1, cpu: float = 1.0, **settings: Any) -> None:
     """Tune function trainable: ``tune.with_parameters(run_trial, trainable_name=..., data=..., ...)``;
     ``data`` is the spec's data source (it loads the splits here, in the worker), ``None`` when the
     trainable reads its own; ``metric`` the search's metric (a first report without it ends the trial
@@ -193,7 +218,24 @@ def run_trial(
     The trial trains on the GPU Ray assigned to it, or on the CPU when it asked for none
     (:mod:`hpsearch.trainables.device`: ``gpu_share`` is the spec's ``resources.gpu``); its first
     result carries what was decided (``runtime``), which the trial's MLflow run records.
+
+    With ``workers`` > 1 the trial is a data-parallel group of that many Ray Train workers of ``cpu``
+    CPUs and ``gpu_share`` GPUs each (:mod:`hpsearch.trainables.group`); this process only waits for it.
     """
+    from ray import tune
+
+    trial = TrialSettings(**{**settings, "milestones": tuple(settings.get("milestones", ()))})
+    if workers > 1:
+        from hpsearch.trainables import group
+
+        group.run_group(config, trial, workers, cpu)
+        return
+    exits.watch(tune.get_context().get_trial_id())  # an os._exit or fatal signal says how the process ended
+    train_here(config, trial, Session.tune())
+
+
+def train_here(config: dict[str, Any], trial: TrialSettings, session: Session) -> None:
+    """Train one trial (or one rank of it) in this process, reporting through ``session``."""
     import inspect
     import os
     import shutil
@@ -201,20 +243,23 @@ def run_trial(
 
     import ray
     import torch
-    from ray import tune
 
-    exits.watch(tune.get_context().get_trial_id())  # an os._exit or fatal signal says how the process ended
     lazy_dynamo.install()  # an eager trial's optimizer does without torch._dynamo (1.4-2 s of CPU)
     device_plan.flush_denormals()  # this thread trains: a converging network's epochs cost 2.5-3x otherwise
-    torch.set_num_threads(threads)
-    plan = device_plan.plan_device(device_plan.assigned_gpus(), gpu_share)
+    torch.set_num_threads(trial.threads)
+    plan = device_plan.plan_device(session.gpu_ids, trial.gpu_share, session.device_index)
     device_plan.apply(plan)
-    fn = resolve_trainable(trainable_name)
-    builtin = trainable_name in BUILTIN
-    splits, on_device = _data_for(data, plan, builtin, loader_workers) if data is not None else (None, False)
+    fn = resolve_trainable(trial.trainable_name)
+    builtin = trial.trainable_name in BUILTIN
+    data, epochs, metric = trial.data, trial.epochs, trial.metric
+    splits, on_device = _data_for(data, plan, builtin, trial.loader_workers) if data is not None else (None, False)
     parameters = inspect.signature(fn).parameters
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = session.trial_id
+    group = session.world_size > 1
     runtime = plan.tags()
+    if group:
+        runtime["workers"] = str(session.world_size)
+        runtime["backend"] = "nccl" if plan.device == "cuda" else "gloo"
     if plan.device == "cuda":
         runtime["data"] = "gpu" if on_device else "host (too big for the GPU share: batches copied over)"
     if builtin:
@@ -225,33 +270,38 @@ def run_trial(
 
     kwargs: dict[str, Any] = {}
     if builtin or "device" in parameters:
-        kwargs["device"] = plan.device
+        kwargs["device"] = plan.torch_device
     scratch = None
-    if "context" in parameters:
+    if "context" in parameters or group:
         scratch = tempfile.mkdtemp(prefix=f"hpsearch-{trial_id}-")
-        kwargs["context"] = TrialContext(trial_id, scratch, _WORKER_CACHE, plan.device)
+        kwargs["context"] = TrialContext(
+            trial_id, scratch, _WORKER_CACHE, plan.torch_device, rank=session.rank, world_size=session.world_size
+        )
     done = 0  # epochs trained before this run of the trial (a restored trial: its checkpoint's)
     if builtin or "checkpoint_every" in parameters:
-        kwargs["checkpoint_every"] = checkpoint_every
+        kwargs["checkpoint_every"] = trial.checkpoint_every
     if builtin or "resume" in parameters:
-        checkpoint = tune.get_checkpoint()
+        checkpoint = session.get_checkpoint()
         if checkpoint is not None:
             kwargs["resume"], fell_back = restore_checkpoint(checkpoint)
             if fell_back is not None:  # said on the trial's run (a runtime tag)
                 runtime["checkpoint"] = fell_back
             done = int(kwargs["resume"].get("epoch", 0))
-    batch = EpochBatch(epochs, milestones, report_interval_s, sent_epoch=done)
+    # A group's ranks must report together: every epoch, and checkpoints on the epochs that say so only.
+    interval = 0.0 if group else trial.report_interval_s
+    min_interval = 0.0 if group else trial.checkpoint_min_interval_s
+    batch = EpochBatch(epochs, trial.milestones, interval, sent_epoch=done)
     last_checkpoint = time.monotonic()
 
     def send(state: dict[str, Any] | None = None) -> None:
         result = {**batch.take(), **where, **first}
         first.clear()
-        if state is None:
-            tune.report(result)
+        if state is None or session.rank != 0:  # rank 0 checkpoints for the group
+            session.send(result, None)
             return
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, os.path.join(folder, "state.pt"))
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            session.send(result, folder)
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None = None) -> None:
         nonlocal done, last_checkpoint
@@ -264,7 +314,7 @@ def run_trial(
         epoch = int(metrics.get("epoch", done))
         due = batch.add({**metrics, "epoch": epoch})
         if state is not None and epoch != epochs:  # a trial's last epoch is always checkpointed
-            if time.monotonic() - last_checkpoint < checkpoint_min_interval_s:
+            if time.monotonic() - last_checkpoint < min_interval:
                 state = None  # too soon after the last one: writing it would cost more than it saves
         if state is not None:  # a checkpoint goes with the result of its own epoch
             send(state)
@@ -273,9 +323,9 @@ def run_trial(
             send()
 
     try:
-        fn(config, splits, epochs, report, seed=seed, **kwargs)
+        fn(config, splits, epochs, report, seed=trial.seed, **kwargs)
     except Exception:
-        if batch.pending:  # the epochs before the failure still reach MLflow
+        if batch.pending and not group:  # the epochs before the failure still reach MLflow
             send()
         raise
     finally:

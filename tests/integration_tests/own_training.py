@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hpsearch.trainables import Data, Trained
+from hpsearch.trainables import Data, Trained, data_parallel
 
 READS = "csv_reads"  # TrialContext.cache key: how often this worker process read the files
 
@@ -123,3 +123,38 @@ def wrong_metric(config, data, epochs, report, seed=0):
     """Reports ``loss``, never the spec's ``val_mse``."""
     for epoch in range(1, epochs + 1):
         report({"loss": 1.0 / epoch, "accuracy": 0.5})
+
+
+@data_parallel
+def csv_data_parallel(config, data, epochs, report, seed=0, resume=None, context=None):
+    """``csv_regression`` as one rank of a group: mini-batches of 32 (the global batch), each rank trains
+    on ``context.shard`` of every batch through ``context.wrap_model``. Every rank writes
+    ``rank-R-of-TRIAL`` (its pid and its last epoch) beside the data, for the test to find and kill; it
+    reports ``world_size``, ``resumed_from`` and ``val_mse``; ``epoch_s`` slows its epochs."""
+    root = Path(config["root"])
+    train, val = CsvRows(root / "train.csv"), CsvRows(root / "val.csv")
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(train.x.shape[1], config["hidden"]), nn.Tanh(), nn.Linear(config["hidden"], 1))
+    model.to(context.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start = resume["epoch"]
+    trained = context.wrap_model(model)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(start + 1, epochs + 1):
+        order = torch.randperm(len(train), generator=generator)
+        trained.train()
+        for begin in range(0, len(order), 32):
+            idx = context.shard(order[begin : begin + 32])
+            optimizer.zero_grad()
+            nn.functional.mse_loss(trained(train.x[idx]), train.y[idx]).backward()
+            optimizer.step()
+        time.sleep(config.get("epoch_s", 0))
+        metrics = {"epoch": epoch, "val_mse": _mse(model, val.x, val.y), "resumed_from": float(start),
+                   "world_size": float(context.world_size)}  # fmt: skip
+        report(metrics, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        Path(root, f"rank-{context.rank}-of-{context.trial_id}").write_text(f"{os.getpid()} {epoch}")
+    return Trained(model, lambda m: {"test_mse": 0.0})

@@ -18,6 +18,8 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 16 * 2**30))
+        props = type("Props", (), {"total_memory": 16 * 2**30})()
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
 
     return install
 
@@ -41,7 +43,7 @@ def test_an_assigned_gpu_is_used_with_settings_from_its_capability(fake_gpu):
     plan = dev.plan_device(["1"], gpu_share=0.25)
     assert plan.device == "cuda" and plan.tf32 and plan.cudnn_benchmark
     assert plan.amp("bf16") == "bf16" and plan.amp("fp16") == "fp16"
-    assert plan.memory_fraction == 0.25
+    assert plan.memory_fraction == 0.2031  # a quarter of what 4 CUDA contexts leave of 16 GiB
     assert plan.tags() == {
         "device": "cuda",
         "gpu_ids": "1",
@@ -49,7 +51,7 @@ def test_an_assigned_gpu_is_used_with_settings_from_its_capability(fake_gpu):
         "capability": "8.6",
         "tf32": "true",
         "cudnn_benchmark": "true",
-        "memory_fraction": "0.25",
+        "memory_fraction": "0.2031",
     }
 
 
@@ -79,15 +81,16 @@ def test_apply_sets_the_switches_and_caps_the_share(fake_gpu, monkeypatch):
         assert (
             torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark
         )
-        assert capped == [(0.5, 0)]
+        assert capped == [(dev.share_cap(0.5, 16 * 2**30), 0)]
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
 
 
 def test_a_data_set_bigger_than_its_share_of_the_gpu_stays_on_the_host(fake_gpu):
     fake_gpu()  # 8 GiB free of 16
-    quarter = dev.plan_device(["0"], gpu_share=0.25)  # may use 4 GiB: data up to 2 GiB
-    assert dev.data_fits(2 * 2**30, quarter) and not dev.data_fits(2 * 2**30 + 1, quarter)
+    quarter = dev.plan_device(["0"], gpu_share=0.25)  # may use 0.2031 x 16 GiB: data up to half of that
+    limit = int(dev.DATA_SHARE * 0.2031 * 16 * 2**30)
+    assert dev.data_fits(limit, quarter) and not dev.data_fits(limit + 1, quarter)
     whole = dev.plan_device(["0"], gpu_share=1.0)  # limited by what is free: data up to 4 GiB
     assert dev.data_fits(4 * 2**30, whole) and not dev.data_fits(5 * 2**30, whole)
     assert dev.data_fits(10**15, dev.DevicePlan("cpu"))
@@ -179,3 +182,28 @@ def test_flushing_denormals_leaves_an_ordinary_training_as_it_was():
         return out
 
     assert _in_a_new_thread(lambda: metrics(False)) == _in_a_new_thread(lambda: metrics(True))
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25, 0.2, 0.125, 0.1])
+@pytest.mark.parametrize("total_gib", [8, 16, 24, 80])
+def test_the_caps_of_every_sharer_and_their_cuda_contexts_fit_in_the_gpu(share, total_gib):
+    """Each of the floor(1/share) trials that can share a GPU is capped so that all caps plus a CUDA
+    context per process fit in its memory: an out-of-memory error lands on the trial that overran."""
+    total = total_gib * 2**30
+    cap = dev.share_cap(share, total)
+    sharers = int(1 / share + 1e-9)
+    assert sharers * (cap * total + dev.CONTEXT_BYTES) <= total
+    assert cap >= share * (total - sharers * dev.CONTEXT_BYTES) / total - 1e-4  # and no less than that
+
+
+def test_a_worker_of_a_group_plans_for_its_own_gpu(fake_gpu, monkeypatch):
+    fake_gpu()
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or (8, 0))
+    plan = dev.plan_device(["2", "3"], gpu_share=1.0, index=1)
+    assert plan.torch_device == "cuda:1" and asked == [1]
+    capped = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d=None: capped.append((f, d)))
+    dev.apply(dev.plan_device(["2"], gpu_share=0.5, index=1))
+    assert capped == [(dev.share_cap(0.5, 16 * 2**30), 1)]
+    assert dev.DevicePlan("cuda").torch_device == "cuda" and dev.DevicePlan("cpu").torch_device == "cpu"

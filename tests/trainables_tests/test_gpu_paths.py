@@ -159,16 +159,17 @@ def test_evaluation_uses_batches_that_fit(monkeypatch):
     assert sizes == [256]  # 48 KB samples: 256 per batch (16 MB of input), not a fixed 4096
 
 
-def test_batches_are_drawn_where_the_data_lives_when_the_model_trains_elsewhere(images, monkeypatch):
-    """Data too big for the GPU stays on the host: the batch order (and its generator) stays there too,
-    only the batches move. The `meta` device stands in for the GPU; the test stops at the first draw."""
+def test_the_batch_order_is_drawn_on_the_cpu_whatever_the_device(images, monkeypatch):
+    """The batch order's generator is a CPU one wherever the data and the model are, so its state in a
+    checkpoint restores on any device (issue 24 a). The `meta` device stands in for the GPU; the test
+    stops at the first draw."""
     drawn = []
 
     class Drawn(Exception):
         pass
 
     def randperm(n, device=None, generator=None):
-        drawn.append((torch.device(device).type, generator.device.type))
+        drawn.append((torch.device(device or "cpu").type, generator.device.type))
         raise Drawn
 
     monkeypatch.setattr(torch, "randperm", randperm)
