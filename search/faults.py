@@ -123,7 +123,8 @@ def classify(exc: BaseException | None, trial_id: str) -> Failure:
         elif isinstance(cause, TrialDiverged):
             return Failure(DIVERGED, "")
         elif isinstance(cause, GroupWorkerLost):  # a worker of a multi-worker trial: as a lost node
-            return Failure(NODE_LOST, str(cause).strip().splitlines()[0][:600])
+            original = getattr(exc, "cause", None) or cause  # the instance the trial raised: its message
+            return Failure(NODE_LOST, (str(original).strip().splitlines() or ["a worker was lost"])[0][:600])
         else:  # torch.OutOfMemoryError (CUDA) is the config's doing: its model or batch is too big
             names = {c.__name__ for c in type(getattr(exc, "cause", None) or cause).__mro__}
             return Failure(RAISED, "", out_of_memory="OutOfMemoryError" in names)

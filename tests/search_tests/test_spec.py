@@ -21,7 +21,10 @@ def test_quickstart_is_valid():
     ("edit", "expected"),
     [
         (lambda d: d["search"].update(num_trials=-3), "search.num_trials: must be >= 1, got -3"),
-        (lambda d: d.update(resources={"gpu": 2}), "resources.gpu: a trial trains on one GPU: give at most 1"),
+        (
+            lambda d: d.update(resources={"gpu": 2}),
+            "resources.gpu: the built-in mlp trainable trains on one GPU per worker",
+        ),
         (lambda d: d.update(serach={"x": 1}), "serach: unknown key, got {'x': 1}"),
         (lambda d: d["search"]["scheduler"].update(max_epoch=5), "search.scheduler.max_epoch: unknown key, got 5"),
         (
