@@ -152,3 +152,31 @@ def test_a_killed_worker_restarts_its_group_from_the_last_checkpoint(ray_session
     assert resumed[0] == 0.0 and resumed[-1] >= 1.0 and resumed == sorted(resumed), resumed
     assert {v for _, v in history(client, run, "world_size")} == {2.0}
     assert "hpsearch.error" not in run.data.tags
+
+
+def test_a_group_search_whose_driver_was_killed_resumes_from_the_groups_checkpoint(tmp_path):
+    """``hpsearch resume`` after a SIGKILL of the driver (and its local Ray, workers and all): the trial's
+    new group continues from the checkpoint its rank 0 wrote, each epoch is in MLflow once."""
+    import json
+    import subprocess
+
+    from tests.helpers import hpsearch, kill_driver_when, start_hpsearch, write_spec
+
+    root = write_csv(tmp_path / "csv")
+    spec = own_group_spec("group-resume", root, epochs=5).model_dump(exclude={"space"})
+    spec["space"] = {"root": str(root), "lr": 0.05, "hidden": 16, "epoch_s": 1.0}
+    env = {"TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    driver = start_hpsearch(
+        "run", write_spec(tmp_path / "spec.yaml", spec), cwd=tmp_path, stderr=subprocess.DEVNULL, env=env
+    )
+    marker = lambda: max((int(p.read_text().split()[1]) for p in root.glob("rank-0-of-*")), default=0)  # noqa: E731
+    kill_driver_when(driver, lambda: marker() >= 2, timeout_s=180, settle_s=1.2, stuck="the group got nowhere")
+    (run_dir,) = (tmp_path / "hpsearch_results").iterdir()
+    resumed = hpsearch("resume", run_dir, cwd=tmp_path, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    client = MlflowClient(json.loads((run_dir / "hpsearch.json").read_text())["tracking_uri"])
+    (run,) = trial_runs(client, "group-resume")
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in history(client, run, "val_mse")] == [1, 2, 3, 4, 5]
+    resumed_from = [v for _, v in history(client, run, "resumed_from")]
+    assert resumed_from[0] == 0.0 and resumed_from[-1] >= 1.0, resumed_from  # not from the start
