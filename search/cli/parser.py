@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "cuda", "cpu"),
         help="auto (default): a GPU if the search's trials had one (an error if this machine has none)",
     )
+    p.add_argument(
+        "--address",
+        help="retrain on a Ray cluster, as one task with a trial's CPUs and GPUs, instead of in this process: "
+        "its Jobs API (http://HEAD:8265: a job that runs there) or a cluster to join (HOST:6379, ray://...)",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = sub.add_parser("cluster", help="a Ray cluster on this machine (head + worker nodes)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from hpsearch.cli.searches import EXIT_FAILURE, EXIT_OK
 from hpsearch.errors import UsageError
@@ -41,8 +42,28 @@ def report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _retrain_job(args: argparse.Namespace) -> int:
+    from hpsearch import jobs
+
+    options = [f"--top-k={args.top_k}", f"--seeds={args.seeds}", f"--device={args.device}", f"--format={args.format}"]
+    options += [f"--{name}={value}" for name, value in (("search", args.search), ("epochs", args.epochs),
+                                                         ("register", args.register)) if value is not None]  # fmt: skip
+    job_id = jobs.submit_retrain(args.address, args.experiment, _tracking_uri(args), options)
+    print(f"submitted {job_id}: retraining on the cluster", file=sys.stderr)
+    jobs.logs(args.address, job_id, follow=True)
+    state = jobs.wait(args.address, job_id)
+    print(f"{job_id}: {state}", file=sys.stderr)
+    return EXIT_OK if state == "SUCCEEDED" else EXIT_FAILURE
+
+
 def retrain(args: argparse.Namespace) -> int:
     quiet = args.format == "json"
+    if args.address:
+        from hpsearch import jobs
+
+        jobs.prepare_auth()  # before anything imports Ray: Ray reads the auth mode once
+        if args.address.startswith(("http://", "https://")):  # the Jobs API: the whole retrain runs there
+            return _retrain_job(args)
     result = retraining.retrain(
         _tracking_uri(args),
         args.experiment,
@@ -53,6 +74,7 @@ def retrain(args: argparse.Namespace) -> int:
         register=args.register,
         device=args.device,
         progress=(lambda line: None) if quiet else print,
+        address=args.address,
     )
     if quiet:
         print(json.dumps(result.to_json(), indent=2, default=str))

@@ -1,14 +1,19 @@
 """Final retrain: the top-k configs of a search, trained again on train + validation with several
 seeds each, evaluated once on the held-out test split, logged under the search's parent run.
 
-Runs in this process, one training at a time, on a GPU when the spec asks for one and there is one.
-The search chose configs on the validation split; the test split is looked at here and nowhere else.
+Runs in this process, one training at a time, on a GPU when the spec asks for one and there is one, with
+the search's device plan (TF32, cuDNN autotuning) and its rules for where data lives and how big test
+batches are; or, with ``address``, as one Ray task on that cluster with the resources of one of the
+search's trials (its workers: one worker's). The search chose configs on the validation split; the test
+split is looked at here and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +33,7 @@ from hpsearch.tracking.tags import (
     NOT_TESTED,
     PARENT,
     RETRAIN_BEST,
+    RETRAINED_ON,
     ROLE,
     SEED,
     SOURCE_RUN_ID,
@@ -102,14 +108,20 @@ def retrain(
     register: str | None = None,
     progress: Any = print,
     device: str = "auto",
+    address: str | None = None,
 ) -> RetrainResult:
     """Retrain the ``top_k`` configs of a search with ``seeds`` seeds each on train + validation, and
     test each once. ``device``: ``auto`` (a GPU when the search's trials had one; an error, not a
-    silent CPU run, when this process has none), ``cuda`` or ``cpu``."""
+    silent CPU run, when the process that trains has none), ``cuda`` or ``cpu``. ``address``: a Ray
+    cluster to retrain on (its GPUs), as one task with the resources of one of the search's trials."""
     if top_k < 1 or seeds < 1:
         raise UsageError([("--top-k/--seeds", f"must be >= 1, got {top_k}/{seeds}")])
     if epochs is not None and epochs < 1:
         raise UsageError([("--epochs", f"must be >= 1, got {epochs}")])
+    if device not in ("auto", "cuda", "cpu"):
+        raise UsageError([("--device", f"must be auto, cuda or cpu, got {device!r}")])
+    if address is not None:
+        return _on_cluster(address, tracking_uri, experiment, top_k, seeds, search_run_id, epochs, register, device)
     client = reader.open_store(tracking_uri)
     exp, parent = reader.find_search(client, experiment, search_run_id)
     spec = reader.logged_spec(client, parent.info.run_id, source=f"{experiment}: spec.yaml of run {parent.info.run_id}")
@@ -124,16 +136,20 @@ def retrain(
     import mlflow
     import torch
 
+    from hpsearch.trainables import device as device_plan
     from hpsearch.trainables import lazy_dynamo
     from hpsearch.trainables.tune_adapter import resolve_trainable
 
     lazy_dynamo.install()  # as in a trial: no torch._dynamo for an eager model's optimizer
     device = retrain_device(device, spec.resources.gpu, torch.cuda.is_available())
-    progress(f"retraining on {device}")
-    data = retrain_data(spec, device)
+    plan = device_plan.plan_device(["0"], 1.0) if device == "cuda" else device_plan.DevicePlan("cpu")
+    device_plan.apply(plan)  # TF32 and cuDNN's autotuner as in the search's trials
+    progress(f"retraining on {device}" + (f" ({plan.gpu_name})" if plan.gpu_name else ""))
+    data = retrain_data(spec, device, plan)
     fn = resolve_trainable(spec.trainable)
     describe = trial_describer(spec.trainable) or (lambda config: (config, {}))
     sign = 1.0 if mode == "max" else -1.0
+    where = f"{socket.gethostname()} pid {os.getpid()}"
     configs: list[RetrainedConfig] = []
     best_models: dict[str, tuple[float, Any]] = {}  # per config: (signed test metric, model) of its best seed
     for top in report.top:
@@ -152,6 +168,7 @@ def retrain(
                     SOURCE_RUN_ID: top["run_id"],
                     SEED: str(seed),
                     DEVICE: device,
+                    RETRAINED_ON: where,
                     CONFIG: json.dumps(config, default=str),
                     **tags,
                 },
@@ -226,6 +243,46 @@ def retrain(
     result = RetrainResult(experiment, parent.info.run_id, metric, mode, epochs, configs, chosen)
     _log_summary(client, parent.info.run_id, result)
     return result
+
+
+def _on_cluster(
+    address: str,
+    tracking_uri: str,
+    experiment: str,
+    top_k: int,
+    seeds: int,
+    search_run_id: str | None,
+    epochs: int | None,
+    register: str | None,
+    device: str,
+) -> RetrainResult:
+    """:func:`retrain` as a Ray task on the cluster at ``address`` (its progress lines printed here),
+    reserving the CPUs and GPUs of one of the search's trials (one worker's, for a multi-worker search).
+    The task gets the store's URI without its password: the cluster has it, as for ``hpsearch submit``."""
+    from hpsearch import raysetup
+    from hpsearch.redact import strip_password
+
+    client = reader.open_store(tracking_uri)
+    _, parent = reader.find_search(client, experiment, search_run_id)
+    spec = reader.logged_spec(client, parent.info.run_id, source=f"{experiment}: spec.yaml of run {parent.info.run_id}")
+    if spec is None:
+        raise HpsearchError(f"{experiment}: the search's parent run {parent.info.run_id} has no spec.yaml artifact")
+    raysetup.init_ray(address, log_to_driver=True)
+    import ray
+
+    gpus = 0.0 if device == "cpu" else spec.resources.gpu
+    task = ray.remote(_retrain_task).options(num_cpus=spec.resources.cpu, num_gpus=gpus, max_retries=0)
+    kwargs = dict(top_k=top_k, seeds=seeds, search_run_id=parent.info.run_id, epochs=epochs, register=register)
+    try:
+        return ray.get(task.remote(strip_password(tracking_uri), experiment, device=device, **kwargs))
+    except ray.exceptions.RayTaskError as exc:
+        raise exc.as_instanceof_cause() from None
+
+
+def _retrain_task(tracking_uri: str, experiment: str, **kwargs: Any) -> RetrainResult:
+    """In the cluster's worker: retrain there, its progress printed (Ray shows it where retrain was run)."""
+    print(f"retraining on the cluster: {socket.gethostname()}, pid {os.getpid()}", flush=True)
+    return retrain(tracking_uri, experiment, progress=lambda line: print(line, flush=True), **kwargs)
 
 
 def _log_model(

@@ -8,20 +8,38 @@ from typing import Any
 from hpsearch.trainables.device import denormals_flushed_while  # no torch until it is used
 
 
-def retrain_data(spec: Any, device: str) -> Any:
-    """The spec's data for a final retrain (train + validation merged), as the trainable takes it."""
+def retrain_data(spec: Any, device: str, plan: Any = None) -> Any:
+    """The spec's data for a final retrain (train + validation merged), as the trainable takes it, placed
+    as a search's trial places it (:func:`hpsearch.trainables.tune_adapter._data_for`'s rule): on the GPU
+    when it fits in half of what the GPU has free, else in host memory, batches copied over; the test
+    split stays in host memory (it is tested batch by batch)."""
     if spec.data is None:
         return None  # the trainable reads its own (TrialContext.final says: train on train + validation)
     from hpsearch.trainables import BUILTIN
+    from hpsearch.trainables import device as device_plan
     from hpsearch.trainables.data import Splits
-    from hpsearch.trainables.feeds import Streamed
+    from hpsearch.trainables.feeds import Streamed, streamed_from
 
     data = spec.data.load(merge_val=True)
     if spec.trainable in BUILTIN and not isinstance(data, (Splits, Streamed)):
         from hpsearch.trainables.userdata import for_builtin
 
         data = for_builtin(data, spec.task == "regression")
-    return data.to(device) if isinstance(data, Splits) else data
+    if not isinstance(data, Splits) or device == "cpu":
+        return data
+    plan = plan or device_plan.DevicePlan(device)
+    if device_plan.data_fits(data.search_bytes, plan):
+        return data.to(device, test=False)
+    return streamed_from(data)
+
+
+def test_batch_size(data: Any, config: dict[str, Any]) -> int:
+    """Test batches of the size a trial's validation uses (:func:`~hpsearch.trainables.device.eval_batch_size`):
+    224x224 images are tested a training batch at a time, not 4096 at once."""
+    from hpsearch.trainables.device import eval_batch_size
+
+    sample = data.test_x[0]
+    return eval_batch_size(sample.numel() * sample.element_size(), int(config.get("batch_size", 1) or 1))
 
 
 @denormals_flushed_while()
@@ -49,8 +67,9 @@ def fit_and_test(
 
     from hpsearch.trainables import BUILTIN, Trained, TrialContext
     from hpsearch.trainables.data import Splits
+    from hpsearch.trainables.device import eval_batch_size
+    from hpsearch.trainables.evaluation import evaluate_batches
     from hpsearch.trainables.feeds import Streamed, eval_batches, tensor_batches
-    from hpsearch.trainables.loop import evaluate_batches
 
     kwargs: dict[str, Any] = {}
     parameters = inspect.signature(fn).parameters
@@ -75,10 +94,11 @@ def fit_and_test(
             ),
         )
     if isinstance(data, Splits) and len(data.test_y):
-        batches = tensor_batches(data.test_x, data.test_y, 4096, torch.device(device))
+        batches = tensor_batches(data.test_x, data.test_y, test_batch_size(data, config), torch.device(device))
         regression = data.regression
     elif isinstance(data, Streamed) and data.test is not None and len(data.test):
-        batches, regression = eval_batches(data, data.test, 256, torch.device(device)), data.regression
+        size = eval_batch_size(data.sample_bytes or 4, int(config.get("batch_size", 1) or 1))
+        batches, regression = eval_batches(data, data.test, size, torch.device(device)), data.regression
     else:
         return (
             model,

@@ -32,6 +32,7 @@ RUNTIME_PREFIX = "hpsearch.runtime."  # hpsearch.runtime.<key>: how a trial used
 # retrain runs
 SOURCE_TRIAL = "hpsearch.source_trial"
 SOURCE_RUN_ID = "hpsearch.source_run_id"
+RETRAINED_ON = "hpsearch.retrained_on"  # retrain run: the host and process that trained it
 SEED = "hpsearch.seed"
 BEST_MODEL = "hpsearch.best_model"
 RETRAIN_BEST = "hpsearch.retrain_best"

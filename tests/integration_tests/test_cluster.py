@@ -179,7 +179,7 @@ def test_a_custom_trainable_travels_with_the_job(cluster, tmp_path):
     (tmp_path / "mymodels" / "train.py").write_text(
         "from hpsearch.trainables.loop import train_model\n\n"
         "def fit(config, data, epochs, report, seed=0):\n"
-        "    train_model('mlp', {'units': config['width']}, data, epochs, report, seed)\n"
+        "    return train_model('mlp', {'units': config['width']}, data, epochs, report, seed)\n"
     )
     spec = write_spec(
         tmp_path / "spec.yaml",
@@ -196,8 +196,20 @@ def test_a_custom_trainable_travels_with_the_job(cluster, tmp_path):
     job = sub.stdout.strip().splitlines()[-1]
     final = wait_status(job, lambda s: any(k in s for k in ("SUCCEEDED", "FAILED", "STOPPED")))
     assert "SUCCEEDED" in final and "trials done 2/2" in final, final
-    _, _, children = runs(f"sqlite:///{tmp_path / 'mlruns.db'}", "cluster-custom")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client, _, children = runs(uri, "cluster-custom")
     assert sorted(c.data.params["width"] for c in children) in (["16", "32"], ["16", "16"], ["32", "32"])
+
+    # retrain on the cluster (a job: its trainable module came with the search's job), from elsewhere
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    retrained = hpsearch("retrain", "cluster-custom", "--address", DASHBOARD, "--tracking-uri", uri, "--top-k", "1",
+                         "--seeds", "1", cwd=elsewhere)  # fmt: skip
+    assert retrained.returncode == 0, retrained.stdout[-2000:] + retrained.stderr[-2000:]
+    assert "test_accuracy" in retrained.stdout and "SUCCEEDED" in retrained.stderr
+    exp = client.get_experiment_by_name("cluster-custom")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'retrain'")
+    assert run.data.tags["hpsearch.device"] == "cpu" and "test_accuracy" in run.data.metrics
 
 
 @pytest.mark.faults

@@ -203,6 +203,21 @@ def test_retrain_top_configs_logs_runs_and_the_best_model(search):
     assert json.loads(Path(summary).read_text())["best"]["run_id"] == best["run_id"]
 
 
+def test_retrain_on_a_cluster_runs_as_a_task_with_a_trials_resources(search, ray_session):
+    """``retrain(address=...)``: one Ray task (this session's Ray stands in for the cluster) reserving a
+    trial's CPUs; the runs say the host and process that trained them, another than this one."""
+    import os
+
+    from hpsearch.review.retrain import retrain
+
+    done = retrain(search["uri"], NAME, top_k=1, seeds=1, address="auto", progress=lambda line: None)
+    (config,) = done.configs
+    (run,) = config.runs
+    assert "test_accuracy" in run and done.best is not None
+    where = search["client"].get_run(run["run_id"]).data.tags["hpsearch.retrained_on"]
+    assert where.split(" pid ")[1] != str(os.getpid()), where
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """Debian's chromium, installed by the test set-up where it is missing."""
