@@ -271,7 +271,7 @@ def _on_cluster(
     import ray
 
     gpus = 0.0 if device == "cpu" else spec.resources.gpu
-    task = ray.remote(_retrain_task).options(num_cpus=spec.resources.cpu, num_gpus=gpus, max_retries=0)
+    task: Any = ray.remote(_retrain_task).options(num_cpus=spec.resources.cpu, num_gpus=gpus, max_retries=0)
     kwargs = dict(top_k=top_k, seeds=seeds, search_run_id=parent.info.run_id, epochs=epochs, register=register)
     try:
         return ray.get(task.remote(strip_password(tracking_uri), experiment, device=device, **kwargs))
