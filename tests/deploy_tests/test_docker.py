@@ -72,10 +72,26 @@ def test_the_gpu_image_is_a_cuda_runtime_matching_torch_and_cpu_is_a_build_arg()
         assert f"download.pytorch.org/whl/{index}" in text
 
 
-def test_the_runtime_image_has_the_c_compiler_torch_compile_needs():
+def test_the_runtime_image_has_the_cpp_compiler_torch_compile_needs(tmp_path):
     text = (DOCKER / "Dockerfile").read_text()
     runtime = text[text.index("AS runtime") :]
-    assert re.search(r"apt-get install -y --no-install-recommends gcc libc6-dev", runtime), "compile: true needs gcc"
+    assert re.search(r"apt-get install -y --no-install-recommends g\+\+ libc6-dev", runtime), "compile: true needs g++"
+    # Why g++ and not gcc: Inductor's CPU backend finds no compiler where there is gcc alone.
+    import shutil
+    import subprocess
+    import sys
+
+    gcc = shutil.which("gcc")
+    if gcc is None or shutil.which("g++") is None:
+        pytest.skip("needs gcc and g++ on this machine")
+    (tmp_path / "gcc").symlink_to(gcc)
+    probe = "from torch._inductor import cpp_builder as b\ntry:\n print(b.get_cpp_compiler())\nexcept Exception as e:\n print(type(e).__name__)"
+    only_gcc = subprocess.run(
+        [sys.executable, "-c", probe], env={"PATH": str(tmp_path)}, capture_output=True, text=True
+    )
+    assert only_gcc.stdout.strip() == "InvalidCxxCompiler", only_gcc.stdout + only_gcc.stderr
+    with_gxx = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert with_gxx.stdout.strip().endswith("g++"), with_gxx.stdout + with_gxx.stderr
 
 
 def test_python_pins_in_the_images_are_the_projects():
