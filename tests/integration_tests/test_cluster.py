@@ -169,8 +169,12 @@ def test_cluster_requests_it_can_never_satisfy_fail_fast(cluster, tmp_path, quic
     spec = small_spec(tmp_path, quickstart_data, "needs-gpu", trials=2)
     started = time.time()
     out = hpsearch("run", spec, "--address", "127.0.0.1:6391", cwd=tmp_path, timeout=120)
-    assert out.returncode == 1 and "no trial could ever start" in out.stderr, out.stderr
+    assert out.returncode == 2 and "no trial could ever start" in out.stderr, out.stderr
+    assert "resources.gpu: each trial asks for cpu=1, gpu=1" in out.stderr, out.stderr
     assert time.time() - started < 60
+    assert not (tmp_path / "hpsearch_results").exists()  # refused before anything was written
+    db = tmp_path / "mlruns.db"
+    assert not db.exists() or MlflowClient(f"sqlite:///{db}").get_experiment_by_name("needs-gpu") is None
 
 
 def test_a_custom_trainable_travels_with_the_job(cluster, tmp_path):
