@@ -82,7 +82,17 @@ DATA_PARALLEL_ATTR = "hpsearch_data_parallel"
 def data_parallel(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a trainable as able to train one trial in several workers (``resources.workers`` > 1): it
     takes ``context``, trains ``context.wrap_model(model)`` on ``context.shard(...)`` of its data, and
-    calls ``report`` on every rank (rank 0's metrics and checkpoint are the trial's)."""
+    calls ``report`` on every rank (rank 0's metrics and checkpoint are the trial's).
+
+    Raises:
+        TypeError: ``fn`` does not take ``context`` (without it a rank cannot know its share).
+    """
+    parameters = inspect.signature(fn).parameters
+    if "context" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise TypeError(
+            f"{getattr(fn, '__qualname__', fn)} cannot run data-parallel: it takes no `context` "
+            "(its rank and world_size, wrap_model and shard)"
+        )
     setattr(fn, DATA_PARALLEL_ATTR, True)
     return fn
 

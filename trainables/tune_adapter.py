@@ -77,7 +77,7 @@ def _data_for(
         if isinstance(data, Splits):
             on_device = device_plan.data_fits(data.search_bytes, plan)
             if on_device or plan.device == "cpu":
-                placed: tuple[Any, bool] = data.to(plan.device if on_device else "cpu", test=False), on_device
+                placed: tuple[Any, bool] = data.to(plan.torch_device if on_device else "cpu", test=False), on_device
             else:  # too big for the GPU share: streamed from host memory, pinned, copied while the GPU computes
                 placed = streamed_from(data), False
         elif isinstance(data, Streamed):

@@ -168,3 +168,31 @@ def test_the_loop_builds_a_fused_optimizer_when_it_trains_on_cuda(images, monkey
         nn.Linear(2, 2).parameters(), TrainConfig.from_dict("cnn", {"optimizer": name}), fused=True
     )
     assert optimizer.defaults.get("fused") is True
+
+
+def test_only_a_trainable_that_takes_its_context_can_be_marked_data_parallel():
+    from hpsearch.trainables import data_parallel
+
+    with pytest.raises(TypeError, match="takes no `context`"):
+        data_parallel(lambda config, data, epochs, report, seed=0: None)
+    marked = data_parallel(lambda config, data, epochs, report, seed=0, context=None: None)
+    assert marked.hpsearch_data_parallel is True
+
+
+def test_a_workers_data_goes_to_its_own_gpu(monkeypatch):
+    """A group's rank on the node's second GPU (cuda:1) gets its data there, not on cuda:0."""
+    from hpsearch.sources.synthetic import SyntheticSource
+    from hpsearch.trainables import device as dev
+    from hpsearch.trainables import tune_adapter
+
+    moved = []
+    monkeypatch.setattr(dev, "data_fits", lambda n, plan: True)
+    monkeypatch.setattr(
+        "hpsearch.trainables.data.Splits.to", lambda self, device, test=True: moved.append(device) or self
+    )
+    tune_adapter.forget_data()
+    try:
+        tune_adapter._data_for(SyntheticSource(samples=50, classes=2), dev.DevicePlan("cuda", ("3",), index=1))
+    finally:
+        tune_adapter.forget_data()
+    assert moved == ["cuda:1"]
