@@ -356,45 +356,6 @@ def stop(address: str | None, job_id: str, wait_s: float = 90.0) -> str:
     return str(_call(jobs.get_job_status, job_id)).split(".")[-1]
 
 
-def submit_retrain(address: str | None, experiment: str, tracking_uri: str, options: list[str]) -> str:
-    """Submit ``hpsearch retrain EXPERIMENT OPTIONS --address auto`` as a Ray job: its driver runs on the
-    cluster and retrains as one task with a trial's CPUs and GPUs (:func:`hpsearch.review.retrain.retrain`).
-    It takes the own code (trainable, loader, plugins) of the newest job that searched ``experiment``; the
-    store's URI goes without its password (the cluster has it). Returns the job id."""
-    jobs = client(address)
-    searches = [
-        i
-        for i in _call(jobs.list_jobs)
-        if (i.metadata or {}).get(JOB_MARK) == "1" and (i.metadata or {}).get(JOB_NAME) == experiment
-    ]
-    code: dict[str, Any] = {}
-    if searches:
-        newest = max(searches, key=lambda i: i.start_time or 0)
-        code = {k: v for k, v in (newest.runtime_env or {}).items() if k in ("working_dir", "py_modules") and v}
-    job_id = f"hpsearch-retrain-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    uri = strip_password(tracking_uri)
-    words = ["python", "-m", "hpsearch", "retrain", experiment, "--tracking-uri", uri, *options, "--address", "auto"]
-    submit_when_ready(
-        lambda: jobs.submit_job(
-            entrypoint=" ".join(shlex.quote(w) for w in words),
-            submission_id=job_id,
-            runtime_env={**code, "env_vars": JOB_ENV},
-            metadata={JOB_NAME: experiment, JOB_TRACKING_URI: uri},
-        )
-    )
-    return job_id
-
-
-def wait(address: str | None, job_id: str) -> str:
-    """The job's terminal state (SUCCEEDED, FAILED, STOPPED), once it has one."""
-    jobs = client(address)
-    while True:
-        state = str(_call(jobs.get_job_status, job_id)).split(".")[-1]
-        if state in ("STOPPED", "SUCCEEDED", "FAILED"):
-            return state
-        time.sleep(0.5)
-
-
 def resume(address: str | None, job_id: str) -> str:
     """Submit a job that resumes the search of an earlier job (its run directory is in its metadata)."""
     jobs = client(address)

@@ -11,11 +11,12 @@ from hpsearch import raysetup, rundir
 from hpsearch.errors import HpsearchError, TrackingError
 from hpsearch.ledger import Ledger
 from hpsearch.redact import connectable
-from hpsearch.run import Search, SearchResult, execute, tracker_for, trainable_for
+from hpsearch.run import Search, SearchResult, execute, tracker_for
 from hpsearch.searcher import SpaceSearch
 from hpsearch.spec import load_spec_text
 from hpsearch.sync import rejected_note, sync
 from hpsearch.tracking.store import check_reachable
+from hpsearch.trialsetup import trainable_for
 
 if TYPE_CHECKING:
     from ray.tune import Tuner

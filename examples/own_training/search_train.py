@@ -64,9 +64,6 @@ def main(config, data, epochs, report, seed=0, resume=None):
             loss = nn.functional.mse_loss(model(x), y)
             loss.backward()
             optimizer.step()
-        report(
-            {"val_mse": evaluate(model, val_loader)},
-            {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
-        )
+        report({"val_mse": evaluate(model, val_loader)}, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
     test_loader = DataLoader(CsvDataset(os.path.join(args.data, "test.csv")), batch_size=256)
     return Trained(model, lambda m: {"test_mse": evaluate(m, test_loader)})

@@ -44,14 +44,15 @@ def report(args: argparse.Namespace) -> int:
 
 def _retrain_job(args: argparse.Namespace) -> int:
     from hpsearch import jobs
+    from hpsearch.review import retrain_job
 
     options = [f"--top-k={args.top_k}", f"--seeds={args.seeds}", f"--device={args.device}", f"--format={args.format}"]
     options += [f"--{name}={value}" for name, value in (("search", args.search), ("epochs", args.epochs),
                                                          ("register", args.register)) if value is not None]  # fmt: skip
-    job_id = jobs.submit_retrain(args.address, args.experiment, _tracking_uri(args), options)
+    job_id = retrain_job.submit_retrain(args.address, args.experiment, _tracking_uri(args), options)
     print(f"submitted {job_id}: retraining on the cluster", file=sys.stderr)
     jobs.logs(args.address, job_id, follow=True)
-    state = jobs.wait(args.address, job_id)
+    state = retrain_job.wait(args.address, job_id)
     print(f"{job_id}: {state}", file=sys.stderr)
     return EXIT_OK if state == "SUCCEEDED" else EXIT_FAILURE
 

@@ -6,8 +6,8 @@ import yaml
 
 from hpsearch.errors import SpecError
 from hpsearch.raysetup import ClusterView, NodeGroup, check_cluster
-from hpsearch.run import concurrent_trials
 from hpsearch.spec import parse_spec
+from hpsearch.trialsetup import concurrent_trials
 from tests.helpers import QUICKSTART, hpsearch, write_spec
 
 OWN = "tests.integration_tests.own_training"
