@@ -71,7 +71,7 @@ def test_two_workers_train_a_global_batch_as_one_worker_does(ray_session, tmp_pa
         a, b = history(client, one, key), history(client, two, key)
         assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3], key  # every epoch once
         for (_, x), (_, y) in zip(a, b, strict=True):
-            assert y == pytest.approx(x, rel=1e-3, abs=1e-4), (key, a, b)
+            assert y == pytest.approx(x, rel=1e-5, abs=1e-6), (key, a, b)  # measured: 2.4e-7 at most
 
 
 def test_asha_stops_whole_groups_and_their_workers_are_freed(ray_session, tmp_path):
