@@ -347,13 +347,20 @@ def stop(address: str | None, job_id: str, wait_s: float = 90.0) -> str:
     """Ask the job to stop and wait for a terminal state; return it."""
     jobs = client(address)
     _call(jobs.stop_job, job_id)
-    deadline = time.time() + wait_s
-    while time.time() < deadline:
-        state = str(_call(jobs.get_job_status, job_id))
-        if state.split(".")[-1] in ("STOPPED", "SUCCEEDED", "FAILED"):
-            return state.split(".")[-1]
+    return wait(jobs, job_id, wait_s)
+
+
+TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")
+
+
+def wait(jobs: Any, job_id: str, wait_s: float | None = None) -> str:
+    """The job's state once it is terminal (:data:`TERMINAL`), or after ``wait_s`` (None: as long as it takes)."""
+    deadline = None if wait_s is None else time.time() + wait_s
+    while True:
+        state = str(_call(jobs.get_job_status, job_id)).split(".")[-1]
+        if state in TERMINAL or (deadline is not None and time.time() >= deadline):
+            return state
         time.sleep(0.5)
-    return str(_call(jobs.get_job_status, job_id)).split(".")[-1]
 
 
 def resume(address: str | None, job_id: str) -> str:

@@ -70,6 +70,8 @@ def _resume(
     spec = load_spec_text(meta.spec, source=f"{location}/{rundir.META_FILE}")
     uri = connectable(meta.tracking_uri)  # the password, if any, from this machine's environment
     check_reachable(uri)
+    raysetup.init_ray(address, log_to_driver=ray_logs)
+    raysetup.check_cluster(spec, location)  # this cluster may be another than the first run's: before any write
     synced = sync(location)  # what an MLflow outage left in the journal lands first, as `hpsearch sync`
     note = rejected_note(synced, location)
     if note is not None:

@@ -256,8 +256,7 @@ def execute(
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     status = "FAILED"
     try:
-        raysetup.init_ray(address, log_to_driver=ray_logs)
-        raysetup.check_cluster(spec, search.run_dir)  # again: a resumed search's cluster may be another
+        raysetup.init_ray(address, log_to_driver=ray_logs)  # up already: run and resume check the cluster first
         faults.install(spec.search.max_node_restarts)
         search.tracker.check()  # fails fast if opening the store already failed; otherwise it opens meanwhile
         tuner = make_tuner(search)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpsearch import spaces
 from hpsearch.errors import Problem
@@ -31,17 +31,9 @@ def check_first_configs(spec: JobSpec, space: spaces.Space) -> list[Problem]:
 def check_trainable(name: str) -> list[Problem]:
     if name in BUILTIN:
         return []
-    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
-        return [
-            Problem("trainable", f"must be a built-in ({', '.join(BUILTIN)}) or 'pkg.module:function', got {name!r}")
-        ]
-    module, _, attr = name.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr, None)
-    except ImportError as exc:
-        return [Problem("trainable", f"cannot import module {module!r}: {exc}")]
-    if fn is None:
-        return [Problem("trainable", f"{module!r} has no function {attr!r} (expected {TRAINABLE_SIGNATURE})")]
+    fn, problem = _user_trainable(name)
+    if problem is not None:
+        return [Problem("trainable", problem)]
     why = signature_problem(fn, "trainable")
     return [Problem("trainable", why)] if why else []
 
@@ -49,12 +41,22 @@ def check_trainable(name: str) -> list[Problem]:
 def data_parallel_trainable(name: str) -> bool:
     """Whether a user's trainable is marked :func:`hpsearch.trainables.data_parallel` (one that cannot be
     imported counts as marked: :func:`check_trainable` reports it)."""
+    fn, problem = _user_trainable(name)
+    return problem is not None or bool(getattr(fn, DATA_PARALLEL_ATTR, False))
+
+
+def _user_trainable(name: str) -> tuple[Any, str | None]:
+    """``pkg.module:function`` -> (the function, None), or (None, why it cannot be had)."""
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+        return None, f"must be a built-in ({', '.join(BUILTIN)}) or 'pkg.module:function', got {name!r}"
     module, _, attr = name.partition(":")
     try:
         fn = getattr(importlib.import_module(module), attr, None)
-    except ImportError:
-        return True
-    return fn is None or bool(getattr(fn, DATA_PARALLEL_ATTR, False))
+    except ImportError as exc:
+        return None, f"cannot import module {module!r}: {exc}"
+    if fn is None:
+        return None, f"{module!r} has no function {attr!r} (expected {TRAINABLE_SIGNATURE})"
+    return fn, None
 
 
 def check_space_for(trainable: str, space: spaces.Space, path: str = "space") -> list[Problem]:

@@ -49,10 +49,11 @@ def _retrain_job(args: argparse.Namespace) -> int:
     options = [f"--top-k={args.top_k}", f"--seeds={args.seeds}", f"--device={args.device}", f"--format={args.format}"]
     options += [f"--{name}={value}" for name, value in (("search", args.search), ("epochs", args.epochs),
                                                          ("register", args.register)) if value is not None]  # fmt: skip
-    job_id = retrain_job.submit_retrain(args.address, args.experiment, _tracking_uri(args), options)
+    cluster = jobs.client(args.address)
+    job_id = retrain_job.submit_retrain(cluster, args.experiment, _tracking_uri(args), options)
     print(f"submitted {job_id}: retraining on the cluster", file=sys.stderr)
     jobs.logs(args.address, job_id, follow=True)
-    state = retrain_job.wait(args.address, job_id)
+    state = jobs.wait(cluster, job_id)
     print(f"{job_id}: {state}", file=sys.stderr)
     return EXIT_OK if state == "SUCCEEDED" else EXIT_FAILURE
 

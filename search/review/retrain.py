@@ -123,10 +123,7 @@ def retrain(
     if address is not None:
         return _on_cluster(address, tracking_uri, experiment, top_k, seeds, search_run_id, epochs, register, device)
     client = reader.open_store(tracking_uri)
-    exp, parent = reader.find_search(client, experiment, search_run_id)
-    spec = reader.logged_spec(client, parent.info.run_id, source=f"{experiment}: spec.yaml of run {parent.info.run_id}")
-    if spec is None:
-        raise HpsearchError(f"{experiment}: the search's parent run {parent.info.run_id} has no spec.yaml artifact")
+    exp, parent, spec = _search_and_spec(client, experiment, search_run_id)
     report = report_for(client, parent, top_k=top_k, experiment=exp)
     if not report.top:
         raise HpsearchError(f"{experiment}: the search has no finished trial to retrain")
@@ -245,6 +242,19 @@ def retrain(
     return result
 
 
+def _search_and_spec(client: Any, experiment: str, search_run_id: str | None) -> tuple[Any, Any, Any]:
+    """The experiment, the search's parent run and the spec it logged.
+
+    Raises:
+        HpsearchError: the parent run has no spec.
+    """
+    exp, parent = reader.find_search(client, experiment, search_run_id)
+    spec = reader.logged_spec(client, parent.info.run_id, source=f"{experiment}: spec.yaml of run {parent.info.run_id}")
+    if spec is None:
+        raise HpsearchError(f"{experiment}: the search's parent run {parent.info.run_id} has no spec.yaml artifact")
+    return exp, parent, spec
+
+
 def _on_cluster(
     address: str,
     tracking_uri: str,
@@ -262,11 +272,7 @@ def _on_cluster(
     from hpsearch import raysetup
     from hpsearch.redact import strip_password
 
-    client = reader.open_store(tracking_uri)
-    _, parent = reader.find_search(client, experiment, search_run_id)
-    spec = reader.logged_spec(client, parent.info.run_id, source=f"{experiment}: spec.yaml of run {parent.info.run_id}")
-    if spec is None:
-        raise HpsearchError(f"{experiment}: the search's parent run {parent.info.run_id} has no spec.yaml artifact")
+    _, parent, spec = _search_and_spec(reader.open_store(tracking_uri), experiment, search_run_id)
     raysetup.init_ray(address, log_to_driver=True)
     import ray
 

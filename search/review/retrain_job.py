@@ -8,16 +8,16 @@ import shlex
 import time
 from typing import Any
 
-from hpsearch.jobs import JOB_ENV, JOB_MARK, JOB_NAME, JOB_TRACKING_URI, _call, client, submit_when_ready
+from hpsearch.jobs import JOB_ENV, JOB_MARK, JOB_NAME, JOB_TRACKING_URI, _call, submit_when_ready
 from hpsearch.redact import strip_password
 
 
-def submit_retrain(address: str | None, experiment: str, tracking_uri: str, options: list[str]) -> str:
+def submit_retrain(jobs: Any, experiment: str, tracking_uri: str, options: list[str]) -> str:
     """Submit ``hpsearch retrain EXPERIMENT OPTIONS --address auto`` as a Ray job: its driver runs on the
     cluster and retrains as one task with a trial's CPUs and GPUs (:func:`hpsearch.review.retrain.retrain`).
     It takes the own code (trainable, loader, plugins) of the newest job that searched ``experiment``; the
-    store's URI goes without its password (the cluster has it). Returns the job id."""
-    jobs = client(address)
+    store's URI goes without its password (the cluster has it). ``jobs``: a connected client
+    (:func:`hpsearch.jobs.client`). Returns the job id."""
     searches = [
         i
         for i in _call(jobs.list_jobs)
@@ -41,14 +41,4 @@ def submit_retrain(address: str | None, experiment: str, tracking_uri: str, opti
     return job_id
 
 
-def wait(address: str | None, job_id: str) -> str:
-    """The job's terminal state (SUCCEEDED, FAILED, STOPPED), once it has one."""
-    jobs = client(address)
-    while True:
-        state = str(_call(jobs.get_job_status, job_id)).split(".")[-1]
-        if state in ("STOPPED", "SUCCEEDED", "FAILED"):
-            return state
-        time.sleep(0.5)
-
-
-__all__ = ["submit_retrain", "wait"]
+__all__ = ["submit_retrain"]

@@ -33,13 +33,12 @@ def retrain_data(spec: Any, device: str, plan: Any = None) -> Any:
     return streamed_from(data)
 
 
-def test_batch_size(data: Any, config: dict[str, Any]) -> int:
+def test_batch_size(sample_bytes: int, config: dict[str, Any]) -> int:
     """Test batches of the size a trial's validation uses (:func:`~hpsearch.trainables.device.eval_batch_size`):
     224x224 images are tested a training batch at a time, not 4096 at once."""
     from hpsearch.trainables.device import eval_batch_size
 
-    sample = data.test_x[0]
-    return eval_batch_size(sample.numel() * sample.element_size(), int(config.get("batch_size", 1) or 1))
+    return eval_batch_size(sample_bytes, int(config.get("batch_size", 1) or 1))
 
 
 @denormals_flushed_while()
@@ -67,7 +66,6 @@ def fit_and_test(
 
     from hpsearch.trainables import BUILTIN, Trained, TrialContext
     from hpsearch.trainables.data import Splits
-    from hpsearch.trainables.device import eval_batch_size
     from hpsearch.trainables.evaluation import evaluate_batches
     from hpsearch.trainables.feeds import Streamed, eval_batches, tensor_batches
 
@@ -94,10 +92,12 @@ def fit_and_test(
             ),
         )
     if isinstance(data, Splits) and len(data.test_y):
-        batches = tensor_batches(data.test_x, data.test_y, test_batch_size(data, config), torch.device(device))
+        sample = data.test_x[0]
+        size = test_batch_size(sample.numel() * sample.element_size(), config)
+        batches = tensor_batches(data.test_x, data.test_y, size, torch.device(device))
         regression = data.regression
     elif isinstance(data, Streamed) and data.test is not None and len(data.test):
-        size = eval_batch_size(data.sample_bytes or 4, int(config.get("batch_size", 1) or 1))
+        size = test_batch_size(data.sample_bytes or 4, config)
         batches, regression = eval_batches(data, data.test, size, torch.device(device)), data.regression
     else:
         return (

@@ -62,6 +62,19 @@ def _mse(model, x, y):
         return nn.functional.mse_loss(model(x), y).item()
 
 
+def _network(features, config, seed, resume, optimizer_class, device="cpu"):
+    """The tests' small MLP and its optimizer, from ``resume`` (a state they reported) when given; and the
+    epoch it continues after."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(features, config["hidden"]), nn.Tanh(), nn.Linear(config["hidden"], 1)).to(device)
+    optimizer = optimizer_class(model.parameters(), lr=config["lr"])
+    if resume is None:
+        return model, optimizer, 0
+    model.load_state_dict(resume["model"])
+    optimizer.load_state_dict(resume["optimizer"])
+    return model, optimizer, resume["epoch"]
+
+
 def csv_regression(config, data, epochs, report, seed=0, resume=None, context=None):
     """Reads ``config["root"]``'s CSV files once per worker process (``context.cache``), trains a small MLP
     with full-batch steps, checkpoints every epoch. Besides ``val_mse`` it reports what the tests check:
@@ -80,14 +93,7 @@ def csv_regression(config, data, epochs, report, seed=0, resume=None, context=No
         train_x, train_y = torch.cat([train.x, val.x]), torch.cat([train.y, val.y])
     scratch_empty = float(os.path.isdir(context.scratch_dir) and not os.listdir(context.scratch_dir))
     Path(context.scratch_dir, "notes.txt").write_text(context.trial_id)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(train_x.shape[1], config["hidden"]), nn.Tanh(), nn.Linear(config["hidden"], 1))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    start = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        start = resume["epoch"]
+    model, optimizer, start = _network(train_x.shape[1], config, seed, resume, torch.optim.Adam)
     for epoch in range(start + 1, epochs + 1):
         model.train()
         for _ in range(5):
@@ -133,15 +139,7 @@ def csv_data_parallel(config, data, epochs, report, seed=0, resume=None, context
     reports ``world_size``, ``resumed_from`` and ``val_mse``; ``epoch_s`` slows its epochs."""
     root = Path(config["root"])
     train, val = CsvRows(root / "train.csv"), CsvRows(root / "val.csv")
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(train.x.shape[1], config["hidden"]), nn.Tanh(), nn.Linear(config["hidden"], 1))
-    model.to(context.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"])
-    start = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        start = resume["epoch"]
+    model, optimizer, start = _network(train.x.shape[1], config, seed, resume, torch.optim.SGD, context.device)
     trained = context.wrap_model(model)
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(start + 1, epochs + 1):
