@@ -107,14 +107,19 @@ class CheckpointUnreadable(Exception):
     """None of a trial's checkpoints can be read back."""
 
 
-def restore_checkpoint(checkpoint: Any) -> tuple[dict[str, Any], str | None]:
+RESULT_FILE = "result.json"  # beside a checkpoint's state.pt: the metrics of the epoch it was taken at
+
+
+def restore_checkpoint(checkpoint: Any) -> tuple[dict[str, Any], str | None, dict[str, Any] | None]:
     """The state of the trial's newest readable checkpoint, from Tune's ``checkpoint`` back through the
-    older ones the trial kept beside it (a search keeps them all), and a note when it was not the newest:
-    which one could not be read, why, and which one the trial resumes from.
+    older ones the trial kept beside it (a search keeps them all), a note when it was not the newest
+    (which one could not be read, why, and which one the trial resumes from), and the metrics of the
+    epoch it was taken at (:data:`RESULT_FILE`; None in a checkpoint written without them).
 
     Raises:
         CheckpointUnreadable: no checkpoint of the trial can be read (each one's cause in the message).
     """
+    import json
     import os
 
     problems: list[str] = []
@@ -124,13 +129,16 @@ def restore_checkpoint(checkpoint: Any) -> tuple[dict[str, Any], str | None]:
         try:
             with candidate.as_directory() as folder:
                 state = load_checkpoint(os.path.join(folder, "state.pt"))
+                saved = os.path.join(folder, RESULT_FILE)
+                result = json.loads(open(saved).read()) if os.path.exists(saved) else None
         except Exception as exc:  # truncated, damaged, not data: the previous one may still be good
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             problems.append(f"{name}: {type(exc).__name__}: {why[:120]}")
             continue
         if not problems:
-            return state, None
-        return state, f"resumed from {name} (epoch {state.get('epoch', '?')}): newer unreadable: {'; '.join(problems)}"
+            return state, None, result
+        note = f"resumed from {name} (epoch {state.get('epoch', '?')}): newer unreadable: {'; '.join(problems)}"
+        return state, note, result
     raise CheckpointUnreadable("no checkpoint of the trial can be read: " + "; ".join(problems))
 
 
@@ -237,6 +245,7 @@ def run_trial(config: dict[str, Any], *, workers: int = 1, cpu: float = 1.0, **s
 def train_here(config: dict[str, Any], trial: TrialSettings, session: Session) -> None:
     """Train one trial (or one rank of it) in this process, reporting through ``session``."""
     import inspect
+    import json
     import os
     import shutil
     import tempfile
@@ -278,12 +287,13 @@ def train_here(config: dict[str, Any], trial: TrialSettings, session: Session) -
             trial_id, scratch, _WORKER_CACHE, plan.torch_device, rank=session.rank, world_size=session.world_size
         )
     done = 0  # epochs trained before this run of the trial (a restored trial: its checkpoint's)
+    restored: dict[str, Any] | None = None  # the metrics of that checkpoint's epoch
     if builtin or "checkpoint_every" in parameters:
         kwargs["checkpoint_every"] = trial.checkpoint_every
     if builtin or "resume" in parameters:
         checkpoint = session.get_checkpoint()
         if checkpoint is not None:
-            kwargs["resume"], fell_back = restore_checkpoint(checkpoint)
+            kwargs["resume"], fell_back, restored = restore_checkpoint(checkpoint)
             if fell_back is not None:  # said on the trial's run (a runtime tag)
                 runtime["checkpoint"] = fell_back
             done = int(kwargs["resume"].get("epoch", 0))
@@ -291,6 +301,11 @@ def train_here(config: dict[str, Any], trial: TrialSettings, session: Session) -
     interval = 0.0 if group else trial.report_interval_s
     min_interval = 0.0 if group else trial.checkpoint_min_interval_s
     batch = EpochBatch(epochs, trial.milestones, interval, sent_epoch=done)
+    if restored is not None:
+        # The checkpoint's own epoch goes again with the next result: the search keeps it once, and has it
+        # also when the checkpoint was written but its result never reached the search (a group's
+        # checkpoints are Ray Train's, apart from what Tune saw: a driver killed in between lost the epoch).
+        batch.pending.append(restored)
     last_checkpoint = time.monotonic()
 
     def send(state: dict[str, Any] | None = None) -> None:
@@ -301,6 +316,9 @@ def train_here(config: dict[str, Any], trial: TrialSettings, session: Session) -
             return
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, os.path.join(folder, "state.pt"))
+            own = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            with open(os.path.join(folder, RESULT_FILE), "w") as f:
+                json.dump(own, f)
             session.send(result, folder)
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None = None) -> None:

@@ -65,7 +65,7 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(states, 
         newest.write_bytes(b"")
     else:
         torch.save({"epoch": 3, "model": RunsCode()}, newest)
-    state, note = restore_checkpoint(tune.Checkpoint(str(folder / "checkpoint_000002")))
+    state, note, _ = restore_checkpoint(tune.Checkpoint(str(folder / "checkpoint_000002")))
     assert state["epoch"] == 2
     assert note.startswith("resumed from checkpoint_000001 (epoch 2): newer unreadable: checkpoint_000002: "), note
     assert not (tmp_path / "pwned").exists()
@@ -73,10 +73,23 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(states, 
 
 def test_the_newest_readable_one_is_used_and_none_readable_is_said(states, tmp_path):
     folder = trial_dir(tmp_path, states)
-    state, note = restore_checkpoint(tune.Checkpoint(str(folder / "checkpoint_000002")))
+    state, note, _ = restore_checkpoint(tune.Checkpoint(str(folder / "checkpoint_000002")))
     assert state["epoch"] == 3 and note is None
     for i in range(3):
         (folder / f"checkpoint_{i:06d}" / "state.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.raises(CheckpointUnreadable) as err:
         restore_checkpoint(tune.Checkpoint(str(folder / "checkpoint_000002")))
     assert all(f"checkpoint_00000{i}" in str(err.value) for i in range(3))
+
+
+def test_a_checkpoint_gives_back_the_metrics_of_its_epoch(states, tmp_path):
+    """What a restored trial reports again first (the search keeps each epoch once): a group's checkpoint
+    may be written and its result lost with a killed driver, so the checkpoint carries that result."""
+    import json
+
+    from hpsearch.trainables.tune_adapter import RESULT_FILE
+
+    folder = trial_dir(tmp_path, states)
+    assert restore_checkpoint(tune.Checkpoint(str(folder / "checkpoint_000002")))[2] is None  # written without
+    (folder / "checkpoint_000002" / RESULT_FILE).write_text(json.dumps({"epoch": 3, "val_loss": 0.25}))
+    assert restore_checkpoint(tune.Checkpoint(str(folder / "checkpoint_000002")))[2] == {"epoch": 3, "val_loss": 0.25}
