@@ -95,3 +95,8 @@ def kill_driver_when(driver, ready, timeout_s: float, settle_s: float = 0.0, stu
             driver.kill()
         signal_all(tree, "kill")
         psutil.wait_procs(tree, timeout=30)
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    """Reported metrics without the one that is a timing (``latency_ms``): what must repeat exactly."""
+    return [{k: v for k, v in m.items() if k != "latency_ms"} for m in history]

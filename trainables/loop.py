@@ -21,6 +21,7 @@ from hpsearch.protocol import TrialDiverged
 from hpsearch.trainables import TrialContext
 from hpsearch.trainables.augment import augment
 from hpsearch.trainables.config import TrainConfig
+from hpsearch.trainables.costs import model_costs
 from hpsearch.trainables.data import Splits
 from hpsearch.trainables.device import effective_amp, eval_batch_size
 from hpsearch.trainables.evaluation import all_sum, evaluate, evaluate_batches  # noqa: F401  (evaluate: re-exported)
@@ -51,6 +52,8 @@ def train_model(
     classification (integer targets), ``epoch, train_loss, val_loss, val_mae, val_r2, lr`` for a
     regression (float targets: mean squared error); without a validation split, as in the final retrain
     on train + validation: ``epoch, train_loss, lr``, and a plateau schedule watches the training loss.
+    Every epoch also reports what the model costs: ``params``, ``latency_ms``, ``peak_memory_mb``
+    (:mod:`hpsearch.trainables.costs`).
 
     Args:
         trainable: which built-in model: ``mlp``, ``cnn`` or ``resnet_transfer``.
@@ -193,17 +196,25 @@ def train_model(
         assert val_x is not None and val_y is not None
         return tensor_batches(val_x, val_y, eval_batch, device)
 
+    costs: dict[str, float] = {}  # what the model costs (params, latency, memory): measured after the first epoch
+    first_x: torch.Tensor | None = None  # a training batch, to measure with
+    remeasure = False  # the model changed what it trains (an unfreeze): measure its costs again
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # a reused actor's earlier trials are not this one's peak
     for epoch in range(first_epoch, epochs + 1):
         if transfer is not None and cfg["freeze_epochs"] > 0 and epoch == cfg["freeze_epochs"] + 1:
             _unfreeze(transfer, optimizer, schedule, cfg)
             if world > 1:
                 wrap()
+            first_x = None  # the unfrozen layers' gradients and optimizer state cost memory too: measure again
         model.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for step, (x, y) in enumerate(batches.epoch(epoch) if streamed else resident_epoch(), 1):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if first_x is None:
+                first_x, remeasure = x, True
             with autocast:
                 # The compiled model sees whole batches only: one shape, one graph. The short tail batch
                 # runs eagerly (same parameters, same result) instead of compiling a second graph.
@@ -242,6 +253,14 @@ def train_model(
                 raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={scores['loss']})")
             metrics.update({f"val_{k}": v for k, v in scores.items()})
             monitored = scores["loss"]
+        if first_x is not None and (not costs or remeasure):
+            peak = costs.get("peak_memory_mb", 0.0)
+            costs = model_costs(model, first_x, optimizer)
+            costs["peak_memory_mb"] = max(peak, costs["peak_memory_mb"])
+            remeasure = False
+        elif device.type == "cuda" and costs:  # the allocator's peak may still grow
+            costs["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        metrics.update(costs)
         metrics["lr"] = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
         schedule.step_epoch(monitored)
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
