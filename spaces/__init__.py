@@ -3,7 +3,7 @@
 Imports neither Ray nor torch; Optuna is imported only when a space is sampled.
 """
 
-from hpsearch.spaces._compile import OutsideSpace, define_by_run, sample, to_optuna
+from hpsearch.spaces._compile import OutsideSpace, define_by_run, optuna_params, sample, to_optuna
 from hpsearch.spaces._presets import load_space, preset_first_configs, preset_names
 from hpsearch.spaces._schema import Choice, Conditional, Fixed, Float, Int, Space, SpaceError, parse_space, space_kinds
 
@@ -18,6 +18,7 @@ __all__ = [
     "SpaceError",
     "define_by_run",
     "load_space",
+    "optuna_params",
     "parse_space",
     "preset_first_configs",
     "preset_names",

@@ -148,3 +148,20 @@ def _replay(
             dist = CategoricalDistribution(tuple(param.branches))
             _replay(param.branches[value], config, f"{full_key}.", f"{name}[{value}].", params, distributions, used)
         params[name], distributions[name] = value, dist
+
+
+def optuna_params(space: Space, name_prefix: str = "", in_branch: bool = False) -> list[tuple[str, Any, bool]]:
+    """Every parameter Optuna may be asked for, as ``(name, param, in_branch)``: its Optuna name
+    (``optimizer[sgd].lr``), its schema (:class:`Float`, :class:`Int`, :class:`Choice`; a conditional's
+    own choice is a :class:`Conditional`) and whether it lives inside a conditional branch (asked only
+    when its branch is taken). Constants are left out: Optuna never sees them."""
+    out: list[tuple[str, Any, bool]] = []
+    for key, param in space.params.items():
+        name = name_prefix + key
+        if isinstance(param, Fixed):
+            continue
+        out.append((name, param, in_branch))
+        if isinstance(param, Conditional):
+            for branch, sub in param.branches.items():
+                out.extend(optuna_params(sub, f"{name}[{branch}].", True))
+    return out

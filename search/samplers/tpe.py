@@ -1,5 +1,6 @@
 """Optuna's TPE (tree-structured Parzen estimator): the default sampler. It handles conditional branches
-and categorical parameters, and with ``constant_liar`` it samples the trials in flight aware of each other."""
+and categorical parameters, and with ``constant_liar`` it samples the trials in flight aware of each other.
+It searches several objectives (MOTPE) and steers by constraints."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class TpeSpec(SamplerSpec):
     n_startup_trials: int = Field(10, ge=0)
     multivariate: bool = False
     constant_liar: bool = True
+
+    steers_by_constraints = True
 
     def build(self) -> BaseSampler:
         import optuna
