@@ -10,7 +10,7 @@ report compares trials at (read back from the spec the search logged).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
@@ -30,6 +30,10 @@ class SchedulerSpec(Strict):
 
     type: str
     max_epochs: int = Field(ge=1)
+
+    first_objective: ClassVar[bool] = True
+    """With several objectives (``search.objectives``) it decides by the first one (Ray Tune's schedulers
+    take one metric); False: it cannot serve a multi-objective search (refused at validation)."""
 
     def build(self) -> TrialScheduler:
         """The Ray Tune scheduler (a new one). It decides on the results' ``epoch`` (one Tune result may
@@ -52,6 +56,8 @@ REGISTRY: Registry[SchedulerSpec] = Registry("scheduler", SchedulerSpec)
 register = REGISTRY.register
 DEFAULT = "asha"
 
-from hpsearch.schedulers import asha  # noqa: E402  (the built-ins register themselves)
+# The built-ins register themselves, the default first (it leads the lists of choices)
+import hpsearch.schedulers.asha  # noqa: E402, F401
+from hpsearch.schedulers import asha, others  # noqa: E402
 
-__all__ = ["DEFAULT", "REGISTRY", "SchedulerSpec", "asha", "register"]
+__all__ = ["DEFAULT", "REGISTRY", "SchedulerSpec", "asha", "others", "register"]

@@ -61,8 +61,12 @@ def test_unknown_sampler_and_scheduler_name_the_choices(quickstart_data):
     quickstart_data["search"]["sampler"] = {"type": "cmaes-ish"}
     quickstart_data["search"]["scheduler"]["type"] = "nope"
     problems = problems_of(quickstart_data)
-    assert "search.sampler.type: must be one of 'tpe'" in problems[0] and problems[0].endswith("got 'cmaes-ish'")
-    assert "search.scheduler.type: must be one of 'asha'" in problems[1] and problems[1].endswith("got 'nope'")
+    assert "search.sampler.type: must be one of 'tpe', 'random', 'cmaes', 'gp', 'qmc', 'nsga2' or 'grid'" in problems[
+        0
+    ] and problems[0].endswith("got 'cmaes-ish'")
+    assert "search.scheduler.type: must be one of 'asha', 'hyperband', 'median' or 'fifo'" in problems[1] and problems[
+        1
+    ].endswith("got 'nope'")
 
 
 def test_a_plugin_that_cannot_be_imported_is_named(quickstart_data):

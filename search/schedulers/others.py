@@ -1,0 +1,123 @@
+"""Ray Tune's other schedulers: asynchronous Hyperband (several ASHA brackets), median stopping and FIFO
+(no early stopping). Each decides on the results' ``epoch``; a trial one stops is told to Optuna as PRUNED
+with its values by epoch, as with ASHA (:func:`hpsearch.searcher.verdict`)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from hpsearch.errors import Problem
+from hpsearch.schedulers import SchedulerSpec, register
+
+if TYPE_CHECKING:
+    from ray.tune.schedulers import TrialScheduler
+
+
+def hyperband_milestones(max_t: int, grace_period: int, reduction_factor: float, brackets: int) -> list[float]:
+    """Where Ray's ``AsyncHyperBandScheduler`` decides: bracket ``s`` has the rungs ``grace * rf**(k + s)``
+    for as many as Ray makes (``int(log(max_t / grace) / log(rf) - s + 1)``); all brackets' together."""
+    out: set[float] = set()
+    for s in range(brackets):
+        n = int(math.log(max_t / grace_period) / math.log(reduction_factor) - s + 1)
+        out.update(grace_period * reduction_factor ** (k + s) for k in range(max(n, 0)))
+    return sorted(out)
+
+
+@register
+class HyperbandSpec(SchedulerSpec):
+    """Asynchronous Hyperband (Ray Tune's ``AsyncHyperBandScheduler``; Optuna's ``HyperbandPruner`` works
+    the same way): trials are spread over ``brackets`` ASHA brackets, bracket ``s`` first deciding at
+    ``grace_period * reduction_factor**s`` epochs, which hedges against a grace period too short to judge
+    trials by.
+
+    Args:
+        grace_period: the fewest epochs a trial trains in the most aggressive bracket.
+        reduction_factor: at each rung, the top 1/reduction_factor go on.
+        brackets: how many brackets (1 is ASHA).
+    """
+
+    type: Literal["hyperband"] = "hyperband"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+    brackets: int = Field(3, ge=1, le=10)
+
+    def problems(self) -> list[Problem]:
+        if self.grace_period > self.max_epochs:
+            return [Problem("grace_period", f"must be <= max_epochs ({self.max_epochs}), got {self.grace_period}")]
+        most = int(math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1)
+        if self.brackets > most:
+            return [
+                Problem(
+                    "brackets",
+                    f"max_epochs {self.max_epochs} with grace_period {self.grace_period} and reduction_factor "
+                    f"{self.reduction_factor:g} has room for at most {most}, got {self.brackets}",
+                )
+            ]
+        return []
+
+    def build(self) -> TrialScheduler:
+        from ray.tune.schedulers import AsyncHyperBandScheduler
+
+        return AsyncHyperBandScheduler(
+            time_attr="epoch",
+            max_t=self.max_epochs,
+            grace_period=self.grace_period,
+            reduction_factor=self.reduction_factor,
+            brackets=self.brackets,
+        )
+
+    def milestones(self) -> list[float]:
+        return hyperband_milestones(self.max_epochs, self.grace_period, self.reduction_factor, self.brackets)
+
+
+@register
+class MedianSpec(SchedulerSpec):
+    """Median stopping (Ray Tune's ``MedianStoppingRule``, Google Vizier's rule): from ``grace_period`` on,
+    after every epoch a trial whose best value so far is worse than the median of the other trials'
+    running averages up to that epoch stops. It decides at every epoch, so every epoch is its own result.
+
+    Args:
+        grace_period: epochs before a trial may be stopped.
+        min_samples_required: trials that must have reached an epoch before the rule applies there.
+    """
+
+    type: Literal["median"] = "median"
+    grace_period: int = Field(1, ge=1)
+    min_samples_required: int = Field(3, ge=1)
+
+    def problems(self) -> list[Problem]:
+        if self.grace_period > self.max_epochs:
+            return [Problem("grace_period", f"must be <= max_epochs ({self.max_epochs}), got {self.grace_period}")]
+        return []
+
+    def build(self) -> TrialScheduler:
+        from ray.tune.schedulers import MedianStoppingRule
+
+        return MedianStoppingRule(
+            time_attr="epoch",
+            grace_period=self.grace_period,
+            min_samples_required=self.min_samples_required,
+            min_time_slice=0,
+            hard_stop=True,
+        )
+
+    def milestones(self) -> list[float]:
+        return [float(e) for e in range(1, self.max_epochs + 1)]  # its running averages need every epoch
+
+    def rungs(self) -> list[int]:
+        return sorted({self.grace_period, self.max_epochs})
+
+
+@register
+class FifoSpec(SchedulerSpec):
+    """No early stopping (Ray Tune's ``FIFOScheduler``): every trial trains ``max_epochs``."""
+
+    type: Literal["fifo"] = "fifo"
+
+    def build(self) -> TrialScheduler:
+        from ray.tune.schedulers import FIFOScheduler
+
+        return FIFOScheduler()
