@@ -126,3 +126,8 @@ def fault_file(pid: int) -> str:
     import tempfile
 
     return os.path.join(tempfile.gettempdir(), "hpsearch-faults", f"{pid}.txt")
+
+
+COST_METRICS = ("params", "latency_ms", "peak_memory_mb")
+"""What the built-in trainables report of their model's cost (:mod:`hpsearch.trainables.costs`), all
+better small: objectives and constraints of a search may name them."""

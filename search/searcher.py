@@ -16,7 +16,7 @@ Ray's public API cannot do what hpsearch needs, so this module owns the workarou
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,7 +25,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from hpsearch import faults, spaces
+from hpsearch.objectives import Constraint
 from hpsearch.protocol import EARLIER
+from hpsearch.searchspec import study_plan
 from hpsearch.spec import JobSpec
 
 
@@ -70,10 +72,21 @@ class SpaceSearch(OptunaSearch):
     restored: ClassVar[SpaceSearch | None] = None
     """The searcher Tune unpickled last (``Tuner.restore``): how a resumed search gets hold of it."""
 
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        max_epochs: int,
+        objectives: Sequence[str] = (),
+        constraints: Sequence[str] = (),
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._epoch_values: dict[str, dict[int, float]] = {}  # metric by epoch, per trial in flight
+        # With several objectives or constraints: each trial's metrics at its furthest epoch
+        self._objectives = list(objectives or [])
+        self._constraints = [Constraint.parse(c) for c in constraints]
+        self._last_metrics: dict[str, tuple[int, dict[str, float]]] = {}
 
     def _suggest_from_define_by_run_func(
         self, func: Callable[[optuna.Trial], dict[str, Any] | None], ot_trial: optuna.Trial
@@ -83,10 +96,16 @@ class SpaceSearch(OptunaSearch):
     def _collect(self, trial_id: str, result: dict[str, Any]) -> None:
         """Keep the metric of every epoch a Tune result carries (its own and its EARLIER ones), by epoch."""
         values = self._epoch_values.setdefault(trial_id, {})
+        first = self._objectives[0] if self._objectives else self._metric
         for epoch in [*result.get(EARLIER, ()), result]:
-            value, step = epoch.get(self._metric), epoch.get("epoch")
+            value, step = epoch.get(first), epoch.get("epoch")
             if isinstance(value, (int, float)) and isinstance(step, (int, float)) and math.isfinite(value):
                 values[int(step)] = float(value)  # a restored trial redoes epochs: the newest counts
+            if isinstance(step, (int, float)) and step >= self._last_metrics.get(trial_id, (-1, {}))[0]:
+                numbers = {
+                    k: float(v) for k, v in epoch.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+                self._last_metrics[trial_id] = (int(step), numbers)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         # Held until the trial ends: a diverged trial must reach Optuna without values (see verdict).
@@ -101,11 +120,22 @@ class SpaceSearch(OptunaSearch):
             self._collect(trial_id, result)
         failure = faults.take_failure(trial_id) if error else None
         told = verdict(self._epoch_values.pop(trial_id, {}), self._max_epochs, error, failure)
+        metrics = self._last_metrics.pop(trial_id, (0, {}))[1]
         ot_trial = self._ot_trials[trial_id]
-        for step, value in sorted(told.intermediate.items()):
-            ot_trial.report(value, step)
+        for c in self._constraints:  # a broken one keeps the trial off the front; TPE, GP, NSGA-II steer by it
+            ot_trial.set_constraint(str(c), c.value(metrics))
         assert self._ot_study is not None
-        self._ot_study.tell(ot_trial, told.value, state=told.state)
+        if len(self._objectives) > 1:
+            # Optuna keeps no intermediate values for several objectives: a stopped trial is PRUNED bare
+            values = [metrics.get(m, math.nan) for m in self._objectives]
+            state = told.state
+            if state == TrialState.COMPLETE and not all(math.isfinite(v) for v in values):
+                state = TrialState.FAIL  # it finished without reporting every objective
+            self._ot_study.tell(ot_trial, values if state == TrialState.COMPLETE else None, state=state)
+        else:
+            for step, value in sorted(told.intermediate.items()):
+                ot_trial.report(value, step)
+            self._ot_study.tell(ot_trial, told.value, state=told.state)
         self._completed_trials.add(trial_id)
 
     def add_prior(self, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -128,6 +158,9 @@ class SpaceSearch(OptunaSearch):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("_epoch_values", {})  # a searcher saved before it kept epoch values
+        self.__dict__.setdefault("_objectives", [])
+        self.__dict__.setdefault("_constraints", [])
+        self.__dict__.setdefault("_last_metrics", {})
         SpaceSearch.restored = self
 
 
@@ -135,12 +168,16 @@ def optuna_search(spec: JobSpec, first: list[dict[str, Any]] | None = None) -> S
     """SpaceSearch with the spec's sampler driven by the space's define-by-run function; it hands out ``first``
     (default: the spec's first configs) before it samples."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = spec.search
+    multi = search.multi_objective
     searcher = SpaceSearch(
         space=spaces.define_by_run(spec.search_space),
-        metric=spec.search.metric,
-        mode=spec.search.mode,
-        sampler=spec.search.sampler.build(),
+        metric=search.objective_metrics if multi else search.metric,
+        mode=search.directions if multi else search.mode,
+        sampler=search.sampler.build_for(study_plan(search, spec.search_space)),
         max_epochs=spec.epochs,
+        objectives=search.objective_metrics,
+        constraints=search.constraints,
     )
     study = searcher._ot_study
     assert study is not None

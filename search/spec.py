@@ -13,59 +13,13 @@ from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError, field_
 from hpsearch import samplers, schedulers, sources, spaces, yamlfile
 from hpsearch.errors import Problem, SpecError
 from hpsearch.registry import Registry, Strict
-from hpsearch.samplers import SamplerSpec
-from hpsearch.schedulers import SchedulerSpec
+from hpsearch.searchspec import BUILTIN_METRICS, SearchSpec, fit_problems, metric_problems, objective_problems
 from hpsearch.sources import DataSource
 from hpsearch.spec_checks import check_first_configs, check_space_for, check_trainable, data_parallel_trainable
 from hpsearch.tracking.store import check_tracking_uri
 from hpsearch.trainables import BUILTIN
 
 _NAME = r"^[A-Za-z0-9._-]+$"
-BUILTIN_METRICS = {
-    "classification": {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"},
-    "regression": {"val_loss": "min", "val_mae": "min", "val_r2": "max", "train_loss": "min"},
-}
-"""What the built-in trainables report per task, and which way each is better."""
-
-
-class SearchSpec(Strict):
-    """How the search runs: what it optimises, how many trials, which sampler proposes them and which
-    scheduler stops the weak ones (each a registered model: :mod:`hpsearch.samplers`, :mod:`hpsearch.schedulers`)."""
-
-    metric: str = "val_accuracy"
-    mode: Literal["max", "min"] = "max"
-    num_trials: int = Field(ge=1)
-    max_concurrent: int = Field(2, ge=1)
-    sampler: SerializeAsAny[SamplerSpec] = Field(default_factory=samplers.default)
-    scheduler: SerializeAsAny[SchedulerSpec]
-    time_budget_s: float | None = Field(None, gt=0)  # stop starting/continuing trials after this long
-    max_failures: int = Field(0, ge=0)  # retries of a failed trial (from its last checkpoint)
-    # restarts of a trial whose node was lost (not counted in max_failures: not the config's fault)
-    max_node_restarts: int = Field(3, ge=0)
-    checkpoint_every: int = Field(1, ge=0)  # epochs between trial checkpoints; 0 = none (no resume mid-trial)
-    # ... and at least this many seconds between two checkpoints of a trial (its last epoch always is one):
-    # short epochs do not pay a checkpoint each; a crash loses at most this much of a trial's training
-    checkpoint_min_interval_s: float = Field(10.0, ge=0)
-    # Epochs shorter than this reach Tune (and MLflow) together, at most this many seconds apart, and
-    # always at ASHA's rung epochs and a trial's last: each Tune result is a round trip the trial waits
-    # for. 0 = every epoch on its own.
-    report_interval_s: float = Field(1.0, ge=0)
-    # Seed the study with the finished trials of this MLflow experiment (an earlier search of the same or
-    # a compatible space, in the same tracking store); hpsearch run --warm-start sets it.
-    warm_start: str | None = Field(None, min_length=1, max_length=500)
-    # Configs (dotted keys, partial ones allowed: TPE fills in the rest) run first, in order. Default: the
-    # preset's own first configs, if the space is a preset that has some; [] for none.
-    enqueue: list[dict[str, Any]] | None = None
-
-    @field_validator("sampler", mode="before")
-    @classmethod
-    def _sampler(cls, value: Any) -> Any:
-        return samplers.REGISTRY.validate(value, default=samplers.DEFAULT)
-
-    @field_validator("scheduler", mode="before")
-    @classmethod
-    def _scheduler(cls, value: Any) -> Any:
-        return schedulers.REGISTRY.validate(value, default=schedulers.DEFAULT)
 
 
 class ResourcesSpec(Strict):
@@ -205,21 +159,12 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
         if trainable in BUILTIN and space is not None:
             problems.extend(check_space_for(trainable, space))
     search: dict[str, Any] = data["search"] if isinstance(data.get("search"), dict) else {}
-    metric, mode = search.get("metric", "val_accuracy"), search.get("mode", "max")
     task = data.get("task", "classification")
+    problems.extend(objective_problems(search))
     if trainable in BUILTIN and task in BUILTIN_METRICS:
-        reported = BUILTIN_METRICS[task]
         if data.get("data") is None:
             problems.append(Problem("data", f"required: the built-in {trainable} trainable trains on a data source"))
-        if isinstance(metric, str) and metric not in reported:
-            problems.append(
-                Problem(
-                    "search.metric",
-                    f"the {trainable} trainable reports {', '.join(reported)} for task: {task}, got {metric!r}",
-                )
-            )
-        elif isinstance(metric, str) and mode in ("max", "min") and mode != reported[metric]:
-            problems.append(Problem("search.mode", f"{metric} should be {reported[metric]}imised, got {mode!r}"))
+        problems.extend(metric_problems(search, trainable, task))
     problems.extend(_resources_problems(data.get("resources"), trainable))
     uri = (data.get("tracking") or {}).get("uri") if isinstance(data.get("tracking"), dict) else None
     if isinstance(uri, str):
@@ -229,6 +174,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     if spec is not None:
         if space is not None:
             problems.extend(check_first_configs(spec, space))
+            problems.extend(fit_problems(spec.search, space))
     if problems:
         raise SpecError(problems, source)
     assert spec is not None and space is not None  # no problems means both parsed

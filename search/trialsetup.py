@@ -32,6 +32,9 @@ def trainable_for(spec: JobSpec) -> Any:
             report_interval_s=spec.search.report_interval_s,
             gpu_share=spec.resources.gpu,
             metric=spec.search.metric,
+            also_metrics=tuple(
+                dict.fromkeys([*spec.search.objective_metrics[1:], *(c.metric for c in spec.search.parsed_constraints)])
+            ),
             # a trial's own core reads too: the others load batches of streamed data
             loader_workers=max(0, int(spec.resources.cpu) - 1),
             workers=res.workers,

@@ -129,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="the experiment (the spec's name)")
     _tracking(p)
     p.add_argument("--search", help="a search's parent run id (default: the experiment's latest search)")
-    p.add_argument("--top-k", type=int, default=3, help="how many of the best configs (default 3)")
+    p.add_argument(
+        "--top-k", type=int, default=None, help="how many of the best configs (default 3; with --front: all of it)"
+    )
+    p.add_argument(
+        "--front",
+        action="store_true",
+        help="retrain the configs on the Pareto front (a search with several objectives), best first objective first",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds per config (default 3)")
     p.add_argument("--epochs", type=int, help="epochs per training (default: the search's max_epochs)")
     p.add_argument("--register", metavar="NAME", help="also register the best model in the Model Registry as NAME")

@@ -46,8 +46,13 @@ def _retrain_job(args: argparse.Namespace) -> int:
     from hpsearch import jobs
     from hpsearch.review import retrain_job
 
-    options = [f"--top-k={args.top_k}", f"--seeds={args.seeds}", f"--device={args.device}", f"--format={args.format}"]
-    options += [f"--{name}={value}" for name, value in (("search", args.search), ("epochs", args.epochs),
+    options = [
+        *(["--front"] if args.front else []),
+        f"--seeds={args.seeds}",
+        f"--device={args.device}",
+        f"--format={args.format}",
+    ]
+    options += [f"--{name}={value}" for name, value in (("search", args.search), ("epochs", args.epochs), ("top-k", args.top_k),
                                                          ("register", args.register)) if value is not None]  # fmt: skip
     cluster = jobs.client(args.address)
     job_id = retrain_job.submit_retrain(cluster, args.experiment, _tracking_uri(args), options)
@@ -75,6 +80,7 @@ def retrain(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         register=args.register,
         device=args.device,
+        front=args.front,
         progress=(lambda line: None) if quiet else print,
         address=args.address,
     )

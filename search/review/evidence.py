@@ -17,6 +17,7 @@ import statistics
 from typing import Any
 
 from hpsearch.review.equal_epochs import answer_questions, rung_marginals
+from hpsearch.review.front import front_rows, objective_points
 from hpsearch.review.trials import FINISHED, TOP_K, SearchReport, Settings, TrialRow, grouped
 
 
@@ -52,6 +53,10 @@ def build_report(settings: Settings, rows: list[TrialRow], top_k: int = TOP_K, *
         rungs=rung_stats(rows, settings, sign),
         by_rung=(by_rung := rung_marginals(rows, settings, sign)),
         questions=answer_questions(rows, settings, sign, by_rung),
+        objectives=settings.objectives,
+        constraints=settings.constraints,
+        front=front_rows(rows, settings),
+        objective_points=objective_points(rows, settings),
         **about,
     )
 

@@ -30,7 +30,16 @@ def settings_of(client: Any, parent: Any) -> Settings:
         return Settings(
             params.get("search.metric", "val_accuracy"), params.get("search.mode", "max"), max_epochs, rungs, kinds
         )
-    return Settings(search.metric, search.mode, search.scheduler.max_epochs, search.scheduler.rungs(), kinds)
+    objectives = list(zip(search.objective_metrics, search.directions, strict=True)) if search.multi_objective else []
+    return Settings(
+        search.metric,
+        search.mode,
+        search.scheduler.max_epochs,
+        search.scheduler.rungs(),
+        kinds,
+        objectives,
+        [str(c) for c in search.parsed_constraints],
+    )
 
 
 def trial_rows(client: Any, experiment_id: str, parent_run_id: str, settings: Settings) -> list[TrialRow]:
@@ -56,6 +65,7 @@ def trial_rows(client: Any, experiment_id: str, parent_run_id: str, settings: Se
                 value=value if value is None or math.isfinite(value) else None,
                 config=config,
                 history=history,
+                metrics={k: float(v) for k, v in run.data.metrics.items()},
             )
         )
     rows.sort(key=lambda r: (r.index, r.name))

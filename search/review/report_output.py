@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hpsearch.review.front import front_csv_rows, plot_front, print_front, tag_front
 from hpsearch.review.report import report_for
 from hpsearch.review.trials import TOP_K, SearchReport, text
 
@@ -34,6 +35,10 @@ def write_report(report: SearchReport, folder: Path) -> list[Path]:
             {"trial": t, "epoch": s, report.metric: v} for t, pts in report.curves.items() for s, v in pts
         ],
     }
+    if report.front:
+        tables["pareto_front.csv"] = front_csv_rows(report.front)
+        plot_front(report.objective_points, report.front, report.objectives, folder / "pareto_front.png")
+        files.append(folder / "pareto_front.png")
     for name, table in tables.items():
         path = folder / name
         path.write_text(to_csv(table))
@@ -179,7 +184,12 @@ def log_report(client: Any, parent_run_id: str, top_k: int = TOP_K) -> SearchRep
     """Compute the report of a search from MLflow and store it under the parent run's ``report/``."""
     import tempfile
 
-    report = report_for(client, client.get_run(parent_run_id), top_k=top_k)
+    parent = client.get_run(parent_run_id)
+    report = report_for(client, parent, top_k=top_k)
+    if report.objectives:
+        from hpsearch.tracking import reader
+
+        tag_front(client, reader.search_trials(client, parent.info.experiment_id, parent_run_id), report.front)
     with tempfile.TemporaryDirectory() as folder:
         write_report(report, Path(folder))
         client.log_artifacts(parent_run_id, folder, "report")
@@ -253,6 +263,8 @@ def print_report(report: SearchReport, console: Any = None) -> None:
                 *([beat] if rungs else []),
             )
         console.print(table)
+    if report.objectives:
+        print_front(report.front, report.objectives, report.constraints, console)
     if report.questions:
         console.print("[bold]The lecture's questions, with this search's evidence[/bold]")
         for q in report.questions:

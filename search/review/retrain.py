@@ -68,6 +68,9 @@ class RetrainResult:
         return asdict(self)
 
 
+DEFAULT_TOP_K = 3
+
+
 def test_metric(search_metric: str, mode: str) -> tuple[str, str]:
     """The test metric configs are compared by: ``val_<name>`` -> ``test_<name>`` with the search's mode
     (``val_accuracy`` -> ``test_accuracy``, ``val_r2`` -> ``test_r2``); the training loss is not a test
@@ -101,7 +104,7 @@ def retrain_device(asked: str, search_gpu: float, cuda_available: bool) -> str:
 def retrain(
     tracking_uri: str,
     experiment: str,
-    top_k: int,
+    top_k: int | None,
     seeds: int,
     search_run_id: str | None = None,
     epochs: int | None = None,
@@ -109,24 +112,37 @@ def retrain(
     progress: Any = print,
     device: str = "auto",
     address: str | None = None,
+    front: bool = False,
 ) -> RetrainResult:
     """Retrain the ``top_k`` configs of a search with ``seeds`` seeds each on train + validation, and
     test each once. ``device``: ``auto`` (a GPU when the search's trials had one; an error, not a
     silent CPU run, when the process that trains has none), ``cuda`` or ``cpu``. ``address``: a Ray
-    cluster to retrain on (its GPUs), as one task with the resources of one of the search's trials."""
-    if top_k < 1 or seeds < 1:
-        raise UsageError([("--top-k/--seeds", f"must be >= 1, got {top_k}/{seeds}")])
+    cluster to retrain on (its GPUs), as one task with the resources of one of the search's trials.
+    ``front``: the configs on the search's Pareto front (several objectives), at most ``top_k`` of them
+    (default: all), instead of the ``top_k`` (default 3) best by the first objective."""
+    if top_k is None:
+        top_k = 0 if front else DEFAULT_TOP_K
+    elif top_k < 1:
+        raise UsageError([("--top-k", f"must be >= 1, got {top_k}")])
+    if seeds < 1:
+        raise UsageError([("--seeds", f"must be >= 1, got {seeds}")])
     if epochs is not None and epochs < 1:
         raise UsageError([("--epochs", f"must be >= 1, got {epochs}")])
     if device not in ("auto", "cuda", "cpu"):
         raise UsageError([("--device", f"must be auto, cuda or cpu, got {device!r}")])
     if address is not None:
-        return _on_cluster(address, tracking_uri, experiment, top_k, seeds, search_run_id, epochs, register, device)
+        return _on_cluster(
+            address, tracking_uri, experiment, top_k, seeds, search_run_id, epochs, register, device, front
+        )
     client = reader.open_store(tracking_uri)
     exp, parent, spec = _search_and_spec(client, experiment, search_run_id)
-    report = report_for(client, parent, top_k=top_k, experiment=exp)
-    if not report.top:
-        raise HpsearchError(f"{experiment}: the search has no finished trial to retrain")
+    report = report_for(client, parent, top_k=max(top_k, 1), experiment=exp)
+    if front and not spec.search.multi_objective:
+        raise UsageError([("--front", f"{experiment}: the search has one objective ({spec.search.metric}), no front")])
+    chosen = (report.front[:top_k] if top_k else report.front) if front else report.top
+    if not chosen:
+        what = "no completed trial on its Pareto front" if front else "no finished trial"
+        raise HpsearchError(f"{experiment}: the search has {what} to retrain")
     metric, mode = test_metric(spec.search.metric, spec.search.mode)
     epochs = epochs or spec.epochs
 
@@ -149,7 +165,7 @@ def retrain(
     where = f"{socket.gethostname()} pid {os.getpid()}"
     configs: list[RetrainedConfig] = []
     best_models: dict[str, tuple[float, Any]] = {}  # per config: (signed test metric, model) of its best seed
-    for top in report.top:
+    for top in chosen:
         source = client.get_run(top["run_id"])
         config = _sampled_config(source)
         item = RetrainedConfig(top["trial"], top["run_name"], top["run_id"], top["value"], config)
@@ -265,6 +281,7 @@ def _on_cluster(
     epochs: int | None,
     register: str | None,
     device: str,
+    front: bool = False,
 ) -> RetrainResult:
     """:func:`retrain` as a Ray task on the cluster at ``address`` (its progress lines printed here),
     reserving the CPUs and GPUs of one of the search's trials (one worker's, for a multi-worker search).
@@ -278,7 +295,14 @@ def _on_cluster(
 
     gpus = 0.0 if device == "cpu" else spec.resources.gpu
     task: Any = ray.remote(_retrain_task).options(num_cpus=spec.resources.cpu, num_gpus=gpus, max_retries=0)
-    kwargs = dict(top_k=top_k, seeds=seeds, search_run_id=parent.info.run_id, epochs=epochs, register=register)
+    kwargs = dict(
+        top_k=top_k or None,
+        seeds=seeds,
+        search_run_id=parent.info.run_id,
+        epochs=epochs,
+        register=register,
+        front=front,
+    )
     try:
         return ray.get(task.remote(strip_password(tracking_uri), experiment, device=device, **kwargs))
     except ray.exceptions.RayTaskError as exc:

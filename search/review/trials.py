@@ -23,6 +23,7 @@ class TrialRow:
     value: float | None  # last reported metric (None when it never reported one)
     config: dict[str, Any]  # searched keys -> values (as trained)
     history: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric)
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric's value at its last epoch
 
     @property
     def index(self) -> int:
@@ -40,6 +41,8 @@ class Settings:
     max_epochs: int
     rungs: list[int]  # the epochs trials are compared at (the last is max_epochs); [] when unknown
     kinds: dict[str, dict[str, Any]]  # searched key -> {"kind": choice|int|float, ...range or options}
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # (metric, mode) with several objectives
+    constraints: list[str] = field(default_factory=list)  # "latency_ms <= 2", ...
 
 
 @dataclass
@@ -60,6 +63,10 @@ class SearchReport:
     rungs: list[dict[str, Any]]
     by_rung: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # marginals at equal epochs
     questions: list[dict[str, Any]] = field(default_factory=list)  # the lecture's questions, answered
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # several objectives: (metric, mode)
+    constraints: list[str] = field(default_factory=list)
+    front: list[dict[str, Any]] = field(default_factory=list)  # the Pareto front (hpsearch.review.front)
+    objective_points: list[dict[str, Any]] = field(default_factory=list)  # every completed trial's objectives
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -247,7 +247,7 @@ def test_data_may_be_left_out_by_a_trainable_that_reads_its_own(quickstart_data)
 def test_the_task_decides_what_the_builtins_report(quickstart_data, tmp_path):
     assert sorted(problems_of(own(quickstart_data, task="regression"))) == [
         "data.dataset: digits is a classification data set: it cannot serve task: regression",
-        "search.metric: the mlp trainable reports val_loss, val_mae, val_r2, train_loss for task: regression, got 'val_accuracy'",
+        "search.metric: the mlp trainable reports val_loss, val_mae, val_r2, train_loss, params, latency_ms, peak_memory_mb for task: regression, got 'val_accuracy'",
     ]
     import numpy as np
 
