@@ -131,6 +131,27 @@ class Ledger(Callback):
             self.fatal = f"trial {rec.name}: {cause.text}"  # the search stops starting trials
         self._end(rec, "diverged" if cause.diverged else "failed")
 
+    def trial_exploited(self, exploit: Any) -> None:
+        """PBT: trial ``exploit.trial_id`` continues from its donor's checkpoint with a new config (a
+        :class:`~hpsearch.schedulers.recorded_pbt.Exploit`): a new segment of its record."""
+        rec, donor = self.records.get(exploit.trial_id), self.records.get(exploit.donor_id)
+        if rec is None or donor is None:
+            return
+        before = rec.segments[-1]["config"] if rec.segments else rec.config
+        segment = {
+            "segment": len(rec.segments) + 2,  # the first segment is the config it started with
+            "epoch": exploit.epoch,
+            "donor": donor.name,
+            "donor_id": donor.trial_id,
+            "config": dict(exploit.config),
+            "changed": {k: v for k, v in exploit.config.items() if before.get(k) != v},
+        }
+        rec.segments.append(segment)
+        for listener in self.listeners:
+            told = getattr(listener, "trial_exploited", None)
+            if told is not None:
+                told(rec, segment)
+
     def interrupt_running(self) -> None:
         """End the trials still in flight when the search itself stops (Ctrl-C, a driver error)."""
         for rec in self.records.values():

@@ -90,6 +90,11 @@ def _resume(
         if not tune.Tuner.can_restore(location):
             raise HpsearchError(f"Ray Tune has no restorable state in {location}")
         Ledger.restored = SpaceSearch.restored = None
+        population_based = spec.search.scheduler.population_based  # PBT: no searcher; its scheduler records
+        if population_based:
+            from hpsearch.schedulers.recorded_pbt import RecordedPBT
+
+            RecordedPBT.restored = None
         tuner = tune.Tuner.restore(
             location,
             trainable=trainable_for(spec),
@@ -99,10 +104,15 @@ def _resume(
         )
         # The restored Tuner carries our ledger and searcher, unpickled from its state: their records
         # and Optuna study come back with them, so the search continues with those objects.
-        if Ledger.restored is None or SpaceSearch.restored is None:
+        if Ledger.restored is None or (SpaceSearch.restored is None and not population_based):
             raise HpsearchError(f"the Tune state in {location} was not written by hpsearch (no ledger or searcher)")
         search.ledger, search.searcher = Ledger.restored, SpaceSearch.restored
-        search.searcher.__dict__.setdefault("_max_epochs", spec.epochs)  # a searcher saved before it kept max_epochs
+        if search.searcher is not None:
+            search.searcher.__dict__.setdefault("_max_epochs", spec.epochs)  # saved before it kept max_epochs
+        if population_based:
+            if RecordedPBT.restored is None:
+                raise HpsearchError(f"the Tune state in {location} has no PBT scheduler written by hpsearch")
+            RecordedPBT.restored.recorder = search.ledger.trial_exploited
         return tuner
 
     return execute(search, make_tuner, address, quiet, ray_logs, defer_report)

@@ -25,7 +25,7 @@ from hpsearch.spec import JobSpec
 from hpsearch.tracking.store import check_reachable, search_uri
 from hpsearch.tracking.tags import BEST_PREFIX, BEST_TRIAL, RUN_DIR, STATUS, WARM_START, WARM_START_TRIALS
 from hpsearch.tracking.tracker import MlflowTracker, flatten
-from hpsearch.trialsetup import concurrent_trials, group_callbacks, trainable_for
+from hpsearch.trialsetup import concurrent_trials, first_population, group_callbacks, scheduler_for, trainable_for
 from hpsearch.warmstart import WarmStart
 
 if TYPE_CHECKING:
@@ -176,7 +176,10 @@ def _run_in(
 
     run_name = run_dir.rsplit("/", 1)[1]
     warm: WarmStart | None = None
-    if spec.search.warm_start:
+    searcher: SpaceSearch | None
+    if spec.search.scheduler.population_based:  # PBT evolves its population itself: no Optuna searcher
+        searcher = None
+    elif spec.search.warm_start:
         prior, warm = warmstart.read(uri, spec.search.warm_start, spec)
         # the best earlier configs first, then the spec's own enqueued ones (a preset's defaults: not again)
         searcher = optuna_search(spec, first=warm.rerun + (spec.search.enqueue or []))
@@ -209,8 +212,8 @@ def _run_in(
             tune_config=tune.TuneConfig(
                 metric=spec.search.metric,
                 mode=spec.search.mode,
-                search_alg=searcher,
-                scheduler=spec.search.scheduler.build(),
+                search_alg=searcher if searcher is not None else first_population(spec),
+                scheduler=scheduler_for(spec, ledger),
                 num_samples=spec.search.num_trials,
                 max_concurrent_trials=concurrent_trials(spec, raysetup.total_resources()),
                 time_budget_s=spec.search.time_budget_s,

@@ -14,6 +14,8 @@ from hpsearch.protocol import COST_METRICS
 from hpsearch.registry import Strict
 from hpsearch.samplers import SamplerSpec
 from hpsearch.schedulers import SchedulerSpec
+from hpsearch.spec_checks import accepts_resume
+from hpsearch.trainables import BUILTIN
 
 BUILTIN_METRICS = {
     "classification": {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"},
@@ -162,13 +164,33 @@ def study_plan(search: SearchSpec, space: Any) -> samplers.StudyPlan:
     )
 
 
-def fit_problems(search: SearchSpec, space: Any) -> list[Problem]:
-    """Where the space and the objectives do not suit the sampler, or the objectives the scheduler."""
+def fit_problems(search: SearchSpec, space: Any, trainable: str) -> list[Problem]:
+    """Where the space and the objectives do not suit the sampler, or the objectives, the space or the
+    trainable the scheduler."""
     try:
         plan = study_plan(search, space)
     except ValueError:  # a constraint that does not parse: objective_problems says so
         return []
     problems = [Problem(f"search.{p.path}", p.message) for p in search.sampler.fit_problems(plan)]
+    scheduler = search.scheduler
+    builtin = trainable in BUILTIN
+    problems += [Problem(f"search.scheduler.{p.path}", p.message) for p in scheduler.fit_problems(space, builtin)]
+    if scheduler.population_based:
+        why = f"{scheduler.type} evolves its population itself (its first one is drawn at random)"
+        if "sampler" in search.model_fields_set and search.sampler.type != "random":
+            problems.append(
+                Problem("search.sampler.type", f"{why}: give random or no sampler, got {search.sampler.type!r}")
+            )
+        if search.warm_start is not None:
+            problems.append(Problem("search.warm_start", f"{why}: there is no Optuna study to seed"))
+        if not builtin and not accepts_resume(trainable):
+            problems.append(
+                Problem(
+                    "search.scheduler.type",
+                    f"{scheduler.type} continues trials from other trials' checkpoints: {trainable} must take "
+                    "`resume` and report checkpoints (report(metrics, state))",
+                )
+            )
     if search.multi_objective and not search.scheduler.first_objective:
         problems.append(
             Problem(

@@ -174,7 +174,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, source: str | None = Non
     if spec is not None:
         if space is not None:
             problems.extend(check_first_configs(spec, space))
-            problems.extend(fit_problems(spec.search, space))
+            problems.extend(fit_problems(spec.search, space, spec.trainable))
     if problems:
         raise SpecError(problems, source)
     assert spec is not None and space is not None  # no problems means both parsed

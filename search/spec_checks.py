@@ -45,6 +45,20 @@ def data_parallel_trainable(name: str) -> bool:
     return problem is not None or bool(getattr(fn, DATA_PARALLEL_ATTR, False))
 
 
+def accepts_resume(name: str) -> bool:
+    """Whether a user's trainable takes ``resume`` (continues from a checkpoint); one that cannot be
+    imported counts as taking it: :func:`check_trainable` reports it."""
+    import inspect
+
+    fn, problem = _user_trainable(name)
+    if problem is not None:
+        return True
+    try:
+        return "resume" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+
+
 def _user_trainable(name: str) -> tuple[Any, str | None]:
     """``pkg.module:function`` -> (the function, None), or (None, why it cannot be had)."""
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):

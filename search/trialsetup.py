@@ -26,8 +26,11 @@ def trainable_for(spec: JobSpec) -> Any:
             epochs=spec.epochs,
             seed=spec.search.sampler.seed,
             threads=max(1, int(spec.resources.cpu)),
-            checkpoint_every=spec.search.checkpoint_every,
-            checkpoint_min_interval_s=spec.search.checkpoint_min_interval_s,
+            # PBT continues trials from checkpoints of its interval's epochs: they must all be there
+            checkpoint_every=spec.search.scheduler.checkpoint_interval() or spec.search.checkpoint_every,
+            checkpoint_min_interval_s=0.0
+            if spec.search.scheduler.checkpoint_interval()
+            else spec.search.checkpoint_min_interval_s,
             milestones=spec.search.scheduler.milestones(),
             report_interval_s=spec.search.report_interval_s,
             gpu_share=spec.resources.gpu,
@@ -42,6 +45,37 @@ def trainable_for(spec: JobSpec) -> Any:
         ),
         own,
     )
+
+
+def scheduler_for(spec: JobSpec, ledger: Any) -> Any:
+    """The search's Tune scheduler; PBT's tells ``ledger`` of each exploit (a segment of the trial)."""
+    from hpsearch.trainables import BUILTIN
+
+    scheduler = spec.search.scheduler.build_for(spec.search_space, spec.trainable in BUILTIN, spec.search.sampler.seed)
+    if hasattr(scheduler, "recorder"):
+        scheduler.recorder = ledger.trial_exploited
+    return scheduler
+
+
+def first_population(spec: JobSpec) -> Any:
+    """The trials of a population-based search (PBT): the spec's first configs (filled in at random where
+    partial), then configs drawn at random (seeded by the sampler's seed), ``num_trials`` in all."""
+    import optuna
+
+    from hpsearch import spaces
+    from hpsearch.population import Population
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.search.sampler.seed))
+    for config in spec.first_configs[: spec.search.num_trials]:
+        study.enqueue_trial(spaces.to_optuna(spec.search_space, config)[0], skip_if_exists=False)
+    draw = spaces.define_by_run(spec.search_space)
+    configs = []
+    for _ in range(spec.search.num_trials):
+        trial = study.ask()
+        configs.append(draw(trial))
+        study.tell(trial, 0.0)
+    return Population(configs)
 
 
 def group_callbacks(spec: JobSpec) -> list[Any]:

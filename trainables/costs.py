@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpsearch.protocol import COST_METRICS  # noqa: F401  (re-exported)
+
 LATENCY_RUNS = 7
-COST_METRICS = ("params", "latency_ms", "peak_memory_mb")
 
 
 def _bytes(tensors: Any) -> int:

@@ -27,7 +27,7 @@ from hpsearch.trainables.device import effective_amp, eval_batch_size
 from hpsearch.trainables.evaluation import all_sum, evaluate, evaluate_batches  # noqa: F401  (evaluate: re-exported)
 from hpsearch.trainables.feeds import Streamed, TrainBatches, tensor_batches
 from hpsearch.trainables.models import BUILDERS, TransferResNet
-from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, penalty
+from hpsearch.trainables.optim import apply_max_norm, build_optimizer, clip_gradients, hot_values, penalty, retune
 from hpsearch.trainables.schedules import LRSchedule
 
 Report = Callable[..., None]  # report(metrics) or report(metrics, state): state is a checkpoint to keep
@@ -129,6 +129,8 @@ def train_model(
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
+        # A checkpoint of another config (PBT's exploit: another trial's weights, this trial's new values)
+        retune(optimizer, schedule, resume.get("hot"), cfg)
         if scaler.is_enabled() and "scaler" in resume:
             scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"], generator, device)
@@ -264,7 +266,10 @@ def train_model(
         metrics["lr"] = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
         schedule.step_epoch(monitored)
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
-            report(metrics, _state(epoch, model, optimizer, schedule, scaler, generator, device))
+            report(
+                metrics,
+                {**_state(epoch, model, optimizer, schedule, scaler, generator, device), "hot": hot_values(cfg)},
+            )
         else:
             report(metrics)
     return model

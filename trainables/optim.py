@@ -79,3 +79,43 @@ def clip_gradients(params: Iterable[nn.Parameter], mode: str, threshold: float) 
         torch.nn.utils.clip_grad_value_(params, threshold)
     elif mode != "none":
         raise ValueError(f"grad_clip: unknown mode {mode!r}")
+
+
+_GROUP_KEYS = {  # config key -> the optimizer's parameter-group setting it is
+    "optimizer.momentum": "momentum",
+    "optimizer.alpha": "alpha",
+    "optimizer.eps": "eps",
+    "optimizer.weight_decay": "weight_decay",
+}
+
+
+def hot_values(cfg: TrainConfig) -> dict[str, Any]:
+    """The optimizer settings a checkpoint was trained with (what :func:`retune` compares against)."""
+    keys = ["optimizer.lr", *_GROUP_KEYS, "optimizer.beta1", "optimizer.beta2"]
+    return {k: cfg.get(k) for k in keys}
+
+
+def retune(optimizer: torch.optim.Optimizer, schedule: Any, saved: dict[str, Any] | None, cfg: TrainConfig) -> None:
+    """After loading a checkpoint trained with the optimizer settings ``saved``: apply this config's
+    (population-based training continues another trial's checkpoint with new values). The learning rate
+    scales every group's base rate by new/old (a transfer model's lower rates keep their ratio); the
+    schedule's progress is kept. A checkpoint of the same config changes nothing."""
+    if not saved:
+        return
+    old_lr, new_lr = saved.get("optimizer.lr"), cfg["optimizer.lr"]
+    if old_lr and new_lr != old_lr:
+        for group in optimizer.param_groups:
+            group["base_lr"] *= new_lr / old_lr
+        schedule._apply()
+    for key, setting in _GROUP_KEYS.items():
+        if cfg.get(key) is not None and saved.get(key) != cfg.get(key):
+            for group in optimizer.param_groups:
+                if setting in group:
+                    group[setting] = cfg[key]
+    if cfg.get("optimizer.beta1") is not None and (saved.get("optimizer.beta1"), saved.get("optimizer.beta2")) != (
+        cfg["optimizer.beta1"],
+        cfg["optimizer.beta2"],
+    ):
+        for group in optimizer.param_groups:
+            if "betas" in group:
+                group["betas"] = (cfg["optimizer.beta1"], cfg["optimizer.beta2"])

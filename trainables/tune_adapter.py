@@ -185,6 +185,7 @@ class TrialSettings:
     report_interval_s: float = 0.0
     gpu_share: float = 0.0
     metric: str | None = None
+    also_metrics: tuple[str, ...] = ()  # the other objectives' and the constraints' metrics: required too
     loader_workers: int = 0
 
 
@@ -260,7 +261,7 @@ def train_here(config: dict[str, Any], trial: TrialSettings, session: Session) -
     device_plan.apply(plan)
     fn = resolve_trainable(trial.trainable_name)
     builtin = trial.trainable_name in BUILTIN
-    data, epochs, metric = trial.data, trial.epochs, trial.metric
+    data, epochs, metric, also = trial.data, trial.epochs, trial.metric, trial.also_metrics
     splits, on_device = _data_for(data, plan, builtin, trial.loader_workers) if data is not None else (None, False)
     parameters = inspect.signature(fn).parameters
     trial_id = session.trial_id
@@ -323,11 +324,13 @@ def train_here(config: dict[str, Any], trial: TrialSettings, session: Session) -
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None = None) -> None:
         nonlocal done, last_checkpoint
-        if metric is not None and metric not in metrics:
-            raise MetricNotReported(
-                f"search.metric {metric!r} is not among the metrics the trainable reported "
-                f"({', '.join(sorted(metrics)) or 'none'}): report it, or set search.metric to one of these"
-            )
+        for name in (metric, *also) if metric is not None else ():
+            if name not in metrics:
+                where = "search.metric" if name == metric else "search.objectives/constraints' metric"
+                raise MetricNotReported(
+                    f"{where} {name!r} is not among the metrics the trainable reported "
+                    f"({', '.join(sorted(metrics)) or 'none'}): report it, or search one of these"
+                )
         done += 1
         epoch = int(metrics.get("epoch", done))
         due = batch.add({**metrics, "epoch": epoch})

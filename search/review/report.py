@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from hpsearch.review.evidence import build_report
+from hpsearch.review.pbt import pbt_history
 from hpsearch.review.trials import TOP_K, SearchReport, Settings, TrialRow
 from hpsearch.spaces import space_kinds
 from hpsearch.tracking import reader
@@ -96,7 +97,8 @@ def report_for(client: Any, parent: Any, top_k: int = TOP_K, experiment: Any = N
     experiment = experiment or client.get_experiment(parent.info.experiment_id)
     settings = settings_of(client, parent)
     rows = trial_rows(client, experiment.experiment_id, parent.info.run_id, settings)
-    return build_report(
+    schedule, lineage = pbt_history(client, experiment.experiment_id, rows)
+    report = build_report(
         settings,
         rows,
         experiment=experiment.name,
@@ -106,6 +108,8 @@ def report_for(client: Any, parent: Any, top_k: int = TOP_K, experiment: Any = N
         status=parent.data.tags.get(STATUS, parent.info.status),
         top_k=top_k,
     )
+    report.max_epochs, report.pbt_schedule, report.pbt_lineage = settings.max_epochs, schedule, lineage
+    return report
 
 
 __all__ = [

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.review.front import front_csv_rows, plot_front, print_front, tag_front
+from hpsearch.review.pbt import plot_schedule, print_pbt
 from hpsearch.review.report import report_for
 from hpsearch.review.trials import TOP_K, SearchReport, text
 
@@ -35,6 +36,10 @@ def write_report(report: SearchReport, folder: Path) -> list[Path]:
             {"trial": t, "epoch": s, report.metric: v} for t, pts in report.curves.items() for s, v in pts
         ],
     }
+    if report.pbt_schedule:
+        tables["pbt_schedule.csv"], tables["pbt_lineage.csv"] = report.pbt_schedule, report.pbt_lineage
+        plot_schedule(report.pbt_schedule, report.max_epochs, folder / "pbt_schedule.png")
+        files.append(folder / "pbt_schedule.png")
     if report.front:
         tables["pareto_front.csv"] = front_csv_rows(report.front)
         plot_front(report.objective_points, report.front, report.objectives, folder / "pareto_front.png")
@@ -263,6 +268,8 @@ def print_report(report: SearchReport, console: Any = None) -> None:
                 *([beat] if rungs else []),
             )
         console.print(table)
+    if report.pbt_schedule:
+        print_pbt(report.pbt_schedule, report.pbt_lineage, report.top[0]["trial"] if report.top else None, console)
     if report.objectives:
         print_front(report.front, report.objectives, report.constraints, console)
     if report.questions:

@@ -67,6 +67,9 @@ class SearchReport:
     constraints: list[str] = field(default_factory=list)
     front: list[dict[str, Any]] = field(default_factory=list)  # the Pareto front (hpsearch.review.front)
     objective_points: list[dict[str, Any]] = field(default_factory=list)  # every completed trial's objectives
+    max_epochs: int = 0
+    pbt_schedule: list[dict[str, Any]] = field(default_factory=list)  # hpsearch.review.pbt
+    pbt_lineage: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,10 +10,11 @@ report compares trials at (read back from the spec the search logged).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
+from hpsearch.errors import Problem
 from hpsearch.registry import Registry, Strict
 
 if TYPE_CHECKING:
@@ -40,6 +41,22 @@ class SchedulerSpec(Strict):
         carry several epochs); the search's metric and mode reach it through Tune's ``TuneConfig``."""
         raise NotImplementedError(f"{type(self).__qualname__} does not build a scheduler")
 
+    population_based: ClassVar[bool] = False
+    """It evolves a population itself (PBT): no sampler proposes the trials after the first ones."""
+
+    def build_for(self, space: Any, builtin: bool, seed: int) -> TrialScheduler:
+        """The scheduler for this search's space (``builtin``: the trainable is a built-in; ``seed`` the
+        sampler's). Default: :meth:`build`."""
+        return self.build()
+
+    def fit_problems(self, space: Any, builtin: bool) -> list[Problem]:
+        """Where the space or the trainable do not suit this scheduler (paths relative to it)."""
+        return []
+
+    def checkpoint_interval(self) -> int | None:
+        """Epochs at which every trial must checkpoint (whatever ``search.checkpoint_*`` say), or None."""
+        return None
+
     def milestones(self) -> list[float]:
         """The epochs where it decides whether a trial goes on (ascending; may be fractional). A trial sends
         its result at the first epoch at or past each, so the decision falls on the epoch it would without
@@ -58,6 +75,6 @@ DEFAULT = "asha"
 
 # The built-ins register themselves, the default first (it leads the lists of choices)
 import hpsearch.schedulers.asha  # noqa: E402, F401
-from hpsearch.schedulers import asha, others  # noqa: E402
+from hpsearch.schedulers import asha, others, pbt  # noqa: E402
 
-__all__ = ["DEFAULT", "REGISTRY", "SchedulerSpec", "asha", "others", "register"]
+__all__ = ["DEFAULT", "REGISTRY", "SchedulerSpec", "asha", "others", "pbt", "register"]

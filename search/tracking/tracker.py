@@ -7,6 +7,7 @@ tracking thread (:class:`~hpsearch.tracking.writer.Writer`), writes land through
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -21,14 +22,18 @@ from hpsearch.tracking.offline import Offline
 from hpsearch.tracking.records import TrialRecord
 from hpsearch.tracking.store import quiet_mlflow
 from hpsearch.tracking.tags import (
+    CHANGED,
     CONFIG,
     DEVICE,
+    DONOR,
     EPOCHS,
     ERROR,
+    FROM_EPOCH,
     NODE_ID,
     RESTART_CAUSE,
     RESTARTS,
     RUNTIME_PREFIX,
+    SEGMENT,
     STATE,
     TRIAL,
 )
@@ -285,6 +290,22 @@ class MlflowTracker:
         """Tune restarts the trial from its checkpoint: its run continues (the ledger drops redone epochs)."""
         tags = {RESTARTS: str(rec.restarts), RESTART_CAUSE: redact(rec.restart_cause or "")[:MAX_TAG]}
         self._op(Op("tags", rec.trial_id, {"tags": tags}), flush=rec.trial_id)
+
+    def trial_exploited(self, rec: TrialRecord, segment: dict[str, Any]) -> None:
+        """PBT: the trial continues from ``segment["donor"]``'s checkpoint with a new config. Its run's params
+        stay (MLflow params never change): a segment run under it records the config, the donor and the epoch."""
+        n = segment["segment"]
+        params, _ = self.describe(dict(segment["config"]))
+        tags = {
+            SEGMENT: str(n),
+            DONOR: segment["donor"],
+            FROM_EPOCH: str(segment["epoch"]),
+            CHANGED: json.dumps(segment["changed"], default=str)[:MAX_TAG],
+            TRIAL: rec.name,
+        }
+        name = f"{rec.name} segment {n} (from {segment['donor']} @ epoch {segment['epoch']})"
+        data = {"trial": rec.trial_id, "name": name, "params": flatten(params), "tags": tags, "segments": n}
+        self._op(Op("create_segment", f"{rec.trial_id}#{n}", data), flush=rec.trial_id)
 
     def before_snapshot(self, timeout_s: float = 5.0) -> None:
         """Before Tune snapshots the search: the epochs handed over so far are written (or journaled), so

@@ -13,7 +13,7 @@ from hpsearch.tracking import reader
 from hpsearch.tracking.journal import PARENT as PARENT_REF
 from hpsearch.tracking.journal import Op
 from hpsearch.tracking.store import artifact_location, new_sqlite_store
-from hpsearch.tracking.tags import PARENT, ROLE, STATE, STATUS, TRIAL_ID
+from hpsearch.tracking.tags import PARENT, ROLE, SEGMENT_ID, SEGMENT_OF, SEGMENTS, STATE, STATUS, TRIAL_ID
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -94,6 +94,9 @@ class StoreWriter:
         if op.kind == "create_trial":
             self._create_trial(op, replaying)
             return
+        if op.kind == "create_segment":
+            self._create_segment(op, replaying)
+            return
         found = op.run_id or (self.parent_run_id if op.ref == PARENT_REF else self.run_ids.get(op.ref))
         if found is None:  # its create_trial failed for a reason other than the store being away
             raise LookupError(f"trial {op.ref}'s MLflow run was never created (its first write failed)")
@@ -146,6 +149,22 @@ class StoreWriter:
         run = self.client.create_run(self.experiment_id, run_name=op.data["name"], tags=tags)
         self.run_ids[op.ref] = run.info.run_id
         log_params(self.client, run.info.run_id, op.data["params"])
+
+    def _create_segment(self, op: Op, replaying: bool) -> None:
+        """A PBT segment: a finished run under its trial's run with the config it continues with."""
+        assert self.experiment_id is not None
+        trial_run = self.run_ids.get(op.data["trial"])
+        if trial_run is None:
+            raise LookupError(f"trial {op.data['trial']}'s MLflow run was never created (its first write failed)")
+        if replaying and self.client.search_runs(
+            [self.experiment_id], f"tags.`{SEGMENT_ID}` = '{op.ref}'", max_results=1
+        ):
+            return
+        tags = {PARENT: trial_run, ROLE: "segment", SEGMENT_OF: op.data["trial"], SEGMENT_ID: op.ref, **op.data["tags"]}
+        run = self.client.create_run(self.experiment_id, run_name=op.data["name"], tags=tags)
+        log_params(self.client, run.info.run_id, op.data["params"])
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        self.client.set_tag(trial_run, SEGMENTS, str(op.data["segments"]))
 
     def _unwritten(self, run_id: str, points: list[list[Any]]) -> list[list[Any]]:
         """The points whose (key, step) the run does not have yet."""
