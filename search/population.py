@@ -47,4 +47,4 @@ class Population(BasicVariantGenerator):
                 start=start,
             )
             self._iterators.append(iterator)
-            self._trial_generator = itertools.chain(self._trial_generator, iterator)
+            self._trial_generator = itertools.chain(self._trial_generator, iterator)  # type: ignore[assignment]

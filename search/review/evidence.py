@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from typing import Any
+from typing import Any, cast
 
 from hpsearch.review.equal_epochs import answer_questions, rung_marginals
 from hpsearch.review.front import front_rows, objective_points
@@ -57,7 +57,7 @@ def build_report(settings: Settings, rows: list[TrialRow], top_k: int = TOP_K, *
         constraints=settings.constraints,
         front=front_rows(rows, settings),
         objective_points=objective_points(rows, settings),
-        **about,
+        **cast(dict[str, Any], about),
     )
 
 

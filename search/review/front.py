@@ -29,7 +29,7 @@ def front_rows(rows: list[TrialRow], settings: Settings) -> list[dict[str, Any]]
         r.run_id: r
         for r in rows
         if r.state == "completed"
-        and all(isinstance(r.metrics.get(m), float) and math.isfinite(r.metrics[m]) for m in metrics)
+        and all(isinstance(r.metrics.get(m), (int, float)) and math.isfinite(r.metrics[m]) for m in metrics)
         and all(c.holds(r.metrics) for c in constraints)
     }
     points = {k: [r.metrics[m] for m in metrics] for k, r in candidates.items()}

@@ -139,8 +139,8 @@ def retrain(
     report = report_for(client, parent, top_k=max(top_k, 1), experiment=exp)
     if front and not spec.search.multi_objective:
         raise UsageError([("--front", f"{experiment}: the search has one objective ({spec.search.metric}), no front")])
-    chosen = (report.front[:top_k] if top_k else report.front) if front else report.top
-    if not chosen:
+    picked = (report.front[:top_k] if top_k else report.front) if front else report.top
+    if not picked:
         what = "no completed trial on its Pareto front" if front else "no finished trial"
         raise HpsearchError(f"{experiment}: the search has {what} to retrain")
     metric, mode = test_metric(spec.search.metric, spec.search.mode)
@@ -165,7 +165,7 @@ def retrain(
     where = f"{socket.gethostname()} pid {os.getpid()}"
     configs: list[RetrainedConfig] = []
     best_models: dict[str, tuple[float, Any]] = {}  # per config: (signed test metric, model) of its best seed
-    for top in chosen:
+    for top in picked:
         source = client.get_run(top["run_id"])
         config = _sampled_config(source)
         item = RetrainedConfig(top["trial"], top["run_name"], top["run_id"], top["value"], config)

@@ -120,4 +120,4 @@ class FifoSpec(SchedulerSpec):
     def build(self) -> TrialScheduler:
         from ray.tune.schedulers import FIFOScheduler
 
-        return FIFOScheduler()
+        return FIFOScheduler()  # type: ignore[no-untyped-call]

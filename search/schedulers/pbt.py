@@ -53,7 +53,7 @@ def active_param(space: spaces.Space, config: dict[str, Any], key: str) -> Any:
         if name == key:
             return param
         if isinstance(param, spaces.Conditional) and key.startswith(f"{name}."):
-            branch = param.branches.get(config.get(name))
+            branch = param.branches.get(str(config.get(name)))
             return active_param(branch, config, key[len(name) + 1 :]) if branch is not None else None
     return None
 
@@ -154,7 +154,8 @@ class PbtSpec(SchedulerSpec):
                     Problem(
                         "mutate",
                         f"a built-in trainable cannot change {key!r} on a checkpoint (it shapes the model or its "
-                        f"schedule); it can change: {', '.join(HOT_KEYS)}",
+                        "schedule); it can change: optimizer.* (lr, momentum, alpha, betas, eps, weight_decay), l1, "
+                        "l2, max_norm, grad_clip.threshold, batch_size, crop_padding, hflip",
                     )
                 )
         if not keys:

@@ -45,7 +45,7 @@ class RecordedPBT(PopulationBasedTraining):
 
     def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
         super()._exploit(tune_controller, trial, trial_to_clone)
-        donor = self._trial_state[trial_to_clone].last_result or {}
+        donor: dict[str, Any] = self._trial_state[trial_to_clone].last_result or {}
         if self.recorder is not None:
             self.recorder(
                 Exploit(trial.trial_id, trial_to_clone.trial_id, int(donor.get("epoch", 0)), dict(trial.config))

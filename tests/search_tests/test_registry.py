@@ -64,9 +64,9 @@ def test_unknown_sampler_and_scheduler_name_the_choices(quickstart_data):
     assert "search.sampler.type: must be one of 'tpe', 'random', 'cmaes', 'gp', 'qmc', 'nsga2' or 'grid'" in problems[
         0
     ] and problems[0].endswith("got 'cmaes-ish'")
-    assert "search.scheduler.type: must be one of 'asha', 'hyperband', 'median', 'fifo' or 'pbt'" in problems[1] and problems[
+    assert "search.scheduler.type: must be one of 'asha', 'hyperband', 'median', 'fifo' or 'pbt'" in problems[
         1
-    ].endswith("got 'nope'")
+    ] and problems[1].endswith("got 'nope'")
 
 
 def test_a_plugin_that_cannot_be_imported_is_named(quickstart_data):

@@ -497,3 +497,44 @@ def test_transfer_resumes_after_the_unfreeze(tiny_images):
     rest = []
     train_model("resnet_transfer", config, tiny_images, 3, lambda m, s=None: rest.append(m), resume=saved[2])
     assert untimed(rest) == untimed(whole[2:])
+
+
+@pytest.mark.parametrize(
+    ("base", "new"),
+    [
+        (
+            {"optimizer": "sgd", "optimizer.lr": 0.05, "optimizer.momentum": 0.5},
+            {"optimizer.lr": 0.01, "optimizer.momentum": 0.9},
+        ),
+        (
+            {"optimizer": "adam", "optimizer.lr": 0.003, "schedule": "exponential", "schedule.s": 50},
+            {"optimizer.lr": 0.0006},
+        ),
+    ],
+)
+def test_a_checkpoint_continues_with_the_new_configs_optimizer_settings(base, new):
+    """PBT's exploit: another config's checkpoint, this config's rate and momentum (the schedule's progress kept)."""
+    import copy
+
+    data = load_data({"dataset": "digits"})
+    saved = {}
+    train_model(
+        "mlp", base, data, 3, lambda m, s=None: saved.setdefault(m["epoch"], copy.deepcopy(s)), checkpoint_every=1
+    )
+    rates, seen = [], []
+    config = {**base, **new}
+
+    def report(metrics, state=None):
+        rates.append(metrics["lr"])
+        seen.append(state)
+
+    train_model("mlp", config, data, 3, report, resume=saved[2], checkpoint_every=1)
+    unbroken = []
+    train_model("mlp", config, data, 3, lambda m, s=None: unbroken.append(m["lr"]))
+    assert rates[0] == pytest.approx(unbroken[2])  # the new rate at the schedule's point of epoch 3
+    assert seen[0]["hot"]["optimizer.lr"] == new["optimizer.lr"]  # and its checkpoint says so
+    momentum = seen[0]["optimizer"]["param_groups"][0].get("momentum")
+    assert momentum == new.get("optimizer.momentum", momentum)
+    same = []
+    train_model("mlp", base, data, 3, lambda m, s=None: same.append(m["lr"]), resume=saved[2])
+    assert same[0] == pytest.approx(saved[3]["optimizer"]["param_groups"][0]["lr"])  # its own checkpoint: unchanged
