@@ -145,3 +145,27 @@ def test_each_scheduler_stops_trials_and_optuna_learns_them_as_pruned(ray_sessio
         assert len(configs) == 4  # the grid: every point once
     elif scheduler["type"] == "hyperband":
         assert stopped > 0
+
+
+def test_a_search_of_a_replay_workload_logs_the_recorded_curves(ray_session, tmp_path, monkeypatch):
+    """The replay trainable in a real search (benchmarks.replay): what MLflow holds is what was recorded."""
+    from benchmarks.replay import load_table
+    from benchmarks.replay_spaces import WORKLOADS
+
+    monkeypatch.setenv("HPSEARCH_REPLAY_TIME_SCALE", "0.05")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    s = parse_spec(
+        {
+            "name": "it-replay",
+            "trainable": "benchmarks.replay:replay_images_cnn",
+            "space": json.loads(json.dumps(WORKLOADS["images_cnn"].space)),
+            "search": {"num_trials": 6, "max_concurrent": 2, "scheduler": {"max_epochs": 9}},
+        }
+    )
+    result = run_search(s, tracking_uri=uri, storage=tmp_path / "runs", quiet=True)
+    assert sum(result.counts.values()) == 6 and result.counts["stopped_early"] > 0
+    table, client = load_table("images_cnn"), MlflowClient(uri)
+    for run in trial_runs(client, result.parent_run_id):
+        curve = table.curve(json.loads(run.data.tags["hpsearch.config"]))
+        got = sorted((int(m.step), m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert got == [(e, curve["epochs"][e - 1][1]) for e in range(1, len(got) + 1)]
