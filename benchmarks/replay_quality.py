@@ -42,7 +42,7 @@ METHODS: dict[str, str] = {
     "fifo": "hpsearch, no early stopping",
     "noliar": "hpsearch, no constant liar",
 }
-MO_METHODS = {"a": "hpsearch (MOTPE, ASHA on accuracy)", "nsga2": "hpsearch, NSGA-II", "random": "hpsearch, random"}
+MO_METHODS = {"a": "hpsearch (MOTPE)", "nsga2": "hpsearch, NSGA-II", "random": "hpsearch, random"}
 
 
 def _spec(table: Table, seed: int, sampler: dict[str, Any], scheduler: dict[str, Any], **search: Any) -> Any:
@@ -125,14 +125,16 @@ def method_for(key: str, table: Table, seed: int) -> Any:
     return builders[key]()
 
 
-def mo_method_for(key: str, table: Table, seed: int) -> Any:
+def mo_method_for(key: str, table: Table, seed: int, scheduler: str = "asha") -> Any:
     objectives = [{"metric": "val_accuracy", "mode": "max"}, {"metric": "params", "mode": "min"}]
     sampler = {
         "a": {},
         "nsga2": {"type": "nsga2", "population_size": 10, "fallback": "random"},
         "random": {"type": "random"},
     }[key]
-    return hpsearch_method(table, seed, sampler, None, objectives=objectives)
+    return hpsearch_method(
+        table, seed, sampler, None if scheduler == "asha" else {"type": scheduler}, objectives=objectives
+    )
 
 
 def hypervolume_within(table: Table, timeline: Timeline, epochs: int) -> float:
@@ -171,7 +173,9 @@ def verdict(c: dict[str, Any]) -> str:
     return "ahead" if c["median_diff"] > 0 or (c["median_diff"] == 0 and c["wins"] > c["losses"]) else "behind"
 
 
-def run(workloads: list[str], methods: list[str], seeds: int, objectives: bool) -> dict[str, Any]:
+def run(
+    workloads: list[str], methods: list[str], seeds: int, objectives: bool, scheduler: str = "asha"
+) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": seeds, "fractions": FRACTIONS, "workloads": {}}
     for name in workloads:
         table = load_table(name)
@@ -185,7 +189,7 @@ def run(workloads: list[str], methods: list[str], seeds: int, objectives: bool) 
             started = time.perf_counter()
             per_seed = []
             for seed in range(seeds):
-                method = (mo_method_for if objectives else method_for)(key, table, seed)
+                method = mo_method_for(key, table, seed, scheduler) if objectives else method_for(key, table, seed)
                 timeline = simulate(table, method, budget, CONCURRENCY)
                 if objectives:
                     per_seed.append([hypervolume_within(table, timeline, c) for c in cuts])
@@ -287,13 +291,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=None, choices=sorted(set(METHODS) | set(MO_METHODS)))
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--objectives", action="store_true", help="several objectives: hypervolume, digits_mlp")
+    parser.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="with --objectives")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.objectives:
         args.workloads, args.methods = ["digits_mlp"], [m for m in args.methods or MO_METHODS if m in MO_METHODS]
     else:
         args.methods = args.methods or list(METHODS)
-    results = run(args.workloads, args.methods, args.seeds, args.objectives)
+    results = run(args.workloads, args.methods, args.seeds, args.objectives, args.scheduler)
     print(tables(results, args.objectives))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

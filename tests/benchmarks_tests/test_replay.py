@@ -115,3 +115,18 @@ def test_each_method_runs_and_the_comparison_is_a_signed_rank_test():
     w = results["workloads"]["images_cnn"]
     assert set(w["methods"]) == {"a", "d"} and len(w["methods"]["d"]["a_vs"]) == 3
     assert all(not math.isnan(v) for v in w["methods"]["a"]["median"])
+
+
+def test_the_command_writes_its_results_for_one_and_two_objectives(tmp_path, capsys):
+    from benchmarks.replay_quality import main
+
+    main(["--workloads", "images_cnn", "--methods", "a", "d", "--seeds", "2", "--out", str(tmp_path)])
+    assert "| images_cnn (budget 150" in capsys.readouterr().out
+    assert {p.name for p in tmp_path.iterdir()} == {"replay.json", "replay.png"}
+    main(["--objectives", "--scheduler", "fifo", "--seeds", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| digits_mlp | a hpsearch (MOTPE)" in out and "nsga2" in out and "random" in out
+    import json
+
+    mo = json.loads((tmp_path / "replay_objectives.json").read_text())["workloads"]["digits_mlp"]["methods"]
+    assert set(mo) == {"a", "nsga2", "random"} and all(0 < v <= 1 for m in mo.values() for v in m["median"])
