@@ -100,3 +100,15 @@ def kill_driver_when(driver, ready, timeout_s: float, settle_s: float = 0.0, stu
 def untimed(history: list[dict]) -> list[dict]:
     """Reported metrics without the one that is a timing (``latency_ms``): what must repeat exactly."""
     return [{k: v for k, v in m.items() if k != "latency_ms"} for m in history]
+
+
+def spec_problems(data: dict) -> list[str]:
+    """The problems (``path: message``) a spec given as a mapping is refused with."""
+    import pytest
+
+    from hpsearch.errors import SpecError
+    from hpsearch.spec import parse_spec
+
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    return [str(p) for p in info.value.problems]

@@ -24,6 +24,13 @@ def asha_milestones(max_t: int, grace_period: int, reduction_factor: float) -> l
     return [grace_period * reduction_factor**k for k in range(rungs)]
 
 
+def grace_problems(grace_period: int, max_epochs: int) -> list[Problem]:
+    """A grace period longer than the trials: the one problem every early-stopping scheduler checks."""
+    if grace_period > max_epochs:
+        return [Problem("grace_period", f"must be <= max_epochs ({max_epochs}), got {grace_period}")]
+    return []
+
+
 @register
 class AshaSpec(SchedulerSpec):
     """ASHA's settings.
@@ -38,9 +45,7 @@ class AshaSpec(SchedulerSpec):
     reduction_factor: float = Field(3.0, gt=1)
 
     def problems(self) -> list[Problem]:
-        if self.grace_period > self.max_epochs:
-            return [Problem("grace_period", f"must be <= max_epochs ({self.max_epochs}), got {self.grace_period}")]
-        return []
+        return grace_problems(self.grace_period, self.max_epochs)
 
     def build(self) -> TrialScheduler:
         from ray.tune.schedulers import ASHAScheduler

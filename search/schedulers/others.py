@@ -11,6 +11,7 @@ from pydantic import Field
 
 from hpsearch.errors import Problem
 from hpsearch.schedulers import SchedulerSpec, register
+from hpsearch.schedulers.asha import grace_problems
 
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
@@ -46,7 +47,7 @@ class HyperbandSpec(SchedulerSpec):
 
     def problems(self) -> list[Problem]:
         if self.grace_period > self.max_epochs:
-            return [Problem("grace_period", f"must be <= max_epochs ({self.max_epochs}), got {self.grace_period}")]
+            return grace_problems(self.grace_period, self.max_epochs)
         most = int(math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1)
         if self.brackets > most:
             return [
@@ -89,9 +90,7 @@ class MedianSpec(SchedulerSpec):
     min_samples_required: int = Field(3, ge=1)
 
     def problems(self) -> list[Problem]:
-        if self.grace_period > self.max_epochs:
-            return [Problem("grace_period", f"must be <= max_epochs ({self.max_epochs}), got {self.grace_period}")]
-        return []
+        return grace_problems(self.grace_period, self.max_epochs)
 
     def build(self) -> TrialScheduler:
         from ray.tune.schedulers import MedianStoppingRule

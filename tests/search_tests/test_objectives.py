@@ -11,12 +11,12 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch import faults, schedulers
-from hpsearch.errors import SpecError
 from hpsearch.objectives import INFEASIBLE, Constraint, dominates, hypervolume, pareto_front
 from hpsearch.review.front import front_rows
 from hpsearch.review.trials import Settings, TrialRow
 from hpsearch.searcher import optuna_search
 from hpsearch.spec import parse_spec
+from tests.helpers import spec_problems
 
 TWO = [{"metric": "val_accuracy", "mode": "max"}, {"metric": "params", "mode": "min"}]
 
@@ -26,12 +26,6 @@ def mo_data(quickstart_data, **search):
     del data["search"]["metric"], data["search"]["mode"]
     data["search"].update(objectives=TWO, **search)
     return data
-
-
-def problems_of(data):
-    with pytest.raises(SpecError) as info:
-        parse_spec(data)
-    return [str(p) for p in info.value.problems]
 
 
 def test_constraints_parse_and_give_optuna_values_that_are_negative_when_they_hold():
@@ -89,12 +83,12 @@ def test_a_completed_trial_that_did_not_report_every_objective_is_a_failure(quic
 
 
 def test_objectives_and_constraints_are_checked_at_validation(quickstart_data):
-    assert problems_of(mo_data(quickstart_data, metric="val_loss")) == [
+    assert spec_problems(mo_data(quickstart_data, metric="val_loss")) == [
         "search.metric: the first objective is the metric (val_accuracy): give one or the other, got 'val_loss'"
     ]
     data = mo_data(quickstart_data, constraints=["flops <= 3", "latency_ms < 2"])
     data["search"]["objectives"] = [TWO[0], {"metric": "params", "mode": "max"}]
-    assert sorted(problems_of(data)) == [
+    assert sorted(spec_problems(data)) == [
         "search.constraints[0]: the mlp trainable reports val_accuracy, val_loss, train_loss, params, latency_ms, "
         "peak_memory_mb for task: classification, got 'flops' (in 'flops <= 3')",
         "search.constraints[1]: a constraint is `METRIC <= NUMBER` or `METRIC >= NUMBER` (latency_ms <= 2), got "
@@ -103,7 +97,7 @@ def test_objectives_and_constraints_are_checked_at_validation(quickstart_data):
     ]
     data = mo_data(quickstart_data)
     data["search"]["objectives"] = [TWO[0], TWO[0]]
-    assert "search.objectives: each metric may be one objective once" in problems_of(data)[0]
+    assert "search.objectives: each metric may be one objective once" in spec_problems(data)[0]
 
 
 def test_a_scheduler_that_needs_one_metric_refuses_several_objectives(quickstart_data):
@@ -120,7 +114,7 @@ def test_a_scheduler_that_needs_one_metric_refuses_several_objectives(quickstart
     try:
         data = mo_data(quickstart_data)
         data["search"]["scheduler"] = {"type": "one_metric_only", "max_epochs": 3}
-        assert problems_of(data) == [
+        assert spec_problems(data) == [
             "search.scheduler.type: one_metric_only needs one metric, and search.objectives has 2; schedulers that "
             "stop by the first objective: asha, hyperband, median, fifo, pbt"
         ]

@@ -8,9 +8,9 @@ import copy
 import pytest
 
 from hpsearch import samplers
-from hpsearch.errors import SpecError
 from hpsearch.searcher import optuna_search
 from hpsearch.spec import parse_spec
+from tests.helpers import spec_problems
 
 NUMERIC = {"dropout": {"float": [0.0, 0.5]}, "units": {"int": [16, 128]}, "l2": {"float": [1e-6, 1e-2], "log": True}}
 GRID = {"dropout": {"float": [0.0, 0.4], "step": 0.2}, "units": {"choice": [32, 64]}, "hidden_layers": {"int": [1, 2]}}
@@ -22,12 +22,6 @@ def spec_with(quickstart_data, space, sampler, **search):
     data["search"].pop("enqueue", None)
     data["search"].update(sampler=sampler, **search)
     return data
-
-
-def problems_of(data):
-    with pytest.raises(SpecError) as info:
-        parse_spec(data)
-    return [str(p) for p in info.value.problems]
 
 
 @pytest.mark.parametrize(
@@ -126,7 +120,7 @@ def test_the_grid_hands_out_every_point_once_also_to_trials_in_flight(quickstart
 )
 def test_a_space_that_does_not_suit_the_sampler_is_refused(quickstart_data, sampler, space, num_trials, expected):
     space = quickstart_data["space"] if space == "quickstart" else space
-    problems = problems_of(spec_with(quickstart_data, space, sampler, num_trials=num_trials))
+    problems = spec_problems(spec_with(quickstart_data, space, sampler, num_trials=num_trials))
     assert any(expected in p for p in problems), problems
 
 
@@ -139,7 +133,7 @@ def test_a_one_objective_sampler_refuses_several_objectives(quickstart_data):
     objectives = [{"metric": "val_accuracy", "mode": "max"}, {"metric": "params", "mode": "min"}]
     data = spec_with(quickstart_data, NUMERIC, {"type": "cmaes"}, objectives=objectives)
     del data["search"]["metric"], data["search"]["mode"]
-    assert problems_of(data) == [
+    assert spec_problems(data) == [
         "search.sampler.type: cmaes searches one objective; search.objectives has 2: use tpe, random, gp, qmc, nsga2, grid"
     ]
 

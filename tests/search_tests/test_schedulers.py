@@ -10,10 +10,10 @@ import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
 
 from hpsearch import spaces
-from hpsearch.errors import SpecError
 from hpsearch.schedulers.others import hyperband_milestones
 from hpsearch.schedulers.pbt import HOT_KEYS, Explore, active_param, searched_keys
 from hpsearch.spec import parse_spec
+from tests.helpers import spec_problems
 
 
 def with_scheduler(quickstart_data, scheduler, **search):
@@ -21,12 +21,6 @@ def with_scheduler(quickstart_data, scheduler, **search):
     data["search"]["scheduler"] = scheduler
     data["search"].update(search)
     return data
-
-
-def problems_of(data):
-    with pytest.raises(SpecError) as info:
-        parse_spec(data)
-    return [str(p) for p in info.value.problems]
 
 
 @pytest.mark.parametrize(
@@ -54,10 +48,10 @@ def test_each_scheduler_builds_rays_and_says_where_it_decides(quickstart_data):
     assert median.scheduler.milestones() == [1.0, 2.0, 3.0, 4.0, 5.0] and median.scheduler.rungs() == [2, 5]
     fifo = parse_spec(with_scheduler(quickstart_data, {"type": "fifo", "max_epochs": 5})).search.scheduler
     assert isinstance(fifo.build(), FIFOScheduler) and fifo.milestones() == [] and fifo.rungs() == [5]
-    assert problems_of(with_scheduler(quickstart_data, {"type": "hyperband", "max_epochs": 9, "brackets": 4})) == [
+    assert spec_problems(with_scheduler(quickstart_data, {"type": "hyperband", "max_epochs": 9, "brackets": 4})) == [
         "search.scheduler.brackets: max_epochs 9 with grace_period 1 and reduction_factor 3 has room for at most 3, got 4"
     ]
-    assert problems_of(with_scheduler(quickstart_data, {"type": "median", "max_epochs": 3, "grace_period": 4})) == [
+    assert spec_problems(with_scheduler(quickstart_data, {"type": "median", "max_epochs": 3, "grace_period": 4})) == [
         "search.scheduler.grace_period: must be <= max_epochs (3), got 4"
     ]
 
@@ -117,7 +111,7 @@ def test_pbt_refuses_what_it_cannot_do(quickstart_data, tmp_path):
         "optimizer.momentum",
         "grad_clip.threshold",
     ]
-    assert problems_of(with_scheduler(quickstart_data, {**pbt, "mutate": ["units", "flops"]})) == [
+    assert spec_problems(with_scheduler(quickstart_data, {**pbt, "mutate": ["units", "flops"]})) == [
         "search.scheduler.mutate: a built-in trainable cannot change 'units' on a checkpoint (it shapes the model "
         "or its schedule); it can change: optimizer.* (lr, momentum, alpha, betas, eps, weight_decay), l1, l2, "
         "max_norm, grad_clip.threshold, batch_size, crop_padding, hflip",
@@ -126,18 +120,18 @@ def test_pbt_refuses_what_it_cannot_do(quickstart_data, tmp_path):
         "search.sampler.type: pbt evolves its population itself (its first one is drawn at random): give random or "
         "no sampler, got 'tpe'",
     ]
-    assert problems_of(
+    assert spec_problems(
         with_scheduler(quickstart_data, {**pbt, "perturbation_interval": 6}, sampler={"type": "random"})
     ) == ["search.scheduler.perturbation_interval: must be < max_epochs (6): it never exploits otherwise, got 6"]
     data = with_scheduler(quickstart_data, pbt, warm_start="earlier")
     del data["search"]["sampler"]
-    assert problems_of(data) == [
+    assert spec_problems(data) == [
         "search.warm_start: pbt evolves its population itself (its first one is drawn at random): there is no Optuna study to seed"
     ]
     data = with_scheduler(quickstart_data, {**pbt, "mutate": ["units"]})
     del data["search"]["sampler"], data["data"]
     data["trainable"] = "tests.integration_tests.own_training:untestable"
-    assert any("pbt continues trials from other trials' checkpoints" in p for p in problems_of(data))
+    assert any("pbt continues trials from other trials' checkpoints" in p for p in spec_problems(data))
 
 
 def test_the_first_population_is_the_configs_given_as_tune_trials():
