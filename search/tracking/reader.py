@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import UsageError
-from hpsearch.tracking.tags import PARENT, ROLE, TRIAL_ID
+from hpsearch.tracking.tags import PARENT, ROLE, SEGMENT_ID, TRIAL_ID
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -98,6 +98,12 @@ def search_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) 
 def experiment_trials(client: MlflowClient, experiment_id: str) -> Iterator[Run]:
     """The trial runs of every search of an experiment."""
     return runs(client, [experiment_id], f"tags.`{ROLE}` = 'trial'")
+
+
+def segment_run(client: MlflowClient, experiment_id: str, segment_id: str) -> Run | None:
+    """The PBT segment run ``segment_id`` (``TRIALID#N``), if it was written."""
+    found = client.search_runs([experiment_id], f"tags.`{SEGMENT_ID}` = '{segment_id}'", max_results=1)
+    return found[0] if found else None
 
 
 def trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> Run | None:

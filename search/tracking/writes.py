@@ -156,9 +156,7 @@ class StoreWriter:
         trial_run = self.run_ids.get(op.data["trial"])
         if trial_run is None:
             raise LookupError(f"trial {op.data['trial']}'s MLflow run was never created (its first write failed)")
-        if replaying and self.client.search_runs(
-            [self.experiment_id], f"tags.`{SEGMENT_ID}` = '{op.ref}'", max_results=1
-        ):
+        if replaying and reader.segment_run(self.client, self.experiment_id, op.ref) is not None:
             return
         tags = {PARENT: trial_run, ROLE: "segment", SEGMENT_OF: op.data["trial"], SEGMENT_ID: op.ref, **op.data["tags"]}
         run = self.client.create_run(self.experiment_id, run_name=op.data["name"], tags=tags)

@@ -78,7 +78,7 @@ def test_search_records_parent_and_children_in_mlflow(ray_session, tmp_path):
         assert ("optimizer.momentum" in params) == (params["optimizer"] == "sgd")
         epochs = int(child.data.tags["hpsearch.epochs"])
         assert (epochs == 6) == (state == "completed")
-        for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
+        for key in ("train_loss", "val_loss", "val_accuracy", "lr", "params", "latency_ms", "peak_memory_mb"):
             history = client.get_metric_history(child.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
             points += len(history)

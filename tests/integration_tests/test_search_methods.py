@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 
 import pytest
 from mlflow import MlflowClient
@@ -169,3 +170,60 @@ def test_a_search_of_a_replay_workload_logs_the_recorded_curves(ray_session, tmp
         curve = table.curve(json.loads(run.data.tags["hpsearch.config"]))
         got = sorted((int(m.step), m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
         assert got == [(e, curve["epochs"][e - 1][1]) for e in range(1, len(got) + 1)]
+
+
+def test_a_pbt_search_whose_driver_was_killed_resumes_and_keeps_exploiting(tmp_path):
+    """kill -9 of the driver (and its Ray) after the first exploit; ``hpsearch resume`` re-syncs Ray's PBT
+    with the restored trials (a fresh scheduler waited for an epoch they had passed: 10 minutes stuck)."""
+    import sqlite3
+
+    from benchmarks.replay_spaces import CNN_SPACE
+    from tests.helpers import kill_driver_when, start_hpsearch, write_spec
+
+    data = {
+        "name": "it-pbt-resume",
+        "trainable": "benchmarks.replay:replay_images_cnn",
+        "space": json.loads(json.dumps(CNN_SPACE)),
+        "search": {
+            "num_trials": 4,
+            "max_concurrent": 2,
+            "sampler": {"type": "random", "seed": 3},
+            "scheduler": {
+                "type": "pbt",
+                "max_epochs": 9,
+                "perturbation_interval": 2,
+                "quantile_fraction": 0.5,
+                "mutate": ["optimizer.lr", "dropout"],
+            },  # fmt: skip
+        },
+    }
+    spec = write_spec(tmp_path / "spec.yaml", data)
+    env = {"HPSEARCH_REPLAY_TIME_SCALE": "4", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    db = tmp_path / "mlruns.db"
+
+    def segments() -> int:
+        if not db.exists():
+            return 0
+        with sqlite3.connect(db) as con:  # read-only look at MLflow's own table
+            row = con.execute("select count(*) from tags where key = 'hpsearch.role' and value = 'segment'").fetchone()
+        return int(row[0])
+
+    driver = start_hpsearch("run", spec, cwd=tmp_path, stderr=subprocess.DEVNULL, env=env)
+    kill_driver_when(driver, lambda: segments() >= 1, timeout_s=240, settle_s=1.0, stuck="no exploit before the kill")
+    (run_dir,) = (tmp_path / "hpsearch_results").iterdir()
+    resumed = start_hpsearch("resume", run_dir, cwd=tmp_path, env=env)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "[4/4]" in out
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("it-pbt-resume")
+    runs = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'", max_results=100)
+    assert len(runs) == 4 and all(r.data.tags["hpsearch.trial_state"] == "completed" for r in runs)
+    for run in runs:
+        steps = [int(m.step) for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == list(range(1, 10)), (run.info.run_name, steps)  # every epoch once
+    after = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'segment'", max_results=100)
+    exploits = sorted(int(r.data.tags["hpsearch.pbt.from_epoch"]) for r in after)
+    assert set(exploits) <= {2, 4, 6, 8} and max(exploits) >= 6  # it went on exploiting after the resume
+    numbers = [(r.data.tags["mlflow.parentRunId"], r.data.tags["hpsearch.pbt.segment"]) for r in after]
+    assert len(numbers) == len(set(numbers))  # no segment recorded twice
