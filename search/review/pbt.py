@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.review.trials import TrialRow, num, text
-from hpsearch.tracking.reader import parse_param, runs
-from hpsearch.tracking.tags import CHANGED, DONOR, FROM_EPOCH, PARENT, ROLE, SEGMENT
+from hpsearch.tracking.reader import parse_param, segment_runs
+from hpsearch.tracking.tags import CHANGED, DONOR, FROM_EPOCH, PARENT, SEGMENT
 
 
 def pbt_history(
@@ -19,12 +19,9 @@ def pbt_history(
     """``(schedule, lineage)``: one schedule row per trial and segment (``from_epoch``: the first epoch it
     trained with these values; the mutated keys' values), one lineage row per exploit. Both empty for a
     search without segments."""
-    by_run = {r.run_id: r for r in rows}
     segments: dict[str, list[Any]] = {}
-    for run in runs(client, [experiment_id], f"tags.`{ROLE}` = 'segment'"):
-        parent = run.data.tags.get(PARENT)
-        if parent in by_run:
-            segments.setdefault(parent, []).append(run)
+    for run in segment_runs(client, experiment_id, [r.run_id for r in rows]):
+        segments.setdefault(run.data.tags[PARENT], []).append(run)
     if not segments:
         return [], []
     keys: list[str] = []

@@ -100,6 +100,14 @@ def experiment_trials(client: MlflowClient, experiment_id: str) -> Iterator[Run]
     return runs(client, [experiment_id], f"tags.`{ROLE}` = 'trial'")
 
 
+def segment_runs(client: MlflowClient, experiment_id: str | None, trial_run_ids: list[str]) -> list[Run]:
+    """The PBT segment runs under these trial runs."""
+    if experiment_id is None or not trial_run_ids:
+        return []
+    under = set(trial_run_ids)
+    return [r for r in runs(client, [experiment_id], f"tags.`{ROLE}` = 'segment'") if r.data.tags.get(PARENT) in under]
+
+
 def segment_run(client: MlflowClient, experiment_id: str, segment_id: str) -> Run | None:
     """The PBT segment run ``segment_id`` (``TRIALID#N``), if it was written."""
     found = client.search_runs([experiment_id], f"tags.`{SEGMENT_ID}` = '{segment_id}'", max_results=1)

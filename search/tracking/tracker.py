@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import TrackingError
 from hpsearch.redact import redact
+from hpsearch.tracking import reader
 from hpsearch.tracking.journal import PARENT as PARENT_REF
 from hpsearch.tracking.journal import Journal, Op
 from hpsearch.tracking.offline import Offline
@@ -34,6 +35,7 @@ from hpsearch.tracking.tags import (
     RESTARTS,
     RUNTIME_PREFIX,
     SEGMENT,
+    SEGMENT_ID,
     STATE,
     TRIAL,
 )
@@ -317,8 +319,10 @@ class MlflowTracker:
     def search_restored(self, records: list[TrialRecord]) -> None:
         """After ``Tuner.restore``: trials Tune continues are running again; runs of trials the restored
         experiment does not know (started after its last snapshot, then lost) are deleted: Tune runs
-        other trials in their place, so keeping them would count those trials twice."""
+        other trials in their place, so keeping them would count those trials twice. So are PBT segment
+        runs the restored records do not know: the trial redoes that exploit (or another) from its checkpoint."""
         known = {r.trial_id for r in records}
+        segments = {f"{r.trial_id}#{s['segment']}" for r in records for s in r.segments}
         running = {r.trial_id: r for r in records if r.state == "running"}
         store = self.store
         logged: dict[str, int] = {}  # per running trial: the last epoch its run holds
@@ -330,6 +334,9 @@ class MlflowTracker:
                     if trial_id not in known:
                         store.client.delete_run(run_id)
                         del store.run_ids[trial_id]
+                for run in reader.segment_runs(store.client, store.experiment_id, list(store.run_ids.values())):
+                    if run.data.tags.get(SEGMENT_ID) not in segments:
+                        store.client.delete_run(run.info.run_id)
                 for trial_id in running:
                     if trial_id in store.run_ids:
                         run_id = store.run_ids[trial_id]
