@@ -151,7 +151,6 @@ class TuneMethod(Method):
         result = {**metrics, "training_iteration": metrics["epoch"], "trial_id": tid}
         decision = self.scheduler.on_trial_result(self.controller, self.trials[tid], result)
         self.searcher.on_trial_result(tid, result)
-        self.last = result
         return decision != "STOP"
 
     def end(self, tid: str, metrics: dict[str, float] | None, stopped: bool, diverged: bool) -> None:

@@ -17,6 +17,7 @@ share of the table's largest model x 1.1, reference point (0, 1): a hypervolume 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -52,7 +53,7 @@ def _spec(table: Table, seed: int, sampler: dict[str, Any], scheduler: dict[str,
         {
             "name": f"replay-{table.name}",
             "trainable": f"benchmarks.replay:replay_{table.name}",
-            "space": json.loads(json.dumps(WORKLOADS[table.name].space)),
+            "space": copy.deepcopy(WORKLOADS[table.name].space),
             "search": {
                 "num_trials": len(table.configs),
                 "max_concurrent": CONCURRENCY,

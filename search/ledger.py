@@ -142,7 +142,6 @@ class Ledger(Callback):
             "segment": len(rec.segments) + 2,  # the first segment is the config it started with
             "epoch": exploit.epoch,
             "donor": donor.name,
-            "donor_id": donor.trial_id,
             "config": dict(exploit.config),
             "changed": {k: v for k, v in exploit.config.items() if before.get(k) != v},
         }

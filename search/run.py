@@ -105,6 +105,7 @@ def tracker_for(spec: JobSpec, uri: str) -> MlflowTracker:
         describe=trial_describer(spec.trainable),
         namer=lambda short, config: run_name(short, config, space),
         report=log_report,
+        segments=spec.search.scheduler.population_based,
     )
 
 

@@ -97,11 +97,12 @@ class SpaceSearch(OptunaSearch):
         """Keep the metric of every epoch a Tune result carries (its own and its EARLIER ones), by epoch."""
         values = self._epoch_values.setdefault(trial_id, {})
         first = self._objectives[0] if self._objectives else self._metric
+        keep_last = len(self._objectives) > 1 or bool(self._constraints)  # told at the end: all objectives, constraints
         for epoch in [*result.get(EARLIER, ()), result]:
             value, step = epoch.get(first), epoch.get("epoch")
             if isinstance(value, (int, float)) and isinstance(step, (int, float)) and math.isfinite(value):
                 values[int(step)] = float(value)  # a restored trial redoes epochs: the newest counts
-            if isinstance(step, (int, float)) and step >= self._last_metrics.get(trial_id, (-1, {}))[0]:
+            if keep_last and isinstance(step, (int, float)) and step >= self._last_metrics.get(trial_id, (-1, {}))[0]:
                 numbers = {
                     k: float(v) for k, v in epoch.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                 }

@@ -15,6 +15,7 @@ def trainable_for(spec: JobSpec) -> Any:
     from hpsearch.trainables.tune_adapter import run_trial
 
     res = spec.resources
+    pbt_interval = spec.search.scheduler.checkpoint_interval()  # PBT continues trials from these epochs' checkpoints
     # A group's workers hold its CPUs and GPUs (Ray Train reserves them); the trial's process only waits.
     # Tune needs a reservation that is not empty: one byte of memory, so the group fits where its workers do.
     own: dict[str, float] = {"cpu": 0, "gpu": 0, "memory": 1} if res.workers > 1 else {"cpu": res.cpu, "gpu": res.gpu}
@@ -26,11 +27,8 @@ def trainable_for(spec: JobSpec) -> Any:
             epochs=spec.epochs,
             seed=spec.search.sampler.seed,
             threads=max(1, int(spec.resources.cpu)),
-            # PBT continues trials from checkpoints of its interval's epochs: they must all be there
-            checkpoint_every=spec.search.scheduler.checkpoint_interval() or spec.search.checkpoint_every,
-            checkpoint_min_interval_s=0.0
-            if spec.search.scheduler.checkpoint_interval()
-            else spec.search.checkpoint_min_interval_s,
+            checkpoint_every=pbt_interval or spec.search.checkpoint_every,
+            checkpoint_min_interval_s=0.0 if pbt_interval else spec.search.checkpoint_min_interval_s,
             milestones=spec.search.scheduler.milestones(),
             report_interval_s=spec.search.report_interval_s,
             gpu_share=spec.resources.gpu,
@@ -60,22 +58,13 @@ def scheduler_for(spec: JobSpec, ledger: Any) -> Any:
 def first_population(spec: JobSpec) -> Any:
     """The trials of a population-based search (PBT): the spec's first configs (filled in at random where
     partial), then configs drawn at random (seeded by the sampler's seed), ``num_trials`` in all."""
-    import optuna
-
     from hpsearch import spaces
     from hpsearch.population import Population
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.search.sampler.seed))
-    for config in spec.first_configs[: spec.search.num_trials]:
-        study.enqueue_trial(spaces.to_optuna(spec.search_space, config)[0], skip_if_exists=False)
-    draw = spaces.define_by_run(spec.search_space)
-    configs = []
-    for _ in range(spec.search.num_trials):
-        trial = study.ask()
-        configs.append(draw(trial))
-        study.tell(trial, 0.0)
-    return Population(configs)
+    search = spec.search
+    return Population(
+        spaces.sample(spec.search_space, search.num_trials, search.sampler.seed, first=spec.first_configs)
+    )
 
 
 def group_callbacks(spec: JobSpec) -> list[Any]:

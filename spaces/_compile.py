@@ -56,12 +56,15 @@ def _suggest(space: Space, trial: Any, key_prefix: str, name_prefix: str, out: C
             raise TypeError(f"unknown parameter type {type(param).__name__} at {full_key}")
 
 
-def sample(space: Space, n: int, seed: int = 0) -> list[Config]:
-    """Draw ``n`` configs at random (seeded): a preview of what a search will explore."""
+def sample(space: Space, n: int, seed: int = 0, first: list[Config] | None = None) -> list[Config]:
+    """Draw ``n`` configs at random (seeded): a preview of what a search will explore. ``first`` (dotted
+    keys, partial ones filled in at random) come first, in order."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for config in (first or [])[:n]:
+        study.enqueue_trial(to_optuna(space, config)[0], skip_if_exists=False)
     fn = define_by_run(space)
     configs = []
     for _ in range(n):

@@ -198,9 +198,10 @@ def train_model(
         assert val_x is not None and val_y is not None
         return tensor_batches(val_x, val_y, eval_batch, device)
 
-    costs: dict[str, float] = {}  # what the model costs (params, latency, memory): measured after the first epoch
-    first_x: torch.Tensor | None = None  # a training batch, to measure with
-    remeasure = False  # the model changed what it trains (an unfreeze): measure its costs again
+    costs: dict[str, float] = {}  # what the model costs (params, latency, memory)
+    measure = True  # measure them after this epoch: the first, and again after an unfreeze
+    sample: torch.Tensor | None = None  # this epoch's first batch, to measure with
+    hot = hot_values(cfg)  # the optimizer settings each checkpoint records (what a restore compares with)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # a reused actor's earlier trials are not this one's peak
     for epoch in range(first_epoch, epochs + 1):
@@ -208,15 +209,15 @@ def train_model(
             _unfreeze(transfer, optimizer, schedule, cfg)
             if world > 1:
                 wrap()
-            first_x = None  # the unfrozen layers' gradients and optimizer state cost memory too: measure again
+            measure = True  # the unfrozen layers' gradients and optimizer state cost memory too
         model.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for step, (x, y) in enumerate(batches.epoch(epoch) if streamed else resident_epoch(), 1):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if first_x is None:
-                first_x, remeasure = x, True
+            if measure and step == 1:
+                sample = x
             with autocast:
                 # The compiled model sees whole batches only: one shape, one graph. The short tail batch
                 # runs eagerly (same parameters, same result) instead of compiling a second graph.
@@ -255,11 +256,11 @@ def train_model(
                 raise TrialDiverged(f"validation loss became non-finite in epoch {epoch} (val_loss={scores['loss']})")
             metrics.update({f"val_{k}": v for k, v in scores.items()})
             monitored = scores["loss"]
-        if first_x is not None and (not costs or remeasure):
+        if measure and sample is not None:
             peak = costs.get("peak_memory_mb", 0.0)
-            costs = model_costs(model, first_x, optimizer)
+            costs = model_costs(model, sample, optimizer)
             costs["peak_memory_mb"] = max(peak, costs["peak_memory_mb"])
-            remeasure = False
+            measure, sample = False, None  # the batch is not kept for the rest of the trial
         elif device.type == "cuda" and costs:  # the allocator's peak may still grow
             costs["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         metrics.update(costs)
@@ -268,7 +269,7 @@ def train_model(
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
             report(
                 metrics,
-                {**_state(epoch, model, optimizer, schedule, scaler, generator, device), "hot": hot_values(cfg)},
+                {**_state(epoch, model, optimizer, schedule, scaler, generator, device), "hot": hot},
             )
         else:
             report(metrics)

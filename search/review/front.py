@@ -65,13 +65,6 @@ def objective_points(rows: list[TrialRow], settings: Settings) -> list[dict[str,
     ]
 
 
-def front_csv_rows(front: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {k: v for k, v in t.items() if k != "config"} | {f"config.{k}": v for k, v in t["config"].items()}
-        for t in front
-    ]
-
-
 def plot_front(
     rows: list[dict[str, Any]], front: list[dict[str, Any]], objectives: list[tuple[str, str]], path: Path
 ) -> None:

@@ -40,6 +40,7 @@ def settings_of(client: Any, parent: Any) -> Settings:
         kinds,
         objectives,
         [str(c) for c in search.parsed_constraints],
+        search.scheduler.population_based,
     )
 
 
@@ -97,7 +98,7 @@ def report_for(client: Any, parent: Any, top_k: int = TOP_K, experiment: Any = N
     experiment = experiment or client.get_experiment(parent.info.experiment_id)
     settings = settings_of(client, parent)
     rows = trial_rows(client, experiment.experiment_id, parent.info.run_id, settings)
-    schedule, lineage = pbt_history(client, experiment.experiment_id, rows)
+    schedule, lineage = pbt_history(client, experiment.experiment_id, rows) if settings.population_based else ([], [])
     report = build_report(
         settings,
         rows,

@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hpsearch.review.front import front_csv_rows, plot_front, print_front, tag_front
+from hpsearch.review.front import plot_front, print_front, tag_front
 from hpsearch.review.pbt import plot_schedule, print_pbt
 from hpsearch.review.report import report_for
-from hpsearch.review.trials import TOP_K, SearchReport, text
+from hpsearch.review.trials import TOP_K, SearchReport, config_columns, text
 
 
 # Writing -------------------------------------------------------------------------------------------
@@ -23,10 +23,7 @@ def write_report(report: SearchReport, folder: Path) -> list[Path]:
     files = [folder / "report.json"]
     files[0].write_text(json.dumps(report.to_json(), indent=2, default=str))
     tables = {
-        "top_trials.csv": [
-            {k: v for k, v in t.items() if k != "config"} | {f"config.{k}": v for k, v in t["config"].items()}
-            for t in report.top
-        ],
+        "top_trials.csv": config_columns(report.top),
         "optimization_history.csv": report.history,
         "param_importance.csv": [{"param": k, "importance": v} for k, v in report.importance.get("params", {}).items()],
         "marginals.csv": [{"param": k, **row} for k, table in report.marginals.items() for row in table],
@@ -41,7 +38,7 @@ def write_report(report: SearchReport, folder: Path) -> list[Path]:
         plot_schedule(report.pbt_schedule, report.max_epochs, folder / "pbt_schedule.png")
         files.append(folder / "pbt_schedule.png")
     if report.front:
-        tables["pareto_front.csv"] = front_csv_rows(report.front)
+        tables["pareto_front.csv"] = config_columns(report.front)
         plot_front(report.objective_points, report.front, report.objectives, folder / "pareto_front.png")
         files.append(folder / "pareto_front.png")
     for name, table in tables.items():

@@ -43,6 +43,7 @@ class Settings:
     kinds: dict[str, dict[str, Any]]  # searched key -> {"kind": choice|int|float, ...range or options}
     objectives: list[tuple[str, str]] = field(default_factory=list)  # (metric, mode) with several objectives
     constraints: list[str] = field(default_factory=list)  # "latency_ms <= 2", ...
+    population_based: bool = False  # PBT: its trials have segment runs (hpsearch.review.pbt)
 
 
 @dataclass
@@ -73,6 +74,14 @@ class SearchReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def config_columns(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials (with a ``config``) as CSV rows: the config's keys as ``config.<key>`` columns."""
+    return [
+        {k: v for k, v in t.items() if k != "config"} | {f"config.{k}": v for k, v in t["config"].items()}
+        for t in items
+    ]
 
 
 def groups_of(key: str, kind: dict[str, Any] | None, values: list[Any]) -> tuple[list[str], Any]:

@@ -17,11 +17,15 @@ if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
 
 
-def asha_milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
-    """The epochs where Ray's ``ASHAScheduler`` (one bracket) decides: ``grace * rf**k`` for as many
-    rungs as Ray makes (its formula, ``int(log(max_t / grace) / log(rf) + 1)``), ascending."""
-    rungs = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor**k for k in range(rungs)]
+def asha_milestones(max_t: int, grace_period: int, reduction_factor: float, brackets: int = 1) -> list[float]:
+    """The epochs where Ray's ``ASHAScheduler`` (one bracket) or ``AsyncHyperBandScheduler`` (``brackets``)
+    decides, ascending: bracket ``s`` has the rungs ``grace * rf**(k + s)`` for as many as Ray makes (its
+    formula, ``int(log(max_t / grace) / log(rf) - s + 1)``); all brackets' together."""
+    out: set[float] = set()
+    for s in range(brackets):
+        n = int(math.log(max_t / grace_period) / math.log(reduction_factor) - s + 1)
+        out.update(grace_period * reduction_factor ** (k + s) for k in range(max(n, 0)))
+    return sorted(out)
 
 
 def grace_problems(grace_period: int, max_epochs: int) -> list[Problem]:

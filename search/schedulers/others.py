@@ -11,24 +11,14 @@ from pydantic import Field
 
 from hpsearch.errors import Problem
 from hpsearch.schedulers import SchedulerSpec, register
-from hpsearch.schedulers.asha import grace_problems
+from hpsearch.schedulers.asha import AshaSpec, asha_milestones, grace_problems
 
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
 
 
-def hyperband_milestones(max_t: int, grace_period: int, reduction_factor: float, brackets: int) -> list[float]:
-    """Where Ray's ``AsyncHyperBandScheduler`` decides: bracket ``s`` has the rungs ``grace * rf**(k + s)``
-    for as many as Ray makes (``int(log(max_t / grace) / log(rf) - s + 1)``); all brackets' together."""
-    out: set[float] = set()
-    for s in range(brackets):
-        n = int(math.log(max_t / grace_period) / math.log(reduction_factor) - s + 1)
-        out.update(grace_period * reduction_factor ** (k + s) for k in range(max(n, 0)))
-    return sorted(out)
-
-
 @register
-class HyperbandSpec(SchedulerSpec):
+class HyperbandSpec(AshaSpec):
     """Asynchronous Hyperband (Ray Tune's ``AsyncHyperBandScheduler``; Optuna's ``HyperbandPruner`` works
     the same way): trials are spread over ``brackets`` ASHA brackets, bracket ``s`` first deciding at
     ``grace_period * reduction_factor**s`` epochs, which hedges against a grace period too short to judge
@@ -40,14 +30,12 @@ class HyperbandSpec(SchedulerSpec):
         brackets: how many brackets (1 is ASHA).
     """
 
-    type: Literal["hyperband"] = "hyperband"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(3.0, gt=1)
+    type: Literal["hyperband"] = "hyperband"  # type: ignore[assignment]
     brackets: int = Field(3, ge=1, le=10)
 
     def problems(self) -> list[Problem]:
         if self.grace_period > self.max_epochs:
-            return grace_problems(self.grace_period, self.max_epochs)
+            return super().problems()
         most = int(math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1)
         if self.brackets > most:
             return [
@@ -71,7 +59,7 @@ class HyperbandSpec(SchedulerSpec):
         )
 
     def milestones(self) -> list[float]:
-        return hyperband_milestones(self.max_epochs, self.grace_period, self.reduction_factor, self.brackets)
+        return asha_milestones(self.max_epochs, self.grace_period, self.reduction_factor, self.brackets)
 
 
 @register

@@ -32,7 +32,7 @@ class TrialRecord:
     restarts: int = 0  # times Tune restarted it from its last checkpoint (a lost node, or max_failures)
     restart_cause: str | None = None  # why, the last time
     # PBT: each exploit, in order: {"segment": 2, 3, ..., "epoch": it continues after, "donor": t00k,
-    # "donor_id", "config": the config it continues with, "changed": {key: value}}
+    # "config": the config it continues with, "changed": {key: value}}
     segments: list[dict[str, Any]] = field(default_factory=list)
 
     @property

@@ -93,15 +93,17 @@ class MlflowTracker:
         describe: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str]]] | None = None,
         namer: Callable[[str, dict[str, Any]], str] | None = None,
         report: Callable[[MlflowClient, str], object] | None = None,
+        segments: bool = False,
     ):
         """``describe(config) -> (params, tags)`` turns a trial's config into what its run records
         (by default the config itself); ``namer(short_name, config)`` names its run (default: the
         short name, ``t017``); ``report(client, parent_run_id)`` writes the search's report artifacts
-        when the search ends."""
+        when the search ends; ``segments``: its trials have PBT segment runs (a resume tidies them)."""
         quiet_mlflow()
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.describe = describe or (lambda config: (config, {}))
         self.namer = namer or (lambda short, config: short)
+        self.segments = segments
         self.store = StoreWriter(tracking_uri, report)
         self.offline = Offline(self.store)
         self.report_job = ReportJob(report)
@@ -330,13 +332,15 @@ class MlflowTracker:
 
         def restore() -> None:
             try:
+                trial_runs = list(store.run_ids.values())
                 for trial_id, run_id in list(store.run_ids.items()):
                     if trial_id not in known:
                         store.client.delete_run(run_id)
                         del store.run_ids[trial_id]
-                for run in reader.segment_runs(store.client, store.experiment_id, list(store.run_ids.values())):
-                    if run.data.tags.get(SEGMENT_ID) not in segments:
-                        store.client.delete_run(run.info.run_id)
+                if self.segments:  # PBT: one query for the segment runs under this search's trials
+                    for run in reader.segment_runs(store.client, store.experiment_id, trial_runs):
+                        if run.data.tags.get(SEGMENT_ID) not in segments:
+                            store.client.delete_run(run.info.run_id)
                 for trial_id in running:
                     if trial_id in store.run_ids:
                         run_id = store.run_ids[trial_id]

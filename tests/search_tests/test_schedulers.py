@@ -10,7 +10,7 @@ import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
 
 from hpsearch import spaces
-from hpsearch.schedulers.others import hyperband_milestones
+from hpsearch.schedulers.asha import asha_milestones
 from hpsearch.schedulers.pbt import HOT_KEYS, Explore, active_param, searched_keys
 from hpsearch.spec import parse_spec
 from tests.helpers import spec_problems
@@ -37,7 +37,7 @@ def test_hyperband_decides_where_rays_brackets_have_rungs(max_t, grace, rf, brac
         brackets=brackets,
     )
     rungs = sorted({r[0] for b in ray._brackets for r in b._rungs})
-    assert hyperband_milestones(max_t, grace, rf, brackets) == rungs
+    assert asha_milestones(max_t, grace, rf, brackets) == rungs
 
 
 def test_each_scheduler_builds_rays_and_says_where_it_decides(quickstart_data):
