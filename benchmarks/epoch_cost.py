@@ -53,8 +53,8 @@ def trial(
     resume: dict[str, Any] | None = None, checkpoint_every: int = 0,
 ) -> Any:  # fmt: skip
     """The search's trainable: the built-in loop on the fixed MLP, each epoch's process CPU time written
-    down right after the epoch was handed to hpsearch (so the handing over is in the next epoch's) to the
-    folder ``config["marks"]``."""
+    down right before the epoch is handed to hpsearch (so the handing over is in the next epoch's; the
+    last epoch's report does not return, Tune ends the trial there) to the folder ``config["marks"]``."""
     from hpsearch.trainables.loop import train_model
 
     config = dict(config)
@@ -63,36 +63,59 @@ def trial(
     handing = [0.0]  # thread CPU spent in hpsearch's report so far
 
     def marked(metrics: dict[str, float], state: Any = None) -> None:
+        marks.append((time.monotonic(), time.process_time(), time.thread_time(), handing[0]))
+        path.write_text(json.dumps(marks))  # a trial's last report does not return: kept as they come
         before = time.thread_time()
         report(metrics) if state is None else report(metrics, state)
         handing[0] += time.thread_time() - before
-        marks.append((time.monotonic(), time.process_time(), time.thread_time(), handing[0]))
-        path.write_text(json.dumps(marks))  # a stopped trial never returns: the marks are kept as they come
 
     flat = {**w.REALISTIC_FIXED, **config}
     return train_model("mlp", w.train_config(flat), data, epochs, marked, seed, resume, checkpoint_every)
 
 
-def _mark(marks: list[tuple[float, ...]], metrics: dict[str, float], state: Any = None) -> None:
+class _Stopped(Exception):
+    """The search is over: the plain task's training ends after the epoch it is in."""
+
+
+def _mark(path: Path, marks: list[tuple[float, ...]], stop_file: str, metrics: dict[str, float]) -> None:
     marks.append((time.monotonic(), time.process_time(), time.thread_time(), 0.0))
+    path.write_text(json.dumps(marks))  # as the trial does, after the mark: in the next epoch's figure
+    if os.path.exists(stop_file):
+        raise _Stopped
 
 
-def task(marks_dir: str, stop_file: str, epochs: int) -> int:
-    """The plain Ray task: the same loop on the same data, ``epochs`` at a time, until ``stop_file`` exists."""
+def task(marks_dir: str, stop_file: str) -> int:
+    """The plain Ray task: the same loop on the same data, one training epoch after epoch until
+    ``stop_file`` exists. One training, not one per trial: a restart's first epoch (building the model)
+    is left out, and a trial epoch beside it would have nothing to be paired with. Its marks file
+    appears after its first epoch: the round starts its search then."""
     import torch
 
     from hpsearch.trainables.loop import train_model
 
     torch.set_num_threads(1)
     data = w.load("realistic")
-    runs = 0
-    while not os.path.exists(stop_file):
-        path, marks = _marks_file(marks_dir, "task"), []
-        marked = functools.partial(_mark, marks)
-        train_model("mlp", w.train_config({**w.REALISTIC_FIXED, **CONFIG}), data, epochs, marked, runs)
-        path.write_text(json.dumps(marks))
-        runs += 1
-    return runs
+    path, marks = _marks_file(marks_dir, "task"), []
+    try:
+        marked = functools.partial(_mark, path, marks, stop_file)
+        train_model("mlp", w.train_config({**w.REALISTIC_FIXED, **CONFIG}), data, 1_000_000, marked)
+    except _Stopped:
+        pass
+    return len(marks)
+
+
+def _await_task(plain: Any, marks: Path, timeout: float = 600) -> None:
+    """Until the plain task has trained its first epoch (it is then in step), or raise what it raised."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while not any(marks.glob("task-*.json")):
+        done, _ = ray.wait([plain], timeout=0.2)
+        if done:
+            ray.get(plain)  # raises the task's error
+            raise RuntimeError("the plain task ended before its first epoch")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the plain task trained no epoch in {timeout:.0f} s")
 
 
 # start, end (the machine's monotonic clock); CPU s: the process's, the training thread's, in report()
@@ -148,13 +171,14 @@ def one_round(trials: int, epochs: int, seed: int, folder: Path) -> dict[str, An
             "resources": {"cpu": 1},
         }
     )
-    plain = ray.remote(num_cpus=1)(task).remote(str(marks), str(stop_file), epochs)
+    plain = ray.remote(num_cpus=1)(task).remote(str(marks), str(stop_file))
+    _await_task(plain, marks)
     started = time.perf_counter()
     result = run_search(
         spec, tracking_uri=f"sqlite:///{folder / 'mlruns.db'}", storage=folder / "runs", quiet=True, run_name="run"
     )
     stop_file.touch()
-    task_runs = ray.get(plain)
+    ray.get(plain)
     trial_epochs, task_epochs = epochs_of(marks, "trial"), epochs_of(marks, "task")
     assert result.counts.get("completed") == trials, [r.error for r in result.records]
     return {
@@ -167,7 +191,6 @@ def one_round(trials: int, epochs: int, seed: int, folder: Path) -> dict[str, An
         "trial_report_s": statistics.median(e[4] for e in trial_epochs),
         "trial_epochs": len(trial_epochs),
         "task_epochs": len(task_epochs),
-        "task_runs": task_runs,
         "wall_s": time.perf_counter() - started,
     }
 
@@ -202,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             extra.append(row["trial_others_s"] - row["task_others_s"] + row["trial_report_s"])
             print(
                 f"{r:>5} {row['trial_s']:>9.4f} {row['task_s']:>9.4f} {ratios[-1]:>7.3f} "
-                f"{statistics.median(row['pairs']):>7.3f} "
+                f"{statistics.median(row['pairs']) if row['pairs'] else float('nan'):>7.3f} "
                 f"{row['trial_others_s'] * 1000:>11.1f}/{row['task_others_s'] * 1000:<10.1f} "
                 f"{row['trial_report_s'] * 1000:>9.2f} "
                 f"{row['trial_epochs']:>9}/{row['task_epochs']:<10} {row['wall_s']:>7.1f}",
@@ -211,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.shutdown()
+    if len(pairs) < 2:  # each trial epoch overlaps the task's epochs, unless one side stalled
+        sys.exit(f"epoch_cost: {len(pairs)} trial epochs overlapped a task epoch; it takes 2 for quartiles")
     q = statistics.quantiles(pairs, n=4)
     print(
         f"epoch_cpu_ratio_trial_vs_task={statistics.median(pairs):.3f} quartiles={q[0]:.3f}-{q[2]:.3f} "

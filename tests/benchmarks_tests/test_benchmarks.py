@@ -66,6 +66,8 @@ def test_epoch_cost_benchmark_sets_a_trial_epoch_beside_a_plain_ray_task_epoch()
     row = next(line for line in out.splitlines() if re.match(r"\s+0\s", line))
     trial_s, task_s = (float(x) for x in row.split()[1:3])
     assert 0 < trial_s < 5 and 0 < task_s < 5, out
+    trial_epochs, task_epochs = (int(x) for x in row.split()[-2].split("/"))
+    assert trial_epochs == 2 * (4 - 1) and task_epochs >= 2, out  # every epoch after each trial's first
     last = out.strip().splitlines()[-1]
     match = re.fullmatch(
         r"epoch_cpu_ratio_trial_vs_task=(\S+) quartiles=(\S+)-(\S+) pairs=(\d+) rounds=(\S+) "
