@@ -196,7 +196,7 @@ def _warm_start(load: Workload, seed: int, trials: int, first_folder: Path, time
 
 
 # Reporting -----------------------------------------------------------------------------------------
-def _median_iqr(values: list[float]) -> tuple[float, float]:
+def median_iqr(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return (values[0] if values else math.nan), 0.0
     q = statistics.quantiles(values, n=4)
@@ -217,7 +217,7 @@ def summarise(results: dict) -> dict[str, dict[str, dict[str, tuple[float, float
                     for row in w["seeds"]
                     if m in row["methods"]
                 ]
-                cols[col] = _median_iqr([v for v in vals if v is not None])
+                cols[col] = median_iqr([v for v in vals if v is not None])
             table[name][m] = cols
     return table
 

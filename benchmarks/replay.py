@@ -198,9 +198,9 @@ class OptunaPruned(Method):
             self.study.tell(trial, (metrics or {})[METRIC])
 
 
-def simulate(table: Table, method: Method, budget: int, concurrency: int = 2, overhead_s: float = 0.0) -> Timeline:
+def simulate(table: Table, method: Method, budget: int, concurrency: int = 2) -> Timeline:
     """Run ``method`` on ``table`` until it has spent ``budget`` epochs, ``concurrency`` trials at a time;
-    each trial's epochs end at its recorded times (after ``overhead_s`` to start it)."""
+    each trial's epochs end at its recorded times."""
     timeline = Timeline()
     events: list[tuple[float, int, str, int]] = []
     curves: dict[str, dict[str, Any]] = {}
@@ -216,7 +216,7 @@ def simulate(table: Table, method: Method, budget: int, concurrency: int = 2, ov
         curves[tid] = table.curve(config)
         running += 1
         seq += 1
-        heapq.heappush(events, (now + overhead_s + seconds(curves[tid], 1), seq, tid, 1))
+        heapq.heappush(events, (now + seconds(curves[tid], 1), seq, tid, 1))
         return True
 
     spent = 0

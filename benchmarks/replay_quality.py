@@ -25,12 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.quality import median_iqr
+from benchmarks.quality_methods import CONCURRENCY, FACTOR, FRACTIONS, GRACE  # benchmarks.quality's protocol
 from benchmarks.replay import OptunaPruned, Table, Timeline, TuneMethod, load_table, simulate
 from benchmarks.replay_spaces import WORKLOADS
 
-FRACTIONS = (0.25, 0.5, 1.0)
 BUDGET = {"digits_mlp": 180, "images_cnn": 150}  # epochs: ~20 and ~17 full trainings of 9 epochs
-GRACE, FACTOR, CONCURRENCY = 1, 3, 2
 
 METHODS: dict[str, str] = {
     "a": "hpsearch (default: TPE, ASHA)",
@@ -74,10 +74,10 @@ def hpsearch_method(
 ) -> TuneMethod:
     """hpsearch's own searcher (``SpaceSearch``) and scheduler, exactly as ``hpsearch run`` builds them."""
     from hpsearch.searcher import optuna_search
+    from hpsearch.trialsetup import scheduler_for
 
     spec = _spec(table, seed, sampler or {}, scheduler or {"grace_period": GRACE, "reduction_factor": FACTOR}, **search)
-    first = spec.search
-    return TuneMethod(optuna_search(spec), spec.search.scheduler.build(), first.metric, first.mode)
+    return TuneMethod(optuna_search(spec), scheduler_for(spec, None), spec.search.metric, spec.search.mode)
 
 
 def tune_method(table: Table, seed: int, random: bool) -> TuneMethod:
@@ -212,11 +212,11 @@ def run(
             "methods": {},
         }
         for key in keys:
-            cols = list(zip(*scores[key], strict=True))
+            stats = [median_iqr(list(c)) for c in zip(*scores[key], strict=True)]
             result["methods"][key] = {
                 "name": (MO_METHODS if objectives else METHODS)[key],
-                "median": [statistics.median(c) for c in cols],
-                "iqr": [_iqr(list(c)) for c in cols],
+                "median": [m for m, _ in stats],
+                "iqr": [q for _, q in stats],
                 "seconds": seconds[key],
                 "per_seed": scores[key],
             }
@@ -230,11 +230,6 @@ def run(
             }
         out["workloads"][name] = result
     return out
-
-
-def _iqr(values: list[float]) -> float:
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-    return q[2] - q[0]
 
 
 def tables(results: dict[str, Any], objectives: bool) -> str:

@@ -9,6 +9,7 @@ seconds it took, and what the model costs (params, latency). Written to ``benchm
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import multiprocessing
@@ -53,15 +54,12 @@ def _record(args: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return {"config": config, "epochs": epochs, "diverged_at": diverged, **extra}
 
 
-_CACHE: dict[str, Any] = {}
-
-
+@functools.cache
 def _data(name: str) -> Any:
+    """The workload's data, loaded once per process."""
     from hpsearch.sources import load_data
 
-    if name not in _CACHE:
-        _CACHE[name] = load_data(WORKLOADS[name].data)
-    return _CACHE[name]
+    return load_data(WORKLOADS[name].data)
 
 
 def record(name: str, processes: int) -> Path:

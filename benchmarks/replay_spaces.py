@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.quality_methods import WORKLOADS as QUALITY
+
 MAX_EPOCHS = 9
 
 
@@ -50,12 +52,12 @@ CNN_SPACE: dict[str, Any] = {
 }
 WORKLOADS = {
     "digits_mlp": ReplayWorkload(
-        "digits_mlp", "mlp", {"dataset": "digits"}, MLP_SPACE,
+        "digits_mlp", "mlp", QUALITY["digits"].data, MLP_SPACE,
         "MLP on scikit-learn's digits: 4320 configs (depth, width, 5 activations, batch norm and where, dropout, "
         "SGD or Adam with 4 rates each; the highest rates diverge or stall)",
     ),
     "images_cnn": ReplayWorkload(
-        "images_cnn", "cnn", {"dataset": "synthetic", "samples": 2000, "shape": [1, 6, 6], "classes": 16}, CNN_SPACE,
+        "images_cnn", "cnn", QUALITY["images"].data, CNN_SPACE,
         "the small CNN task of benchmarks.quality (synthetic 1x6x6 images, 16 classes): 1296 configs (depth, "
         "width, activation, batch norm and where, dropout, SGD or Adam with 3 rates each)",
     ),

@@ -267,10 +267,7 @@ def train_model(
         metrics["lr"] = optimizer.param_groups[0]["lr"]  # before the plateau step: the rate this epoch trained with
         schedule.step_epoch(monitored)
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
-            report(
-                metrics,
-                {**_state(epoch, model, optimizer, schedule, scaler, generator, device), "hot": hot},
-            )
+            report(metrics, _state(epoch, model, optimizer, schedule, scaler, generator, device, hot))
         else:
             report(metrics)
     return model
@@ -288,9 +285,11 @@ def _state(
     scaler: torch.amp.GradScaler,
     generator: torch.Generator,
     device: torch.device,
+    hot: dict[str, Any],
 ) -> dict[str, Any]:
     state = {
         "epoch": epoch,
+        "hot": hot,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),

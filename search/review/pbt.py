@@ -70,10 +70,9 @@ def plot_schedule(schedule: list[dict[str, Any]], max_epochs: int, path: Path) -
     for ax, key in zip(axes[:, 0], keys, strict=False):
         for trial in trials:
             steps = [r for r in schedule if r["trial"] == trial and r[key] is not None]
-            xs = [r["from_epoch"] for r in steps] + [max_epochs]
-            ys = [r[key] for r in steps] + [steps[-1][key]] if steps else []
-            if steps:
-                ax.step(xs, ys, where="post", label=trial)
+            if steps:  # each value from its epoch on, the last one to the end
+                xs = [r["from_epoch"] for r in steps] + [max_epochs]
+                ax.step(xs, [r[key] for r in steps] + [steps[-1][key]], where="post", label=trial)
         ax.set(ylabel=key, xlabel="epoch")
         values = [r[key] for r in schedule if r[key] is not None]
         if values and min(values) > 0 and max(values) / min(values) > 20:

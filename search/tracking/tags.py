@@ -20,8 +20,7 @@ ERROR = "hpsearch.error"
 RESTARTS = "hpsearch.restarts"  # times the trial was restarted from its last checkpoint (node lost, retries)
 RESTART_CAUSE = "hpsearch.restart_cause"  # why, the last time
 # PBT (search.scheduler.type: pbt): each exploit is a segment run under the trial's run
-SEGMENT_OF = "hpsearch.segment_of"  # a segment run: its trial's Tune id
-SEGMENT_ID = "hpsearch.segment_id"  # a segment run: TRIALID#N (how a replayed write finds it)
+SEGMENT_ID = "hpsearch.segment_id"  # a segment run: TRIALID#N (its trial's Tune id; how a replayed write finds it)
 SEGMENT = "hpsearch.pbt.segment"  # 2, 3, ...: the trial's segments (the first is the trial's own params)
 DONOR = "hpsearch.pbt.donor"  # the trial whose checkpoint the segment continues from (t00k)
 FROM_EPOCH = "hpsearch.pbt.from_epoch"  # the segment trains from the epoch after this one

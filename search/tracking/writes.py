@@ -13,7 +13,7 @@ from hpsearch.tracking import reader
 from hpsearch.tracking.journal import PARENT as PARENT_REF
 from hpsearch.tracking.journal import Op
 from hpsearch.tracking.store import artifact_location, new_sqlite_store
-from hpsearch.tracking.tags import PARENT, ROLE, SEGMENT_ID, SEGMENT_OF, SEGMENTS, STATE, STATUS, TRIAL_ID
+from hpsearch.tracking.tags import PARENT, ROLE, SEGMENT_ID, SEGMENTS, STATE, STATUS, TRIAL_ID
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -158,7 +158,7 @@ class StoreWriter:
             raise LookupError(f"trial {op.data['trial']}'s MLflow run was never created (its first write failed)")
         if replaying and reader.segment_run(self.client, self.experiment_id, op.ref) is not None:
             return
-        tags = {PARENT: trial_run, ROLE: "segment", SEGMENT_OF: op.data["trial"], SEGMENT_ID: op.ref, **op.data["tags"]}
+        tags = {PARENT: trial_run, ROLE: "segment", SEGMENT_ID: op.ref, **op.data["tags"]}
         run = self.client.create_run(self.experiment_id, run_name=op.data["name"], tags=tags)
         log_params(self.client, run.info.run_id, op.data["params"])
         self.client.set_terminated(run.info.run_id, "FINISHED")

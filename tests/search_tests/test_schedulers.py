@@ -103,7 +103,7 @@ def test_pbt_finds_the_parameter_of_the_branch_and_lists_what_the_space_searches
     assert set(HOT_KEYS) >= {"optimizer.lr", "l2", "batch_size"}
 
 
-def test_pbt_refuses_what_it_cannot_do(quickstart_data, tmp_path):
+def test_pbt_refuses_what_it_cannot_do(quickstart_data):
     pbt = {"type": "pbt", "max_epochs": 6}
     spec = parse_spec(with_scheduler(quickstart_data, pbt, sampler={"type": "random"}))
     assert spec.search.scheduler.mutated(spec.search_space, True) == [
@@ -134,7 +134,7 @@ def test_pbt_refuses_what_it_cannot_do(quickstart_data, tmp_path):
     assert any("pbt continues trials from other trials' checkpoints" in p for p in spec_problems(data))
 
 
-def test_the_first_population_is_the_configs_given_as_tune_trials():
+def test_the_first_population_is_the_configs_given_as_tune_trials(tmp_path):
     from ray.tune.experiment import Experiment
 
     from hpsearch.population import Population
@@ -144,9 +144,7 @@ def test_the_first_population_is_the_configs_given_as_tune_trials():
         {"optimizer": "adam", "optimizer.lr": 1e-3},
     ]
     generator = Population(configs)
-    generator.add_configurations(
-        [Experiment("x", run=lambda config: None, storage_path="/tmp/hpsearch-population-test")]
-    )
+    generator.add_configurations([Experiment("x", run=lambda config: None, storage_path=str(tmp_path))])
     trials = [generator.next_trial() for _ in range(2)]
     assert [t.config for t in trials] == configs  # keys of different branches, as they are
     assert generator.next_trial() is None and generator.is_finished()
