@@ -100,6 +100,7 @@ def optuna_method(table: Table, seed: int) -> OptunaPruned:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
+        study_name=f"replay-{table.name}-{seed}",  # HyperbandPruner puts a trial in a bracket by the name's hash
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.HyperbandPruner(

@@ -5,7 +5,7 @@ with its values by epoch, as with ASHA (:func:`hpsearch.searcher.verdict`)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -48,14 +48,19 @@ class HyperbandSpec(AshaSpec):
         return []
 
     def build(self) -> TrialScheduler:
-        from ray.tune.schedulers import AsyncHyperBandScheduler
+        return self.build_for(None, True, 0)
 
-        return AsyncHyperBandScheduler(
+    def build_for(self, space: Any, builtin: bool, seed: int) -> TrialScheduler:
+        """Ray's scheduler, its draw of each trial's bracket seeded by the sampler's ``seed``."""
+        from hpsearch.schedulers.seeded_hyperband import SeededHyperBand
+
+        return SeededHyperBand(
             time_attr="epoch",
             max_t=self.max_epochs,
             grace_period=self.grace_period,
             reduction_factor=self.reduction_factor,
             brackets=self.brackets,
+            seed=seed,
         )
 
     def milestones(self) -> list[float]:

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from benchmarks.replay import Table, TuneMethod, epoch_metrics, load_table, replay_digits_mlp, simulate
-from benchmarks.replay_quality import compare, hypervolume_within, method_for, mo_method_for, run, verdict
+from benchmarks.replay_quality import METHODS, compare, hypervolume_within, method_for, mo_method_for, run, verdict
 from benchmarks.replay_spaces import WORKLOADS, config_key, configs_of
 from hpsearch import spaces
 from hpsearch.protocol import TrialDiverged
@@ -130,3 +130,10 @@ def test_the_command_writes_its_results_for_one_and_two_objectives(tmp_path, cap
 
     mo = json.loads((tmp_path / "replay_objectives.json").read_text())["workloads"]["digits_mlp"]["methods"]
     assert set(mo) == {"a", "nsga2", "random"} and all(0 < v <= 1 for m in mo.values() for v in m["median"])
+
+
+def test_every_method_is_the_same_search_for_the_same_seed():
+    table = load_table("images_cnn")
+    for key in METHODS:  # Ray's Hyperband and Optuna's drew brackets unseeded
+        runs = [simulate(table, method_for(key, table, seed=2), budget=60).values for _ in range(2)]
+        assert runs[0] == runs[1], key

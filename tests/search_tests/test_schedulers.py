@@ -167,3 +167,33 @@ def test_a_resumed_pbt_waits_for_the_epoch_after_the_restored_trials_not_before(
     pbt.on_trial_add(SimpleNamespace(search_alg=None), restored)
     state = pbt._trial_state[restored]
     assert (state.last_perturbation_time, state.last_train_time, pbt._next_perturbation_sync) == (4, 4, 6)
+
+
+def test_hyperband_draws_each_trials_bracket_from_the_samplers_seed(quickstart_data):
+    """Ray draws brackets from NumPy's global state: unseeded, a search with the same seed stopped other trials."""
+    import pickle
+
+    import numpy as np
+
+    hb = parse_spec(with_scheduler(quickstart_data, {"type": "hyperband", "max_epochs": 27})).search.scheduler
+
+    def scheduler(seed):
+        built = hb.build_for(None, True, seed)
+        built.set_search_properties("m", "max")
+        return built
+
+    def add(built, first, last):
+        for i in range(first, last):
+            built.on_trial_add(None, SimpleNamespace(trial_id=f"t{i}"))
+        return [built._brackets.index(built._trial_info[f"t{i}"]) for i in range(first, last)]
+
+    np.random.seed(5)
+    outside = np.random.get_state()
+    drawn = add(scheduler(3), 0, 40)
+    assert np.array_equal(np.random.get_state()[1], outside[1])  # the global state is left as it was
+    np.random.rand(7)  # whatever else draws from it in between
+    assert add(scheduler(3), 0, 40) == drawn and len(set(drawn)) == 3
+    assert add(scheduler(4), 0, 40) != drawn
+    resumed = scheduler(3)
+    head = add(resumed, 0, 20)
+    assert head + add(pickle.loads(pickle.dumps(resumed)), 20, 40) == drawn  # saved with the search, resumed
